@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .config import Sam3DConfig
-from .model import Sam3D
+from .model import Sam3D, shift_window_mask
 
 
 class CheckpointError(ValueError):
@@ -80,10 +80,11 @@ def check_state_dict(expected: Mapping[str, torch.Tensor], got: Mapping, where: 
 
 
 def _check_masks(model: Sam3D, enc: Mapping):
+    want = shift_window_mask(model.cfg)
     for i, blk in enumerate(model.encoder.blocks):
         if blk.shifted:
             key = f"blocks.{i}.attn_mask"
-            if not torch.equal(enc[key].float(), blk.attn_mask):
+            if not torch.equal(enc[key].float(), want):
                 raise CheckpointError(
                     f"encoder_dict: {key} differs from the shift mask of this configuration "
                     f"(crop {model.cfg.crop}, window {model.cfg.window}, shift {model.cfg.shift})")
@@ -117,8 +118,8 @@ def load_official_state(ckpt: Mapping, cfg: Sam3DConfig) -> Sam3D:
         check_state_dict(pe_exp, sd, f"feature_dict[{j}]")
     check_state_dict(model.decoder.state_dict(), ckpt["decoder_dict"], "decoder_dict")
 
-    model.encoder.load_state_dict(_to_float(ckpt["encoder_dict"]), strict=True)
     _check_masks(model, ckpt["encoder_dict"])
+    model.encoder.load_state_dict(_to_float(ckpt["encoder_dict"]), strict=True)
     model.prompt_encoder.load_state_dict(_to_float(feats[APPLIED_PROMPT_ENCODER]), strict=True)
     model.decoder.load_state_dict(_to_float(ckpt["decoder_dict"]), strict=True)
     return model.eval()

@@ -1,0 +1,182 @@
+"""The two exported graphs, built from a loaded `Sam3D` with the exact rewrites of spec section 6.
+
+* Front-end fold: trilinear x`upsample` + per-slice patch conv + depth-wise slice conv are one linear
+  map = replicate-pad the one-channel crop, then a strided Conv3d (kernel computed in float64 here).
+* Relative-position tables resampled and gathered once (constants, `lr` folded in); one shift mask
+  shared by the shifted blocks instead of one copy each.
+* Decoder split by linearity: `cls.0` has no bias and zero padding, so its response is the sum of a
+  conv over the click-independent channels (head2..4 and the image level) and a conv over head5's.
+  The first half runs once per region in the encoder graph (output `cls_partial`).
+* The two output logits only matter through their difference (softmax channel 1 = sigmoid(l1 - l0)),
+  and the final conv and upsampling are linear: one conv with weight w1 - w0, upsampled, sigmoid.
+* Click features: a Gather-based trilinear lookup replaces 5-D GridSample (zero outside the grid,
+  the official align_corners=False convention).
+
+Interface (model-package contract, format_version 1): encoder `crop` (1,1,C,C,C) -> `f3`, `cls_partial`;
+decoder `f3`, `cls_partial`, `points` (1,N,3) in crop voxels (d,h,w) -> `prob` (1,C,C,C) in (D,H,W).
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import Sam3DConfig
+from .model import Sam3D, shift_window_mask, up2, window_partition, window_unpartition
+
+ENCODER_INPUTS = ("crop",)
+ENCODER_OUTPUTS = ("f3", "cls_partial")
+DECODER_INPUTS = ("f3", "cls_partial", "points")
+DECODER_OUTPUTS = ("prob",)
+
+
+def interp_taps(upsample: int, patch: int) -> Tuple[np.ndarray, int]:
+    """Weights A (patch x taps) of the `patch` upsampled samples of one token onto the original
+    voxels r*p - pad ... (r = patch/upsample), and pad: PyTorch trilinear, align_corners=False."""
+    r = patch // upsample
+    pad = 1 if upsample > 1 else 0
+    a = np.zeros((patch, r + 2 * pad), np.float64)
+    for j in range(patch):
+        pos = (j + 0.5) / upsample - 0.5 + pad
+        t0 = int(np.floor(pos))
+        frac = pos - t0
+        a[j, t0] += 1.0 - frac
+        if frac > 0:
+            a[j, t0 + 1] += frac
+    return a, pad
+
+
+def folded_front_end(model: Sam3D):
+    """(kernel (E,1,K,K,K), bias (E,), stride, pad) of the folded front end, axes (D, H, W)."""
+    enc, cfg = model.encoder, model.cfg
+    a, pad = interp_taps(cfg.upsample, cfg.patch)
+    w = enc.patch_embed.proj.weight.detach().double().sum(1)            # (E, P, P) rows=H, cols=W
+    s = enc.slice_embed.weight.detach().double().reshape(cfg.embed_dim, cfg.num_slice)  # (E, S)
+    k = torch.einsum("cij,ck,ka,ib,je->cabe", w, s, torch.from_numpy(a), torch.from_numpy(a),
+                     torch.from_numpy(a))
+    b = enc.patch_embed.proj.bias.detach().double() * s.sum(1) + enc.slice_embed.bias.detach().double()
+    return k[:, None].float(), b.float(), cfg.patch // cfg.upsample, pad
+
+
+class EncoderGraph(nn.Module):
+    """crop (1,1,C,C,C) -> f3 (1,Cn,G,G,G), cls_partial (1,Cd,2G,2G,2G)."""
+
+    def __init__(self, model: Sam3D):
+        super().__init__()
+        cfg = self.cfg = model.cfg
+        enc = model.encoder
+        k, b, self.stride, self.pad = folded_front_end(model)
+        self.register_buffer("front_kernel", k)
+        self.register_buffer("front_bias", b)
+        with torch.no_grad():
+            self.register_buffer("pos", enc.pooled_pos()[:, :, :, None, :].detach().clone())
+            self.register_buffer("depth", enc.depth_embed[:, None, None].detach().clone())
+            self.register_buffer("mask", shift_window_mask(cfg))
+            for i, blk in enumerate(enc.blocks):
+                t = torch.stack([blk.attn.lr * r for r in blk.attn.rel_tables(cfg.window)])
+                self.register_buffer(f"rel{i}", t.detach().clone())
+        self.blocks = enc.blocks
+        self.necks = enc.neck_3d
+        heads = model.decoder.mlahead.heads()
+        self.heads = nn.ModuleList(heads[:3])
+        d = cfg.decoder_dim
+        w = model.decoder.cls[0].weight.detach()
+        self.register_buffer("cls_static_w", torch.cat([w[:, :3 * d], w[:, 4 * d:]], 1).clone())
+
+    def image_level(self, crop):
+        x = crop.permute(0, 1, 3, 4, 2)  # (1,1,H,W,D)
+        p = self.cfg.image_pool
+        if p == 1:
+            return x
+        if p == 2:  # trilinear x0.5 with align_corners=False == 2x2x2 average
+            return F.avg_pool3d(x, 2)
+        return F.interpolate(x, scale_factor=1.0 / p, mode="trilinear", align_corners=False)
+
+    def forward(self, crop):
+        cfg = self.cfg
+        x = F.pad(crop, (self.pad,) * 6, mode="replicate") if self.pad else crop
+        x = F.conv3d(x, self.front_kernel, self.front_bias, stride=self.stride)  # (1,E,D',H',W')
+        x = x.permute(0, 3, 4, 2, 1) + self.pos + self.depth                    # (1,H',W',D',E)
+        feats = []
+        for i, blk in enumerate(self.blocks):
+            x = block_forward(blk, x, self.mask, getattr(self, f"rel{i}"))
+            if i in cfg.neck_blocks:
+                feats.append(self.necks[len(feats)](x.permute(0, 4, 1, 2, 3)))
+        static = [up2(h(f)) for h, f in zip(self.heads, feats[:3])] + [self.image_level(crop)]
+        cls_partial = F.conv3d(torch.cat(static, 1), self.cls_static_w, padding=1)
+        return feats[3], cls_partial
+
+
+def block_forward(blk, x, mask, rel):
+    """`Block3d.forward` with the shared mask and precomputed tables."""
+    x = x + blk.adapter(x)
+    shortcut = x
+    y = blk.norm1(x)
+    s = blk.shift if blk.shifted else 0
+    if s:
+        y = torch.roll(y, shifts=(-s, -s, -s), dims=(1, 2, 3))
+    y = blk.attn(window_partition(y, blk.window), mask if s else None, rel.unbind(0))
+    y = window_unpartition(y, blk.window, blk.grid)
+    if s:
+        y = torch.roll(y, shifts=(s, s, s), dims=(1, 2, 3))
+    x = shortcut + y
+    return x + blk.mlp(blk.norm2(x))
+
+
+def gather_trilinear(f: torch.Tensor, points_dhw: torch.Tensor, crop: int) -> torch.Tensor:
+    """Trilinear sample of f (1, C, H', W', D') at crop voxels (1, N, 3) in (d, h, w) -> (1, N, C).
+
+    Feature coordinate of crop voxel p is (p + 0.5) * G / crop - 0.5 (grid_sample, align_corners=False);
+    corners outside the grid contribute zero (padding_mode="zeros")."""
+    c, g = f.shape[1], f.shape[2]
+    flat = f.reshape(c, g * g * g)
+    pos = (points_dhw[0] + 0.5) * (g / crop) - 0.5           # (N, 3) d, h, w
+    base = torch.floor(pos)
+    frac = pos - base
+    base = base.to(torch.int64)
+    corners = torch.tensor([[a, b, e] for a in (0, 1) for b in (0, 1) for e in (0, 1)], dtype=torch.int64)
+    idx = base[None] + corners[:, None]                       # (8, N, 3)
+    wgt = torch.where(corners[:, None].bool(), frac[None], 1.0 - frac[None]).prod(-1)  # (8, N)
+    inside = ((idx >= 0) & (idx < g)).all(-1)
+    wgt = wgt * inside.to(wgt.dtype)
+    idx = idx.clamp(0, g - 1)
+    lin = idx[..., 1] * (g * g) + idx[..., 2] * g + idx[..., 0]   # token order (H', W', D')
+    vals = flat[:, lin.reshape(-1)].reshape(c, 8, -1)          # (C, 8, N)
+    return (vals * wgt[None]).sum(1).t()[None]
+
+
+class DecoderGraph(nn.Module):
+    """f3, cls_partial, points (1,N,3) (d,h,w) -> prob (1,C,C,C) in (D,H,W)."""
+
+    def __init__(self, model: Sam3D):
+        super().__init__()
+        cfg = self.cfg = model.cfg
+        self.transformer = model.prompt_encoder.transformer
+        self.head5 = model.decoder.mlahead.head5
+        d = cfg.decoder_dim
+        cls = model.decoder.cls
+        self.register_buffer("cls_click_w", cls[0].weight.detach()[:, 3 * d:4 * d].clone())
+        self.norm = cls[1]
+        w3 = cls[3].weight.detach()
+        self.register_buffer("logit_diff_w", (w3[1:2] - w3[0:1]).clone())
+
+    def forward(self, f3, cls_partial, points):
+        cfg = self.cfg
+        b, c, g = f3.shape[0], f3.shape[1], f3.shape[2]
+        tokens = gather_trilinear(f3, points, cfg.crop)
+        image = self.transformer(f3.flatten(2).transpose(1, 2), tokens)
+        f3p = image.transpose(1, 2).reshape(b, c, g, g, g)
+        y = F.conv3d(up2(self.head5(f3p)), self.cls_click_w, padding=1) + cls_partial
+        y = F.relu(self.norm(y))
+        y = F.conv3d(y, self.logit_diff_w, padding=1)             # l1 - l0, (1,1,H,W,D) at 2G
+        if cfg.out_upsample > 1:
+            y = F.interpolate(y, scale_factor=cfg.out_upsample, mode="trilinear", align_corners=True)
+        return torch.sigmoid(y[:, 0]).permute(0, 3, 1, 2)         # (1, D, H, W)
+
+
+def graphs(model: Sam3D):
+    model = model.eval()
+    return EncoderGraph(model).eval(), DecoderGraph(model).eval()

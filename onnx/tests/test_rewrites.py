@@ -1,0 +1,87 @@
+"""The exact rewrites of the export (spec section 6) against the straightforward model, in PyTorch."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import SMALL, nondegenerate
+from make_weights import shift_window_mask as official_mask
+from sam3d_onnx.config import PAPER, TINY
+from sam3d_onnx.graphs import folded_front_end, gather_trilinear, graphs, interp_taps
+from sam3d_onnx.model import Sam3D, dhw_to_dwh, random_init_, shift_window_mask
+
+
+@pytest.mark.parametrize("upsample,patch", [(4, 16), (2, 8), (1, 4), (4, 8)])
+def test_interp_taps_rows_are_partitions_of_unity(upsample, patch):
+    a, pad = interp_taps(upsample, patch)
+    assert a.shape == (patch, patch // upsample + 2 * pad)
+    np.testing.assert_allclose(a.sum(1), 1.0, atol=1e-15)
+    assert (a >= 0).all()
+
+
+@pytest.mark.parametrize("cfg", [TINY, SMALL], ids=["tiny", "small"])
+def test_front_end_fold_equals_upsample_patch_slice(cfg):
+    torch.manual_seed(1)
+    model = random_init_(Sam3D(cfg), seed=5).double()
+    crop = torch.randn(1, 1, cfg.crop, cfg.crop, cfg.crop, dtype=torch.float64)
+    with torch.no_grad():
+        ref = model.encoder.embed(crop.repeat(1, 3, 1, 1, 1)) - model.encoder.pooled_pos()[:, :, :, None] \
+            - model.encoder.depth_embed[:, None, None]
+        k, b, stride, pad = folded_front_end(model)
+        x = F.pad(crop, (pad,) * 6, mode="replicate") if pad else crop
+        got = F.conv3d(x, k.double(), b.double(), stride=stride).permute(0, 3, 4, 2, 1)
+    # the kernel is computed in float64 and stored in float32
+    assert got.shape == ref.shape
+    assert (got - ref).abs().max().item() < 1e-5 * ref.abs().max().item()
+
+
+def test_paper_shift_mask_equals_official_generator():
+    ours = shift_window_mask(PAPER).numpy()
+    np.testing.assert_array_equal(ours, official_mask())
+    assert ours.shape == (64, 512, 512) and set(np.unique(ours)) == {0.0, -100.0}
+
+
+@pytest.mark.parametrize("cfg", [TINY, SMALL], ids=["tiny", "small"])
+def test_gather_trilinear_equals_grid_sample(cfg):
+    g = cfg.grid
+    torch.manual_seed(2)
+    f = torch.randn(1, 5, g, g, g, dtype=torch.float64)
+    c = cfg.crop
+    pts = torch.cat([torch.rand(1, 40, 3, dtype=torch.float64) * (c + 8) - 4,          # some outside
+                     torch.tensor([[[0, 0, 0], [c - 1, c - 1, c - 1], [c / 2, 0, c - 1]]],
+                                  dtype=torch.float64)], 1)
+    got = gather_trilinear(f, pts, c)
+    grid = (dhw_to_dwh(pts) + 0.5) * 2.0 / c - 1.0
+    ref = F.grid_sample(f, grid[:, None, None], mode="bilinear", padding_mode="zeros",
+                        align_corners=False)[:, :, 0, 0].transpose(1, 2)
+    assert (got - ref).abs().max().item() < 1e-12
+
+
+@pytest.mark.parametrize("which", ["tiny", "small"])
+@pytest.mark.parametrize("n", [1, 2, 5])
+def test_rewritten_graphs_equal_straightforward_model(which, n, tiny_model, small_model):
+    model = {"tiny": tiny_model, "small": small_model}[which]
+    cfg = model.cfg
+    torch.manual_seed(10 + n)
+    crop = torch.randn(1, 1, cfg.crop, cfg.crop, cfg.crop)
+    # clicks in (d, h, w) with h != w, one on the border, sub-voxel values
+    pts = torch.tensor([[[cfg.crop / 2, cfg.crop / 3, 2 * cfg.crop / 3], [0.0, cfg.crop - 1, 3.5],
+                         [5.25, 7.0, 1.0], [cfg.crop - 1, 0.0, cfg.crop / 2], [9.0, 2.0, 11.0]]])[:, :n]
+    enc, dec = graphs(model)
+    with torch.no_grad():
+        ref = model(crop.repeat(1, 3, 1, 1, 1), dhw_to_dwh(pts))
+        got = dec(*enc(crop), pts)
+    assert got.shape == ref.shape == (1, cfg.crop, cfg.crop, cfg.crop)
+    assert (got - ref).abs().max().item() <= 1e-4
+    nondegenerate(ref[0].numpy())
+
+
+def test_click_order_matters(tiny_model):
+    """Guards the (d,h,w) -> (d,w,h) conversion: swapping h and w must change the answer."""
+    enc, dec = graphs(tiny_model)
+    crop = torch.randn(1, 1, 32, 32, 32)
+    with torch.no_grad():
+        f = enc(crop)
+        a = dec(*f, torch.tensor([[[16.0, 4.0, 27.0]]]))
+        b = dec(*f, torch.tensor([[[16.0, 27.0, 4.0]]]))
+    assert (a - b).abs().max().item() > 1e-3
