@@ -113,6 +113,7 @@ def export_package(model: Sam3D, out_dir: str, *, name: str, description: str, l
         with open(os.path.join(tmp, MANIFEST), "w") as f:
             json.dump(manifest, f, indent=2)
             f.write("\n")
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a package is an ordinary directory
         if os.path.exists(out_dir):
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
