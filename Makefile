@@ -6,10 +6,17 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell sha256sum onnx/requirements.txt | cut -c1-12)
+ORT_FLAVOR ?= cpu
+ORT_DIR := .cache/onnxruntime-$(ORT_FLAVOR)
+ORT_LIB := $(ORT_DIR)/libonnxruntime.so
+DATA := .cache/data
+EXAMPLES := target/release/examples
+export SAM3D_ORT_LIBRARY := $(abspath $(ORT_LIB))
 
-.PHONY: all venv test test-python test-python-fast fixtures demo clean
+.PHONY: all venv ort data build test test-rust test-integration test-python test-python-fast \
+        fixtures demo demo-parity clean
 
-all: test
+all: build
 
 venv: $(STAMP)
 $(STAMP): onnx/requirements.txt
@@ -19,25 +26,53 @@ $(STAMP): onnx/requirements.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# ONNX Runtime's shared library from its PyPI wheel (ORT_FLAVOR=gpu: the onnxruntime-gpu wheel).
+ort: $(ORT_LIB)
+$(ORT_LIB): tools/fetch_ort.py
+	$(PYTHON) tools/fetch_ort.py --out $(ORT_DIR) --flavor $(ORT_FLAVOR)
+	touch $@
+
+# Real volumes from the packages that ship them (see tools/fetch_data.py for provenance).
+data: $(DATA)/totalsegmentator/example_ct.nii.gz
+$(DATA)/totalsegmentator/example_ct.nii.gz: tools/fetch_data.py
+	$(PYTHON) tools/fetch_data.py --out $(DATA)
+
+build:
+	cargo build --release --examples
+
+test-rust: ort
+	cargo test --release
+
+# The Rust engine against nibabel and the PyTorch reference pipeline.
+test-integration: venv ort data build
+	SAM3D_DATA=$(abspath $(DATA)) $(PY) -m pytest -q tests/integration
+
 # The Python side: model, checkpoint import, export, official parity (paper size: several minutes).
 test-python: venv
 	cd onnx && ../$(PY) -m pytest -q
 
-# Everything but the paper-size parity test (about two minutes).
+# Everything in onnx/ but the paper-size parity test (about two minutes).
 test-python-fast: venv
 	cd onnx && ../$(PY) -m pytest -q -m "not paper"
 
-test: test-python
+test: test-rust test-integration test-python
 
 # Regenerate the committed fixture packages (tests/fixtures/models) after a change to the export.
 fixtures: venv
 	cd onnx && ../$(PY) -m sam3d_onnx.fixtures --out ../tests/fixtures/models
 
-# Until the engine (issue 3) and the trained default model (issue 4) land, the demo converts a
-# seeded paper-size checkpoint in the official layout and runs it through ONNX Runtime against the
-# official goldens: the model side of the main job, end to end.
-demo: venv
+# The main job: segment a real CT from one click with libsam3d and write the mask. Until the trained
+# default model (issue 4) lands, the model is the tiny random-weight fixture: the mask shows the
+# pipeline (geometry, resampling, caching), not a real segmentation.
+DEMO_MODEL ?= tests/fixtures/models/tiny-orient
+demo: ort data build
+	mkdir -p build
+	$(EXAMPLES)/segment --model $(DEMO_MODEL) --input $(DATA)/totalsegmentator/example_ct.nii.gz \
+	    --click 60,50,56 --out build/demo_mask.nii.gz
+
+# The model side end to end: seeded paper-size checkpoint -> package -> ONNX Runtime -> official answer.
+demo-parity: venv
 	cd onnx && ../$(PY) -m sam3d_onnx.demo
 
 clean:
-	rm -rf build target $(VENV)
+	rm -rf build target $(VENV) .cache

@@ -1,0 +1,193 @@
+//! Segment a NIfTI volume from one or more clicks and write the mask.
+//!
+//! cargo run --release --example segment -- --model DIR --input CT.nii.gz --click 60,70,20 \
+//!     [--click ...] [--coord ijk|lps|ras] --out mask.nii.gz [--ort libonnxruntime.so] [--device cpu|cuda|tensorrt]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sam3d::engine::{ModelOptions, Sam3dCoord, Sam3dDevice, Sam3dStage};
+use sam3d::{nifti_io, runtime, Model, Segmenter};
+
+struct Args {
+    model: PathBuf,
+    input: PathBuf,
+    out: PathBuf,
+    clicks: Vec<[f64; 3]>,
+    coord: Sam3dCoord,
+    ort: Option<PathBuf>,
+    device: Sam3dDevice,
+    threads: usize,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args {
+        model: PathBuf::new(),
+        input: PathBuf::new(),
+        out: PathBuf::new(),
+        clicks: vec![],
+        coord: Sam3dCoord::Ijk,
+        ort: None,
+        device: Sam3dDevice::Cpu,
+        threads: 0,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut v = || it.next().ok_or(format!("{k} needs a value"));
+        match k.as_str() {
+            "--model" => a.model = v()?.into(),
+            "--input" => a.input = v()?.into(),
+            "--out" => a.out = v()?.into(),
+            "--ort" => a.ort = Some(v()?.into()),
+            "--threads" => a.threads = v()?.parse().map_err(|e| format!("--threads: {e}"))?,
+            "--click" => {
+                let s = v()?;
+                let p: Vec<f64> = s
+                    .split(',')
+                    .map(|x| x.trim().parse::<f64>())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| format!("--click {s}: {e}"))?;
+                if p.len() != 3 {
+                    return Err(format!("--click {s}: needs three comma-separated numbers"));
+                }
+                a.clicks.push([p[0], p[1], p[2]]);
+            }
+            "--coord" => {
+                a.coord = match v()?.as_str() {
+                    "ijk" => Sam3dCoord::Ijk,
+                    "lps" => Sam3dCoord::Lps,
+                    "ras" => Sam3dCoord::Ras,
+                    o => return Err(format!("--coord {o}: ijk, lps or ras")),
+                }
+            }
+            "--device" => {
+                a.device = match v()?.as_str() {
+                    "cpu" => Sam3dDevice::Cpu,
+                    "cuda" => Sam3dDevice::Cuda,
+                    "tensorrt" => Sam3dDevice::TensorRt,
+                    o => return Err(format!("--device {o}: cpu, cuda or tensorrt")),
+                }
+            }
+            "-h" | "--help" => return Err(String::new()),
+            o => return Err(format!("unknown argument {o}")),
+        }
+    }
+    if a.model.as_os_str().is_empty()
+        || a.input.as_os_str().is_empty()
+        || a.out.as_os_str().is_empty()
+        || a.clicks.is_empty()
+    {
+        return Err("--model, --input, --out and at least one --click are required".into());
+    }
+    Ok(a)
+}
+
+fn bar(stage: Sam3dStage, done: bool) {
+    const NAMES: [&str; 5] = ["load", "resample", "encode", "decode", "paste-back"];
+    let i = stage as usize;
+    let filled: String = (0..5)
+        .map(|s| if s < i || (s == i && done) { '#' } else { '.' })
+        .collect();
+    eprint!(
+        "\r[{filled}] {:<10} {}",
+        NAMES[i],
+        if done { "done" } else { "..." }
+    );
+    let _ = std::io::stderr().flush();
+    if done && stage == Sam3dStage::Paste {
+        eprintln!();
+    }
+}
+
+fn main() {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}\nusage: segment --model DIR --input VOL.nii[.gz] --click X,Y,Z [--click ...] [--coord ijk|lps|ras] --out MASK.nii[.gz] [--ort LIB] [--device cpu|cuda|tensorrt] [--threads N]");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = run(args) {
+        eprintln!("\nerror: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn run(args: Args) -> sam3d::Result<()> {
+    let t0 = Instant::now();
+    let rt = runtime::load(args.ort.as_deref())?;
+    let opts = ModelOptions {
+        device: args.device,
+        threads: args.threads,
+        verify_hashes: true,
+    };
+    let model = Arc::new(Model::open(&rt, &args.model, &opts)?);
+    let t_model = t0.elapsed();
+    bar(Sam3dStage::Load, false);
+    let t = Instant::now();
+    let vol = Arc::new(nifti_io::read(&args.input)?);
+    let t_load = t.elapsed();
+    bar(Sam3dStage::Load, true);
+    let mut seg = Segmenter::new(model.clone(), vol.clone())?;
+    let obj = seg.add_object();
+    let mut times = Vec::new();
+    let mut last = None;
+    for c in &args.clicks {
+        let t = Instant::now();
+        last = Some(seg.click(obj, *c, args.coord, &mut bar)?);
+        times.push(t.elapsed());
+    }
+    let res = last.expect("at least one click");
+    let mask = seg.mask_vec(obj)?;
+    let t = Instant::now();
+    nifti_io::write_mask(&args.out, &vol.geom, &mask)?;
+    let t_write = t.elapsed();
+    let sp = vol.geom.spacing;
+    let ml = res.voxels as f64 * sp[0] * sp[1] * sp[2] / 1000.0;
+    let m = model.manifest();
+    println!(
+        "model        {} ({}), licence: {}",
+        m.name,
+        model.package.hash.get(..12).unwrap_or(""),
+        m.licence
+    );
+    println!(
+        "runtime      ONNX Runtime {} from {}",
+        rt.version(),
+        rt.path().display()
+    );
+    println!(
+        "provider     {}{}",
+        model.provider,
+        if model.provider_note.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", model.provider_note)
+        }
+    );
+    println!(
+        "volume       {:?} voxels, spacing {:.3?} mm",
+        vol.geom.dims, sp
+    );
+    println!(
+        "timings      model open {:.3} s, volume load {:.3} s, write {:.3} s",
+        t_model.as_secs_f64(),
+        t_load.as_secs_f64(),
+        t_write.as_secs_f64()
+    );
+    for (i, t) in times.iter().enumerate() {
+        println!("click {:<6} {:.3} s", i + 1, t.as_secs_f64());
+    }
+    println!(
+        "mask         {} voxels = {:.2} ml -> {}",
+        res.voxels,
+        ml,
+        args.out.display()
+    );
+    if m.frame.mode == "array" {
+        println!("note         this model works on the file's array order (\"array\" frame): results depend on how the file is stored");
+    }
+    Ok(())
+}

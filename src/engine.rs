@@ -1,0 +1,719 @@
+//! The inference pipeline of the model-package contract: a `Model` (two ONNX Runtime sessions,
+//! shared by any number of `Segmenter`s on any threads) and a `Segmenter` (one volume, a cached
+//! encoder region, several objects with their clicks, undo and redo).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ort::ep::ExecutionProvider;
+use ort::session::{builder::GraphOptimizationLevel, RunOptions, Session};
+use ort::value::TensorRef;
+
+use crate::error::{err, Error, Result, Sam3dStatus};
+use crate::frame::FrameMap;
+use crate::manifest::{FrameMode, Package};
+use crate::resample::{back_taps, extract_crop, model_size, CropPlan};
+use crate::runtime::Runtime;
+use crate::volume::Volume;
+
+/// Execution provider requested for a model. Values are part of the C ABI.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sam3dDevice {
+    Cpu = 0,
+    Cuda = 1,
+    TensorRt = 2,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelOptions {
+    pub device: Sam3dDevice,
+    /// ONNX Runtime intra-op threads (0: ONNX Runtime's default, all cores).
+    pub threads: usize,
+    /// Check every package file against its SHA-256 before loading (default true).
+    pub verify_hashes: bool,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        ModelOptions {
+            device: Sam3dDevice::Cpu,
+            threads: 0,
+            verify_hashes: true,
+        }
+    }
+}
+
+/// A loaded model package.
+pub struct Model {
+    pub package: Package,
+    pub crop: usize,
+    pub frame: FrameMode,
+    encoder: Mutex<Session>,
+    decoder: Mutex<Session>,
+    /// names of the encoder's outputs (the region cache), fed back to the decoder by name
+    pub cache_names: Vec<String>,
+    /// execution provider in use, and why it differs from the one asked for
+    pub provider: String,
+    pub provider_note: String,
+}
+
+fn rt_err(what: &str, e: impl std::fmt::Display) -> Error {
+    err(Sam3dStatus::Runtime, format!("{what}: {e}"))
+}
+
+impl Model {
+    pub fn open(runtime: &Runtime, dir: &Path, opts: &ModelOptions) -> Result<Model> {
+        let package = Package::open(dir, opts.verify_hashes)?;
+        let m = &package.manifest;
+        let crop = m.crop()?;
+        let frame = m.frame_mode()?;
+        let (encoder, provider, provider_note) =
+            make_session(runtime, &dir.join(&m.graphs.encoder.file), opts)?;
+        let (decoder, _, _) = make_session(runtime, &dir.join(&m.graphs.decoder.file), opts)?;
+        let cache_names: Vec<String> = encoder
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
+        if encoder.inputs().len() != 1 || encoder.inputs()[0].name() != "crop" {
+            return Err(err(
+                Sam3dStatus::BadModel,
+                format!("{}: encoder graph must take exactly `crop`", dir.display()),
+            ));
+        }
+        for name in cache_names.iter().map(String::as_str).chain(["points"]) {
+            if !decoder.inputs().iter().any(|i| i.name() == name) {
+                return Err(err(
+                    Sam3dStatus::BadModel,
+                    format!("{}: decoder graph lacks input `{name}`", dir.display()),
+                ));
+            }
+        }
+        if !decoder.outputs().iter().any(|o| o.name() == "prob") {
+            return Err(err(
+                Sam3dStatus::BadModel,
+                format!("{}: decoder graph lacks output `prob`", dir.display()),
+            ));
+        }
+        Ok(Model {
+            package,
+            crop,
+            frame,
+            encoder: Mutex::new(encoder),
+            decoder: Mutex::new(decoder),
+            cache_names,
+            provider,
+            provider_note,
+        })
+    }
+
+    pub fn manifest(&self) -> &crate::manifest::Manifest {
+        &self.package.manifest
+    }
+}
+
+fn make_session(
+    runtime: &Runtime,
+    file: &Path,
+    opts: &ModelOptions,
+) -> Result<(Session, String, String)> {
+    let mut builder =
+        Session::builder(runtime.environment()).map_err(|e| rt_err("session options", e))?;
+    builder = builder
+        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .map_err(|e| rt_err("optimisation level", e))?;
+    if opts.threads > 0 {
+        builder = builder
+            .with_intra_threads(opts.threads)
+            .map_err(|e| rt_err("threads", e))?;
+    }
+    // Register GPU providers explicitly so a failure is seen (and reported), never silent.
+    let (mut provider, mut note) = ("CPU".to_string(), String::new());
+    let attempt = match opts.device {
+        Sam3dDevice::Cpu => None,
+        Sam3dDevice::Cuda => Some(("CUDA", ort::ep::CUDA::default().register(&mut builder))),
+        Sam3dDevice::TensorRt => Some((
+            "TensorRT",
+            ort::ep::TensorRT::default().register(&mut builder),
+        )),
+    };
+    if let Some((name, res)) = attempt {
+        match res {
+            Ok(()) => provider = name.to_string(),
+            Err(e) => note = format!("{name} unavailable, running on CPU: {e}"),
+        }
+    }
+    let session = builder.commit_from_file(file).map_err(|e| {
+        err(
+            Sam3dStatus::BadModel,
+            format!(
+                "{}: ONNX Runtime cannot load the graph: {e}",
+                file.display()
+            ),
+        )
+    })?;
+    Ok((session, provider, note))
+}
+
+/// Pipeline stages reported to progress callbacks. Values are part of the C ABI.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sam3dStage {
+    Load = 0,
+    Resample = 1,
+    Encode = 2,
+    Decode = 3,
+    Paste = 4,
+}
+
+/// Coordinate system of a click. Values are part of the C ABI.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sam3dCoord {
+    /// continuous voxel index (i, j, k), voxel centres at integers
+    Ijk = 0,
+    /// physical point, LPS (ITK), mm
+    Lps = 1,
+    /// physical point, RAS (NIfTI, 3D Slicer), mm
+    Ras = 2,
+}
+
+/// An axis-aligned box of voxel indices, [lo, hi) per axis (i, j, k).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sam3dBox {
+    pub lo: [u64; 3],
+    pub hi: [u64; 3],
+}
+
+impl Sam3dBox {
+    pub fn is_empty(&self) -> bool {
+        (0..3).any(|a| self.hi[a] <= self.lo[a])
+    }
+    pub fn union(&self, o: &Sam3dBox) -> Sam3dBox {
+        if self.is_empty() {
+            return *o;
+        }
+        if o.is_empty() {
+            return *self;
+        }
+        Sam3dBox {
+            lo: [0, 1, 2].map(|a| self.lo[a].min(o.lo[a])),
+            hi: [0, 1, 2].map(|a| self.hi[a].max(o.hi[a])),
+        }
+    }
+}
+
+/// One object's mask, stored as the box the crop could reach.
+#[derive(Debug, Clone, Default)]
+struct SubMask {
+    bbox: Sam3dBox,
+    data: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct ObjectState {
+    clicks: Vec<[f64; 3]>,
+    undo: Vec<Vec<[f64; 3]>>,
+    redo: Vec<Vec<[f64; 3]>>,
+    mask: SubMask,
+}
+
+struct Region {
+    origin: [i64; 3],
+    cache: Vec<(String, Vec<i64>, Vec<f32>)>,
+}
+
+/// What one interaction did.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sam3dResult {
+    /// voxels in the object's mask
+    pub voxels: u64,
+    /// the voxels whose value may have changed
+    pub changed: Sam3dBox,
+    /// 1 when the encoder ran for this interaction, 0 when the cached region served it
+    pub encoded: i32,
+}
+
+pub type Progress<'a> = &'a mut dyn FnMut(Sam3dStage, bool);
+
+/// Segmentation of one volume with one model.
+pub struct Segmenter {
+    model: Arc<Model>,
+    volume: Arc<Volume>,
+    map: FrameMap,
+    /// source spacing / model spacing along the model axes
+    scale: [f64; 3],
+    grid: [usize; 3],
+    region: Option<Region>,
+    objects: Vec<ObjectState>,
+    cancel: Arc<AtomicBool>,
+    run_options: Arc<RunOptions>,
+    replace_nonfinite: bool,
+}
+
+/// Margin (model voxels) that keeps follow-up clicks on the cached region: a click closer than
+/// crop/8 to the region's edge re-encodes a region centred as the contract says.
+pub fn reuse_margin(crop: usize) -> f64 {
+    (crop / 8) as f64
+}
+
+impl Segmenter {
+    pub fn new(model: Arc<Model>, volume: Arc<Volume>) -> Result<Segmenter> {
+        let m = model.manifest();
+        let replace_nonfinite = m.intensity.nonfinite == "zero";
+        if volume.nonfinite > 0 && !replace_nonfinite {
+            return Err(err(
+                Sam3dStatus::NonFinite,
+                format!(
+                    "the volume has {} NaN or infinite voxels (the model's policy is \"error\")",
+                    volume.nonfinite
+                ),
+            ));
+        }
+        let map = FrameMap::new(model.frame, &volume.geom);
+        let spacing = map.spacing(&volume.geom);
+        let scale = [0, 1, 2].map(|a| spacing[a] / m.spacing_mm[a]);
+        let dims = map.dims();
+        let grid = [0, 1, 2].map(|a| model_size(dims[a], scale[a]));
+        let run_options = Arc::new(RunOptions::new().map_err(|e| rt_err("run options", e))?);
+        Ok(Segmenter {
+            model,
+            volume,
+            map,
+            scale,
+            grid,
+            region: None,
+            objects: Vec::new(),
+            cancel: Arc::new(AtomicBool::new(false)),
+            run_options,
+            replace_nonfinite,
+        })
+    }
+
+    /// A handle that cancels the running or next interaction from another thread.
+    pub fn canceller(&self) -> Canceller {
+        Canceller {
+            flag: self.cancel.clone(),
+            run: self.run_options.clone(),
+        }
+    }
+
+    pub fn volume(&self) -> &Volume {
+        &self.volume
+    }
+
+    pub fn object_count(&self) -> usize {
+        self.objects.len()
+    }
+
+    pub fn add_object(&mut self) -> usize {
+        self.objects.push(ObjectState::default());
+        self.objects.len() - 1
+    }
+
+    fn object(&mut self, id: usize) -> Result<&mut ObjectState> {
+        let n = self.objects.len();
+        self.objects.get_mut(id).ok_or_else(|| {
+            err(
+                Sam3dStatus::InvalidArgument,
+                format!("no object {id} (the session has {n})"),
+            )
+        })
+    }
+
+    /// Continuous source index of a click, checked to lie inside the volume.
+    pub fn click_index(&self, p: [f64; 3], coord: Sam3dCoord) -> Result<[f64; 3]> {
+        if p.iter().any(|v| !v.is_finite()) {
+            return Err(err(
+                Sam3dStatus::InvalidArgument,
+                "click coordinates must be finite",
+            ));
+        }
+        let g = &self.volume.geom;
+        let idx = match coord {
+            Sam3dCoord::Ijk => p,
+            Sam3dCoord::Lps => g.lps_to_index(p),
+            Sam3dCoord::Ras => g.lps_to_index(crate::geometry::ras_to_lps(p)),
+        };
+        for a in 0..3 {
+            if !(idx[a] >= -0.5 && idx[a] <= g.dims[a] as f64 - 0.5) {
+                return Err(err(
+                    Sam3dStatus::OutOfBounds,
+                    format!(
+                        "click at voxel index ({:.2}, {:.2}, {:.2}) lies outside the volume {:?}",
+                        idx[0], idx[1], idx[2], g.dims
+                    ),
+                ));
+            }
+        }
+        Ok(idx)
+    }
+
+    /// Add a positive click to `object` and recompute its mask.
+    pub fn click(
+        &mut self,
+        object: usize,
+        p: [f64; 3],
+        coord: Sam3dCoord,
+        progress: Progress,
+    ) -> Result<Sam3dResult> {
+        let idx = self.click_index(p, coord)?;
+        let x = self.map.to_model(idx);
+        let g = [0, 1, 2].map(|a| (x[a] + 0.5) * self.scale[a] - 0.5);
+        let max = self.model.manifest().prompts.max_points;
+        let obj = self.object(object)?;
+        if obj.clicks.len() >= max {
+            return Err(err(
+                Sam3dStatus::InvalidArgument,
+                format!("the model takes at most {max} clicks per object"),
+            ));
+        }
+        let mut clicks = obj.clicks.clone();
+        clicks.push(g);
+        self.apply(object, clicks, true, progress)
+    }
+
+    pub fn undo(&mut self, object: usize, progress: Progress) -> Result<Sam3dResult> {
+        let obj = self.object(object)?;
+        let prev = obj.undo.pop().ok_or_else(|| {
+            err(
+                Sam3dStatus::NothingToDo,
+                format!("nothing to undo for object {object}"),
+            )
+        })?;
+        let cur = std::mem::replace(&mut obj.clicks, prev.clone());
+        obj.redo.push(cur);
+        self.recompute(object, prev, progress)
+    }
+
+    pub fn redo(&mut self, object: usize, progress: Progress) -> Result<Sam3dResult> {
+        let obj = self.object(object)?;
+        let next = obj.redo.pop().ok_or_else(|| {
+            err(
+                Sam3dStatus::NothingToDo,
+                format!("nothing to redo for object {object}"),
+            )
+        })?;
+        let cur = std::mem::replace(&mut obj.clicks, next.clone());
+        obj.undo.push(cur);
+        self.recompute(object, next, progress)
+    }
+
+    fn apply(
+        &mut self,
+        object: usize,
+        clicks: Vec<[f64; 3]>,
+        record: bool,
+        progress: Progress,
+    ) -> Result<Sam3dResult> {
+        let res = self.recompute(object, clicks.clone(), progress)?;
+        if record {
+            let obj = self.object(object)?;
+            let prev = std::mem::replace(&mut obj.clicks, clicks);
+            obj.undo.push(prev);
+            obj.redo.clear();
+        }
+        Ok(res)
+    }
+
+    /// Run (encoder if needed,) decoder and paste-back for a click set; replace the object's mask.
+    fn recompute(
+        &mut self,
+        object: usize,
+        clicks: Vec<[f64; 3]>,
+        progress: Progress,
+    ) -> Result<Sam3dResult> {
+        self.cancel.store(false, Ordering::SeqCst);
+        let _ = self.run_options.unterminate();
+        if clicks.is_empty() {
+            let obj = self.object(object)?;
+            let old = std::mem::take(&mut obj.mask);
+            return Ok(Sam3dResult {
+                voxels: 0,
+                changed: old.bbox,
+                encoded: 0,
+            });
+        }
+        let c = self.model.crop as i64;
+        let margin = reuse_margin(self.model.crop);
+        let reuse = self.region.as_ref().is_some_and(|r| {
+            clicks.iter().all(|p| {
+                (0..3).all(|a| {
+                    p[a] >= r.origin[a] as f64 + margin
+                        && p[a] <= (r.origin[a] + c) as f64 - 1.0 - margin
+                })
+            })
+        });
+        let mut encoded = 0;
+        if !reuse {
+            // centre: round-half-up of the midpoint of the clicks' bounding box (the official rule)
+            let centre = [0, 1, 2].map(|a| {
+                let lo = clicks.iter().map(|p| p[a]).fold(f64::INFINITY, f64::min);
+                let hi = clicks
+                    .iter()
+                    .map(|p| p[a])
+                    .fold(f64::NEG_INFINITY, f64::max);
+                ((lo + hi) / 2.0 + 0.5).floor() as i64
+            });
+            let origin = centre.map(|v| v - c / 2);
+            self.region = None;
+            self.region = Some(self.encode(origin, progress)?);
+            encoded = 1;
+        }
+        let region = self.region.as_ref().expect("region set above");
+        let origin = region.origin;
+        self.check_cancel()?;
+        progress(Sam3dStage::Decode, false);
+        let pts: Vec<f32> = clicks
+            .iter()
+            .flat_map(|p| (0..3).map(move |a| (p[a] - origin[a] as f64) as f32))
+            .collect();
+        let prob = {
+            let mut dec = self.model.decoder.lock().unwrap_or_else(|p| p.into_inner());
+            let mut inputs: Vec<(std::borrow::Cow<str>, ort::session::SessionInputValue)> =
+                Vec::new();
+            for (name, shape, data) in &region.cache {
+                let t = TensorRef::from_array_view((shape.clone(), &data[..]))
+                    .map_err(|e| rt_err("decoder input", e))?;
+                inputs.push((name.clone().into(), t.into()));
+            }
+            let pt = TensorRef::from_array_view(([1i64, clicks.len() as i64, 3], &pts[..]))
+                .map_err(|e| rt_err("points", e))?;
+            inputs.push(("points".into(), pt.into()));
+            let out = dec
+                .run_with_options(inputs, &*self.run_options)
+                .map_err(|e| self.run_error("decoder", e))?;
+            let (shape, data) = out["prob"]
+                .try_extract_tensor::<f32>()
+                .map_err(|e| rt_err("decoder output", e))?;
+            let want = [1i64, c, c, c];
+            if shape[..] != want[..] {
+                return Err(err(
+                    Sam3dStatus::BadModel,
+                    format!("decoder returned `prob` of shape {shape:?}, expected {want:?}"),
+                ));
+            }
+            data.to_vec()
+        };
+        progress(Sam3dStage::Decode, true);
+        self.check_cancel()?;
+        progress(Sam3dStage::Paste, false);
+        let mask = self.paste(&prob, origin);
+        progress(Sam3dStage::Paste, true);
+        let voxels = mask.data.iter().map(|&v| v as u64).sum();
+        let obj = self.object(object)?;
+        let old = std::mem::replace(&mut obj.mask, mask);
+        let changed = old.bbox.union(&obj.mask.bbox);
+        Ok(Sam3dResult {
+            voxels,
+            changed,
+            encoded,
+        })
+    }
+
+    fn check_cancel(&self) -> Result<()> {
+        if self.cancel.load(Ordering::SeqCst) {
+            return Err(err(Sam3dStatus::Cancelled, "cancelled"));
+        }
+        Ok(())
+    }
+
+    fn run_error(&self, what: &str, e: impl std::fmt::Display) -> Error {
+        if self.cancel.load(Ordering::SeqCst) {
+            err(Sam3dStatus::Cancelled, format!("{what} cancelled"))
+        } else {
+            rt_err(what, e)
+        }
+    }
+
+    /// Normalised crop at `origin` (model grid), then the encoder: the region cache.
+    fn encode(&self, origin: [i64; 3], progress: Progress) -> Result<Region> {
+        let m = self.model.manifest();
+        let c = self.model.crop;
+        self.check_cancel()?;
+        progress(Sam3dStage::Resample, false);
+        let plan = CropPlan::new(origin, c, self.map.dims(), self.scale);
+        let (lo, hi) = (m.intensity.clip[0] as f32, m.intensity.clip[1] as f32);
+        let (mean, std) = (m.intensity.mean as f32, m.intensity.std as f32);
+        let vol = &self.volume;
+        let map = &self.map;
+        let zero_bad = self.replace_nonfinite;
+        let crop = extract_crop(
+            &plan,
+            c,
+            m.pad_value_normalised as f32,
+            |v| (v.clamp(lo, hi) - mean) / std,
+            |a, b, e| {
+                let s = [
+                    map.src_index(0, a),
+                    map.src_index(1, b),
+                    map.src_index(2, e),
+                ];
+                let mut idx = [0usize; 3];
+                for ax in 0..3 {
+                    idx[map.perm[ax]] = s[ax];
+                }
+                let v = vol.at(idx[0], idx[1], idx[2]);
+                if zero_bad && !v.is_finite() {
+                    0.0
+                } else {
+                    v
+                }
+            },
+        );
+        progress(Sam3dStage::Resample, true);
+        self.check_cancel()?;
+        progress(Sam3dStage::Encode, false);
+        let ci = c as i64;
+        let input = TensorRef::from_array_view(([1i64, 1, ci, ci, ci], &crop[..]))
+            .map_err(|e| rt_err("crop", e))?;
+        let mut enc = self.model.encoder.lock().unwrap_or_else(|p| p.into_inner());
+        let out = enc
+            .run_with_options(ort::inputs!["crop" => input], &*self.run_options)
+            .map_err(|e| self.run_error("encoder", e))?;
+        let mut cache = Vec::new();
+        for name in &self.model.cache_names {
+            let (shape, data) = out[name.as_str()]
+                .try_extract_tensor::<f32>()
+                .map_err(|e| rt_err("encoder output", e))?;
+            cache.push((name.clone(), shape.to_vec(), data.to_vec()));
+        }
+        progress(Sam3dStage::Encode, true);
+        Ok(Region { origin, cache })
+    }
+
+    /// Resample the crop's probabilities (zero elsewhere) back to the source grid, threshold.
+    fn paste(&self, prob: &[f32], origin: [i64; 3]) -> SubMask {
+        let c = self.model.crop as i64;
+        let thr = self.model.manifest().threshold as f32;
+        let dims = self.map.dims();
+        let taps: [Vec<_>; 3] = [0, 1, 2].map(|a| {
+            back_taps(
+                dims[a],
+                self.grid[a],
+                origin[a].max(0),
+                (origin[a] + c).min(self.grid[a] as i64),
+            )
+        });
+        if taps.iter().any(|t| t.is_empty()) {
+            return SubMask::default();
+        }
+        // box in source index space
+        let mut bbox = Sam3dBox::default();
+        for a in 0..3 {
+            let (j0, j1) = (taps[a][0].0, taps[a][taps[a].len() - 1].0);
+            let (s0, s1) = (self.map.src_index(a, j0), self.map.src_index(a, j1));
+            let p = self.map.perm[a];
+            bbox.lo[p] = s0.min(s1) as u64;
+            bbox.hi[p] = s0.max(s1) as u64 + 1;
+        }
+        let ext = [0, 1, 2].map(|p| (bbox.hi[p] - bbox.lo[p]) as usize);
+        let mut data = vec![0u8; ext[0] * ext[1] * ext[2]];
+        let pv = |d: usize, h: usize, w: usize| -> f32 {
+            let q = [
+                d as i64 - origin[0],
+                h as i64 - origin[1],
+                w as i64 - origin[2],
+            ];
+            if q.iter().all(|&v| (0..c).contains(&v)) {
+                prob[((q[0] * c + q[1]) * c + q[2]) as usize]
+            } else {
+                0.0
+            }
+        };
+        let cu = c as usize;
+        let _ = cu;
+        for &(jd, td) in &taps[0] {
+            for &(jh, th) in &taps[1] {
+                for &(jw, tw) in &taps[2] {
+                    let lw = |d: usize, h: usize| {
+                        let v0 = pv(d, h, tw.x0);
+                        v0 + (pv(d, h, tw.x1) - v0) * tw.w1
+                    };
+                    let lhw = |d: usize| {
+                        let v0 = lw(d, th.x0);
+                        v0 + (lw(d, th.x1) - v0) * th.w1
+                    };
+                    let v0 = lhw(td.x0);
+                    let v = v0 + (lhw(td.x1) - v0) * td.w1;
+                    if v > thr {
+                        let s = [
+                            self.map.src_index(0, jd),
+                            self.map.src_index(1, jh),
+                            self.map.src_index(2, jw),
+                        ];
+                        let mut idx = [0usize; 3];
+                        for a in 0..3 {
+                            idx[self.map.perm[a]] = s[a] - bbox.lo[self.map.perm[a]] as usize;
+                        }
+                        data[idx[0] + ext[0] * (idx[1] + ext[1] * idx[2])] = 1;
+                    }
+                }
+            }
+        }
+        SubMask { bbox, data }
+    }
+
+    /// The object's full mask (i fastest) into `out` (length = voxel count).
+    pub fn write_mask(&self, object: usize, out: &mut [u8]) -> Result<()> {
+        let n = self.volume.geom.voxel_count()?;
+        if out.len() != n {
+            return Err(err(
+                Sam3dStatus::InvalidArgument,
+                format!(
+                    "mask buffer holds {} bytes, the volume has {n} voxels",
+                    out.len()
+                ),
+            ));
+        }
+        let obj = self
+            .objects
+            .get(object)
+            .ok_or_else(|| err(Sam3dStatus::InvalidArgument, format!("no object {object}")))?;
+        out.fill(0);
+        let m = &obj.mask;
+        if m.bbox.is_empty() {
+            return Ok(());
+        }
+        let [nx, ny, _] = self.volume.geom.dims;
+        let ext = [0, 1, 2].map(|p| (m.bbox.hi[p] - m.bbox.lo[p]) as usize);
+        let lo = m.bbox.lo.map(|v| v as usize);
+        for k in 0..ext[2] {
+            for j in 0..ext[1] {
+                let src = &m.data[ext[0] * (j + ext[1] * k)..][..ext[0]];
+                let dst = lo[0] + nx * ((lo[1] + j) + ny * (lo[2] + k));
+                out[dst..dst + ext[0]].copy_from_slice(src);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn mask_vec(&self, object: usize) -> Result<Vec<u8>> {
+        let mut v = vec![0u8; self.volume.geom.voxel_count()?];
+        self.write_mask(object, &mut v)?;
+        Ok(v)
+    }
+
+    /// Number of clicks of an object (after undo/redo).
+    pub fn clicks(&self, object: usize) -> Option<usize> {
+        self.objects.get(object).map(|o| o.clicks.len())
+    }
+}
+
+/// Cancels a segmenter's work from another thread.
+#[derive(Clone)]
+pub struct Canceller {
+    flag: Arc<AtomicBool>,
+    run: Arc<RunOptions>,
+}
+
+impl Canceller {
+    pub fn cancel(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        let _ = self.run.terminate();
+    }
+}

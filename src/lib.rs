@@ -1,0 +1,20 @@
+//! libsam3d: promptable 3D segmentation (3DSAM-adapter) on ONNX Runtime, behind a stable C ABI.
+//!
+//! Modules: `geometry` (ITK image geometry), `volume` (voxels, owned or borrowed), `nifti_io`
+//! (NIfTI-1 with ITK's rules), `manifest` (model packages), `runtime` (finding ONNX Runtime),
+//! `frame` and `resample` (the contract's model frame and resampling), `engine` (model, segmenter).
+//! The C boundary lives in `ffi` alone.
+
+pub mod engine;
+pub mod error;
+pub mod frame;
+pub mod geometry;
+pub mod manifest;
+pub mod nifti_io;
+pub mod resample;
+pub mod runtime;
+pub mod volume;
+
+pub use engine::{Model, ModelOptions, Sam3dCoord, Sam3dDevice, Sam3dStage, Segmenter};
+pub use error::{Error, Result, Sam3dStatus};
+pub use volume::Volume;

@@ -1,0 +1,201 @@
+//! A volume: geometry plus voxels, i fastest, either owned float32 (read from a file) or a caller's
+//! buffer borrowed without a copy (any of the common dtypes, any strides).
+
+use crate::error::{err, Result, Sam3dStatus};
+use crate::geometry::Geometry;
+
+/// Element type of a borrowed buffer. Values are part of the C ABI.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sam3dDtype {
+    U8 = 1,
+    I8 = 2,
+    U16 = 3,
+    I16 = 4,
+    U32 = 5,
+    I32 = 6,
+    F32 = 7,
+    F64 = 8,
+}
+
+impl Sam3dDtype {
+    pub fn size(self) -> usize {
+        match self {
+            Self::U8 | Self::I8 => 1,
+            Self::U16 | Self::I16 => 2,
+            Self::U32 | Self::I32 | Self::F32 => 4,
+            Self::F64 => 8,
+        }
+    }
+    pub fn from_raw(v: i32) -> Option<Self> {
+        Some(match v {
+            1 => Self::U8,
+            2 => Self::I8,
+            3 => Self::U16,
+            4 => Self::I16,
+            5 => Self::U32,
+            6 => Self::I32,
+            7 => Self::F32,
+            8 => Self::F64,
+            _ => return None,
+        })
+    }
+}
+
+/// A caller's buffer. The caller keeps it alive and unchanged while the volume exists.
+#[derive(Debug, Clone, Copy)]
+pub struct Borrowed {
+    pub ptr: *const u8,
+    pub dtype: Sam3dDtype,
+    /// byte strides of i, j, k
+    pub strides: [isize; 3],
+}
+
+// The pointer is only read; the C API documents that the buffer must outlive the volume handle.
+unsafe impl Send for Borrowed {}
+unsafe impl Sync for Borrowed {}
+
+#[derive(Debug, Clone)]
+pub enum Voxels {
+    Owned(Vec<f32>),
+    Borrowed(Borrowed),
+}
+
+#[derive(Debug, Clone)]
+pub struct Volume {
+    pub geom: Geometry,
+    pub voxels: Voxels,
+    /// Voxels with NaN or +-Inf (counted once, when the volume is made).
+    pub nonfinite: usize,
+}
+
+impl Volume {
+    pub fn new(geom: Geometry, data: Vec<f32>) -> Result<Self> {
+        let n = geom.voxel_count()?;
+        if data.len() != n {
+            return Err(err(
+                Sam3dStatus::InvalidArgument,
+                format!("{} voxels for dimensions {:?}", data.len(), geom.dims),
+            ));
+        }
+        let nonfinite = data.iter().filter(|v| !v.is_finite()).count();
+        Ok(Volume {
+            geom,
+            voxels: Voxels::Owned(data),
+            nonfinite,
+        })
+    }
+
+    /// Borrow a caller's buffer. Checks that every voxel address lies inside `[ptr, ptr + len)`.
+    ///
+    /// # Safety
+    /// `ptr` must point to `len` readable bytes that stay valid while the volume exists.
+    pub unsafe fn borrowed(
+        geom: Geometry,
+        ptr: *const u8,
+        len: usize,
+        dtype: Sam3dDtype,
+        strides: [isize; 3],
+    ) -> Result<Self> {
+        geom.voxel_count()?;
+        let esize = dtype.size() as isize;
+        // lowest and highest byte offsets reached by any voxel
+        let (mut lo, mut hi) = (0isize, 0isize);
+        for a in 0..3 {
+            let span = strides[a]
+                .checked_mul(geom.dims[a] as isize - 1)
+                .ok_or_else(|| {
+                    err(
+                        Sam3dStatus::InvalidArgument,
+                        "stride times dimension overflows",
+                    )
+                })?;
+            if span < 0 {
+                lo += span
+            } else {
+                hi += span
+            }
+        }
+        if strides.iter().any(|&s| s == 0 || s % esize != 0) {
+            return Err(err(
+                Sam3dStatus::InvalidArgument,
+                format!(
+                    "strides {strides:?} must be non-zero multiples of the element size {esize}"
+                ),
+            ));
+        }
+        if lo < 0 || hi.checked_add(esize).is_none_or(|end| end as usize > len) {
+            return Err(err(Sam3dStatus::InvalidArgument, format!(
+                "strides {strides:?} with dimensions {:?} reach bytes [{lo}, {}) outside the {len}-byte buffer", geom.dims, hi + esize)));
+        }
+        let b = Borrowed {
+            ptr,
+            dtype,
+            strides,
+        };
+        let mut v = Volume {
+            geom,
+            voxels: Voxels::Borrowed(b),
+            nonfinite: 0,
+        };
+        if matches!(dtype, Sam3dDtype::F32 | Sam3dDtype::F64) {
+            let [nx, ny, nz] = geom.dims;
+            let mut count = 0;
+            for k in 0..nz {
+                for j in 0..ny {
+                    for i in 0..nx {
+                        count += !v.at(i, j, k).is_finite() as usize;
+                    }
+                }
+            }
+            v.nonfinite = count;
+        }
+        Ok(v)
+    }
+
+    #[inline]
+    pub fn at(&self, i: usize, j: usize, k: usize) -> f32 {
+        match &self.voxels {
+            Voxels::Owned(d) => {
+                let [nx, ny, _] = self.geom.dims;
+                d[i + nx * (j + ny * k)]
+            }
+            Voxels::Borrowed(b) => unsafe {
+                let p = b.ptr.offset(
+                    i as isize * b.strides[0]
+                        + j as isize * b.strides[1]
+                        + k as isize * b.strides[2],
+                );
+                match b.dtype {
+                    Sam3dDtype::U8 => *p as f32,
+                    Sam3dDtype::I8 => *(p as *const i8) as f32,
+                    Sam3dDtype::U16 => (p as *const u16).read_unaligned() as f32,
+                    Sam3dDtype::I16 => (p as *const i16).read_unaligned() as f32,
+                    Sam3dDtype::U32 => (p as *const u32).read_unaligned() as f32,
+                    Sam3dDtype::I32 => (p as *const i32).read_unaligned() as f32,
+                    Sam3dDtype::F32 => (p as *const f32).read_unaligned(),
+                    Sam3dDtype::F64 => (p as *const f64).read_unaligned() as f32,
+                }
+            },
+        }
+    }
+
+    /// Owned voxels (i fastest); a borrowed buffer is copied.
+    pub fn to_vec(&self) -> Vec<f32> {
+        match &self.voxels {
+            Voxels::Owned(d) => d.clone(),
+            Voxels::Borrowed(_) => {
+                let [nx, ny, nz] = self.geom.dims;
+                let mut out = Vec::with_capacity(nx * ny * nz);
+                for k in 0..nz {
+                    for j in 0..ny {
+                        for i in 0..nx {
+                            out.push(self.at(i, j, k));
+                        }
+                    }
+                }
+                out
+            }
+        }
+    }
+}

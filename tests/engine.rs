@@ -1,0 +1,287 @@
+//! Engine tests on the tiny fixture packages (random weights, masks neither empty nor full).
+//! ONNX Runtime comes from `SAM3D_ORT_LIBRARY` (set by the Makefile) or the usual search.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sam3d::engine::{ModelOptions, Sam3dCoord, Sam3dStage};
+use sam3d::geometry::Geometry;
+use sam3d::{runtime, Model, Sam3dStatus, Segmenter, Volume};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/models")
+        .join(name)
+}
+
+fn model(name: &str) -> Arc<Model> {
+    let rt = runtime::load(None).expect("ONNX Runtime: run `make ort` and set SAM3D_ORT_LIBRARY");
+    Arc::new(
+        Model::open(
+            &rt,
+            &fixture(name),
+            &ModelOptions {
+                threads: 1,
+                ..Default::default()
+            },
+        )
+        .unwrap(),
+    )
+}
+
+/// A smooth synthetic CT-like volume: soft tissue with a brighter blob, 1.5 x 1.5 x 2.5 mm, oblique.
+fn volume() -> Arc<Volume> {
+    let dims = [48, 40, 30];
+    let a: f64 = 0.1;
+    let dir = [
+        [a.cos(), -a.sin(), 0.0],
+        [a.sin(), a.cos(), 0.0],
+        [0.0, 0.0, 1.0],
+    ];
+    let geom = Geometry::new(dims, [1.5, 1.5, 2.5], [-30.0, 20.0, 5.0], dir).unwrap();
+    let mut data = Vec::with_capacity(dims[0] * dims[1] * dims[2]);
+    for k in 0..dims[2] {
+        for j in 0..dims[1] {
+            for i in 0..dims[0] {
+                let r2 = ((i as f64 - 24.0) / 8.0).powi(2)
+                    + ((j as f64 - 18.0) / 6.0).powi(2)
+                    + ((k as f64 - 15.0) / 4.0).powi(2);
+                let v = 40.0
+                    + 120.0 * (-r2).exp()
+                    + 30.0 * ((i * 7 + j * 13 + k * 3) % 11) as f64 / 11.0;
+                data.push(v as f32);
+            }
+        }
+    }
+    Arc::new(Volume::new(geom, data).unwrap())
+}
+
+fn none() -> impl FnMut(Sam3dStage, bool) {
+    |_, _| {}
+}
+
+#[test]
+fn follow_up_clicks_reuse_the_region_and_undo_redo_restore_masks() {
+    let m = model("tiny-orient");
+    let mut s = Segmenter::new(m, volume()).unwrap();
+    let o = s.add_object();
+    let mut stages = Vec::new();
+    let r1 = s
+        .click(o, [24.0, 18.0, 15.0], Sam3dCoord::Ijk, &mut |st, done| {
+            stages.push((st, done))
+        })
+        .unwrap();
+    assert_eq!(r1.encoded, 1);
+    assert!(
+        stages.contains(&(Sam3dStage::Encode, true)) && stages.contains(&(Sam3dStage::Paste, true))
+    );
+    let n = volume().geom.voxel_count().unwrap() as u64;
+    assert!(
+        r1.voxels > 50 && r1.voxels < n / 2,
+        "degenerate mask: {} of {n}",
+        r1.voxels
+    );
+    let m1 = s.mask_vec(o).unwrap();
+    assert_eq!(m1.iter().map(|&v| v as u64).sum::<u64>(), r1.voxels);
+    // a nearby click stays in the cached region: decoder only
+    let r2 = s
+        .click(o, [26.0, 19.0, 15.0], Sam3dCoord::Ijk, &mut none())
+        .unwrap();
+    assert_eq!(r2.encoded, 0);
+    let m2 = s.mask_vec(o).unwrap();
+    assert_ne!(
+        m1, m2,
+        "a second click must change the mask of a random model"
+    );
+    // undo restores the first mask exactly, redo the second
+    s.undo(o, &mut none()).unwrap();
+    assert_eq!(s.mask_vec(o).unwrap(), m1);
+    s.redo(o, &mut none()).unwrap();
+    assert_eq!(s.mask_vec(o).unwrap(), m2);
+    s.undo(o, &mut none()).unwrap();
+    let r0 = s.undo(o, &mut none()).unwrap();
+    assert_eq!(r0.voxels, 0);
+    assert!(s.mask_vec(o).unwrap().iter().all(|&v| v == 0));
+    assert_eq!(
+        s.undo(o, &mut none()).unwrap_err().status,
+        Sam3dStatus::NothingToDo
+    );
+    // the changed box covers every voxel that changed
+    assert!(!r2.changed.is_empty());
+}
+
+#[test]
+fn objects_share_one_encoding_and_clicks_map_between_frames() {
+    let m = model("tiny-orient");
+    let vol = volume();
+    let mut s = Segmenter::new(m, vol.clone()).unwrap();
+    let a = s.add_object();
+    let b = s.add_object();
+    s.click(a, [24.0, 18.0, 15.0], Sam3dCoord::Ijk, &mut none())
+        .unwrap();
+    let rb = s
+        .click(b, [22.0, 20.0, 14.0], Sam3dCoord::Ijk, &mut none())
+        .unwrap();
+    assert_eq!(
+        rb.encoded, 0,
+        "object b's click lies in the region encoded for object a"
+    );
+    // the same click in LPS and RAS coordinates gives the same mask as in voxel indices
+    let idx = [23.4, 17.2, 15.5];
+    let lps = vol.geom.index_to_lps(idx);
+    let ras = [-lps[0], -lps[1], lps[2]];
+    let mut masks = Vec::new();
+    for (p, c) in [
+        (idx, Sam3dCoord::Ijk),
+        (lps, Sam3dCoord::Lps),
+        (ras, Sam3dCoord::Ras),
+    ] {
+        let mut s = Segmenter::new(model("tiny-orient"), vol.clone()).unwrap();
+        let o = s.add_object();
+        s.click(o, p, c, &mut none()).unwrap();
+        masks.push(s.mask_vec(o).unwrap());
+    }
+    assert_eq!(masks[0], masks[1]);
+    assert_eq!(masks[0], masks[2]);
+}
+
+#[test]
+fn bad_input_gets_specific_statuses() {
+    let m = model("tiny-orient");
+    let mut s = Segmenter::new(m.clone(), volume()).unwrap();
+    let o = s.add_object();
+    let e = s
+        .click(o, [48.0, 1.0, 1.0], Sam3dCoord::Ijk, &mut none())
+        .unwrap_err();
+    assert_eq!(e.status, Sam3dStatus::OutOfBounds);
+    let e = s
+        .click(o, [f64::NAN, 1.0, 1.0], Sam3dCoord::Ijk, &mut none())
+        .unwrap_err();
+    assert_eq!(e.status, Sam3dStatus::InvalidArgument);
+    let e = s
+        .click(7, [1.0, 1.0, 1.0], Sam3dCoord::Ijk, &mut none())
+        .unwrap_err();
+    assert_eq!(e.status, Sam3dStatus::InvalidArgument);
+    // NaN voxels with the "error" policy
+    let v = volume();
+    let mut data = v.to_vec();
+    data[5] = f32::NAN;
+    data[9] = f32::INFINITY;
+    let bad = Arc::new(Volume::new(v.geom, data).unwrap());
+    let e = Segmenter::new(m, bad).err().unwrap();
+    assert_eq!(e.status, Sam3dStatus::NonFinite);
+    assert!(e.message.contains('2'), "{}", e.message);
+}
+
+#[test]
+fn damaged_packages_are_refused() {
+    let rt = runtime::load(None).unwrap();
+    let dir = std::env::temp_dir().join(format!("sam3d-pkg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = fixture("tiny-orient");
+    for f in ["sam3d-model.json", "encoder.onnx", "decoder.onnx"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let opts = ModelOptions::default();
+    // a flipped byte in a graph: hash mismatch
+    let mut bytes = std::fs::read(dir.join("decoder.onnx")).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 1;
+    std::fs::write(dir.join("decoder.onnx"), &bytes).unwrap();
+    assert_eq!(
+        Model::open(&rt, &dir, &opts).err().unwrap().status,
+        Sam3dStatus::HashMismatch
+    );
+    // a missing graph
+    std::fs::remove_file(dir.join("decoder.onnx")).unwrap();
+    let e = Model::open(&rt, &dir, &opts).err().unwrap();
+    assert_eq!(e.status, Sam3dStatus::BadModel);
+    assert!(e.message.contains("decoder.onnx"), "{}", e.message);
+    // a newer format version
+    std::fs::copy(src.join("decoder.onnx"), dir.join("decoder.onnx")).unwrap();
+    let text = std::fs::read_to_string(dir.join("sam3d-model.json")).unwrap();
+    std::fs::write(
+        dir.join("sam3d-model.json"),
+        text.replace("\"format_version\": 1", "\"format_version\": 2"),
+    )
+    .unwrap();
+    assert_eq!(
+        Model::open(&rt, &dir, &opts).err().unwrap().status,
+        Sam3dStatus::UnsupportedFormat
+    );
+    // not JSON at all
+    std::fs::write(dir.join("sam3d-model.json"), "{").unwrap();
+    assert_eq!(
+        Model::open(&rt, &dir, &opts).err().unwrap().status,
+        Sam3dStatus::BadModel
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn one_model_shared_by_eight_threads_gives_the_single_thread_masks() {
+    let m = model("tiny-orient");
+    let vol = volume();
+    let clicks: Vec<[f64; 3]> = (0..50)
+        .map(|t| {
+            [
+                10.0 + (t * 7 % 30) as f64,
+                8.0 + (t * 5 % 25) as f64,
+                5.0 + (t * 3 % 20) as f64,
+            ]
+        })
+        .collect();
+    let run = |m: Arc<Model>, v: Arc<Volume>, clicks: Vec<[f64; 3]>| -> Vec<u64> {
+        let mut s = Segmenter::new(m, v).unwrap();
+        clicks
+            .iter()
+            .map(|c| {
+                let o = s.add_object();
+                s.click(o, *c, Sam3dCoord::Ijk, &mut |_, _| {}).unwrap();
+                let mask = s.mask_vec(o).unwrap();
+                // a cheap fingerprint of the whole mask
+                mask.iter()
+                    .enumerate()
+                    .map(|(i, &b)| (b as u64) * (i as u64 + 1))
+                    .sum::<u64>()
+            })
+            .collect()
+    };
+    let single = run(m.clone(), vol.clone(), clicks.clone());
+    assert!(single.iter().any(|&f| f > 0));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (m, v, c) = (m.clone(), vol.clone(), clicks.clone());
+            std::thread::spawn(move || run(m, v, c))
+        })
+        .collect();
+    for t in threads {
+        assert_eq!(t.join().unwrap(), single);
+    }
+}
+
+#[test]
+fn cancellation_from_another_thread() {
+    let m = model("tiny-orient");
+    let mut s = Segmenter::new(m, volume()).unwrap();
+    let o = s.add_object();
+    let c = s.canceller();
+    // cancel from inside the progress callback of the first stage: the interaction stops
+    let e = s
+        .click(o, [24.0, 18.0, 15.0], Sam3dCoord::Ijk, &mut |st, done| {
+            if st == Sam3dStage::Resample && !done {
+                let c = c.clone();
+                std::thread::spawn(move || c.cancel()).join().unwrap();
+            }
+        })
+        .unwrap_err();
+    assert_eq!(e.status, Sam3dStatus::Cancelled);
+    // the next interaction runs normally
+    assert!(
+        s.click(o, [24.0, 18.0, 15.0], Sam3dCoord::Ijk, &mut none())
+            .unwrap()
+            .voxels
+            > 0
+    );
+}

@@ -1,0 +1,179 @@
+"""The Rust engine (through its `segment` and `volinfo` examples) against independent references:
+nibabel for reading and geometry, the Python/PyTorch contract pipeline (`sam3d_onnx.reference_pipeline`)
+for masks. Run by `make test`, which builds the examples and fetches ONNX Runtime and the data."""
+import json
+import os
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(REPO, "onnx"))
+from sam3d_onnx.reference_pipeline import segment as reference_segment  # noqa: E402
+
+BIN = os.environ.get("SAM3D_BIN", os.path.join(REPO, "target", "release", "examples"))
+ORT = os.environ.get("SAM3D_ORT_LIBRARY", os.path.join(REPO, ".cache", "onnxruntime-cpu", "libonnxruntime.so"))
+DATA = os.environ.get("SAM3D_DATA", os.path.join(REPO, ".cache", "data"))
+MODELS = os.path.join(REPO, "tests", "fixtures", "models")
+CT = os.path.join(DATA, "totalsegmentator", "example_ct.nii.gz")
+
+
+def volinfo(path, *idx):
+    out = subprocess.run([os.path.join(BIN, "volinfo"), str(path), *[",".join(map(str, i)) for i in idx]],
+                         capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def segment(model, path, clicks, out, coord="ijk"):
+    cmd = [os.path.join(BIN, "segment"), "--model", os.path.join(MODELS, model), "--input", str(path),
+           "--out", str(out), "--ort", ORT, "--coord", coord]
+    for c in clicks:
+        cmd += ["--click", ",".join(f"{v:.6f}" for v in c)]
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    return r
+
+
+def lps_matrix(affine):
+    return np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
+
+
+# ------------------------------------------------------------------------------------------------
+# reading: voxel values and index-to-world against nibabel
+
+
+def _variants(tmp_path):
+    """The real CT plus the same voxels stored in every clinical datatype, with scaling, oblique
+    directions, qform-only and sform-only headers."""
+    img = nib.load(CT)
+    data = np.asarray(img.dataobj)
+    a = img.affine.copy()
+    rot = np.array([[np.cos(0.2), -np.sin(0.2), 0], [np.sin(0.2), np.cos(0.2), 0], [0, 0, 1]])
+    oblique = a.copy()
+    oblique[:3, :3] = rot @ a[:3, :3]
+    out = {"original": CT}
+    for name, dtype, aff, slope, inter, codes in [
+        ("int16_scaled", np.int16, a, 1.0, -1024.0, ("sform", 1)),
+        ("uint16_scaled", np.uint16, a, 0.5, -1024.0, ("qform", 1)),
+        ("int32", np.int32, oblique, None, None, ("both", 1)),
+        ("uint8", np.uint8, a, None, None, ("sform", 2)),
+        ("float32", np.float32, oblique, None, None, ("qform", 1)),
+        ("float64", np.float64, a, None, None, ("both", 1)),
+    ]:
+        if slope is not None:
+            raw = ((data - inter) / slope).astype(dtype)
+        elif dtype == np.uint8:
+            raw = np.clip(data + 1024, 0, 255).astype(dtype)
+        else:
+            raw = data.astype(dtype)
+        im = nib.Nifti1Image(raw, None)
+        which, code = codes
+        if which in ("sform", "both"):
+            im.set_sform(aff, code=code)
+        if which in ("qform", "both"):
+            im.set_qform(aff, code=code)
+        if which == "sform":
+            im.set_qform(None, code=0)
+        if which == "qform":
+            im.set_sform(None, code=0)
+        if slope is not None:
+            im.header.set_slope_inter(slope, inter)
+        p = tmp_path / f"{name}.nii{'.gz' if name != 'float64' else ''}"
+        nib.save(im, str(p))
+        out[name] = str(p)
+    return out
+
+
+def test_reader_matches_nibabel(tmp_path):
+    idx = [(0, 0, 0), (60, 50, 56), (121, 100, 111), (7, 93, 3)]
+    for name, path in _variants(tmp_path).items():
+        ref = nib.load(path)
+        arr = np.asarray(ref.get_fdata(dtype=np.float64))
+        info = volinfo(path, *idx)
+        assert info["status"] == "SAM3D_OK", (name, info)
+        assert tuple(info["dims"]) == arr.shape, name
+        np.testing.assert_allclose(info["samples"], [arr[i] for i in idx], rtol=1e-6, atol=1e-4, err_msg=name)
+        np.testing.assert_allclose(info["sum"], arr.sum(), rtol=1e-9, err_msg=name)
+        np.testing.assert_allclose(np.array(info["index_to_lps"]), lps_matrix(ref.affine), atol=1e-4, err_msg=name)
+
+
+def test_bad_files_get_specific_statuses(tmp_path):
+    trunc = tmp_path / "trunc.nii"
+    img = nib.Nifti1Image(np.zeros((40, 40, 40), np.int16), np.eye(4))
+    nib.save(img, str(trunc))
+    trunc.write_bytes(trunc.read_bytes()[:5000])
+    assert volinfo(trunc)["status"] == "SAM3D_ERR_BAD_VOLUME"
+    huge = tmp_path / "huge.nii"
+    h = nib.Nifti1Header()
+    h.set_data_shape((30000, 30000, 30000))
+    h.set_data_dtype(np.int16)
+    huge.write_bytes(h.binaryblock + b"\0" * 4 + b"\0" * 1024)
+    info = volinfo(huge)
+    assert info["status"] == "SAM3D_ERR_TOO_LARGE", info
+    garbage = tmp_path / "garbage.nii.gz"
+    garbage.write_bytes(b"\x1f\x8b" + os.urandom(2000))
+    assert volinfo(garbage)["status"] == "SAM3D_ERR_BAD_VOLUME"
+    assert volinfo(tmp_path / "absent.nii")["status"] == "SAM3D_ERR_IO"
+
+
+# ------------------------------------------------------------------------------------------------
+# masks: the Rust engine against the PyTorch reference pipeline
+
+
+@pytest.mark.parametrize("model", ["tiny-orient", "tiny-array"])
+@pytest.mark.parametrize("clicks", [[(60.3, 50.0, 56.7)], [(30.0, 40.0, 20.0), (95.0, 70.0, 90.0)]],
+                         ids=["one", "two-far"])
+def test_masks_equal_the_reference_pipeline(tmp_path, model, clicks):
+    out = tmp_path / "mask.nii.gz"
+    r = segment(model, CT, clicks, out)
+    assert r.returncode == 0, r.stderr
+    got = nib.load(str(out))
+    ref, affine = reference_segment(os.path.join(MODELS, model), CT, clicks)
+    mask = np.asarray(got.dataobj)
+    assert got.get_data_dtype() == np.uint8
+    assert mask.shape == ref.shape
+    # the written mask has the input's geometry, in both the qform and the sform
+    np.testing.assert_allclose(got.affine, affine, atol=1e-4)
+    np.testing.assert_allclose(got.get_qform(), affine, atol=1e-4)
+    assert int(got.header["qform_code"]) == 1 and int(got.header["sform_code"]) == 1
+    n = int(ref.sum())
+    assert 100 < n < 0.5 * ref.size, n  # not degenerate
+    assert int((mask.astype(bool) ^ ref.astype(bool)).sum()) <= max(2, n // 2000)
+
+
+def test_orient_mode_is_independent_of_storage(tmp_path):
+    """The same world content stored flipped and permuted gives the same mask in world space."""
+    img = nib.load(CT)
+    data = np.asarray(img.dataobj)
+    a = img.affine
+    # flip i, then swap i and j; compose the affine so every voxel keeps its world position
+    flip = np.eye(4)
+    flip[0, 0], flip[0, 3] = -1, data.shape[0] - 1
+    swap = np.eye(4)[[1, 0, 2, 3]]
+    d2 = np.ascontiguousarray(np.flip(data, 0).transpose(1, 0, 2))
+    a2 = a @ flip @ swap
+    p2 = tmp_path / "stored_differently.nii.gz"
+    nib.save(nib.Nifti1Image(d2, a2), str(p2))
+    world = (a @ np.array([60.0, 50.0, 56.0, 1.0]))[:3]  # RAS
+    m1, m2 = tmp_path / "m1.nii.gz", tmp_path / "m2.nii.gz"
+    for src, dst in ((CT, m1), (p2, m2)):
+        r = segment("tiny-orient", src, [world], dst, coord="ras")
+        assert r.returncode == 0, r.stderr
+    x = np.asarray(nib.load(str(m1)).dataobj)
+    y = np.asarray(nib.load(str(m2)).dataobj)
+    back = np.flip(y.transpose(1, 0, 2), 0)
+    assert x.sum() > 100
+    np.testing.assert_array_equal(x, back)
+
+
+def test_clicks_outside_and_missing_runtime(tmp_path):
+    r = segment("tiny-orient", CT, [(500.0, 1.0, 1.0)], tmp_path / "m.nii.gz")
+    assert r.returncode != 0 and "SAM3D_ERR_OUT_OF_BOUNDS" in r.stderr
+    assert not (tmp_path / "m.nii.gz").exists()
+    env = {k: v for k, v in os.environ.items() if k not in ("SAM3D_ORT_LIBRARY", "ORT_DYLIB_PATH")}
+    cmd = [os.path.join(BIN, "segment"), "--model", os.path.join(MODELS, "tiny-orient"), "--input", CT,
+           "--out", str(tmp_path / "m.nii.gz"), "--click", "60,50,56", "--ort", str(tmp_path / "nope.so")]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert r.returncode != 0 and "SAM3D_ERR_RUNTIME_MISSING" in r.stderr and "nope.so" in r.stderr

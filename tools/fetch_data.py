@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Fetch the real volumes the tests use from the packages that ship them (checksummed).
+
+    python3 tools/fetch_data.py --out .cache/data
+
+| file written | package (path inside) | licence |
+|---|---|---|
+| totalsegmentator/example_ct.nii.gz | PyPI sdist totalsegmentator==2.18.0 (tests/reference_files/) | Apache-2.0 |
+
+Only the listed files are extracted; the package archive is deleted afterwards.
+"""
+import argparse
+import hashlib
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+
+PACKAGES = {
+    "totalsegmentator": {
+        "spec": "totalsegmentator==2.18.0",
+        "archive": "totalsegmentator-2.18.0.tar.gz",
+        "sha256": "5d4223ef93973bc36d710869d11e7742ead2c154c72f7f9edcaaadd5b6c4bd03",
+        "files": {"totalsegmentator-2.18.0/tests/reference_files/example_ct.nii.gz": "example_ct.nii.gz"},
+    },
+}
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fetch(name, pkg, out):
+    dest = os.path.join(out, name)
+    if all(os.path.exists(os.path.join(dest, v)) for v in pkg["files"].values()):
+        return
+    os.makedirs(dest, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+                        "-d", tmp, pkg["spec"]], check=True)
+        archive = os.path.join(tmp, pkg["archive"])
+        got = sha256(archive)
+        if got != pkg["sha256"]:
+            raise SystemExit(f"{pkg['archive']}: sha256 {got} differs from the expected {pkg['sha256']}")
+        with tarfile.open(archive) as t:
+            for member, target in pkg["files"].items():
+                src = t.extractfile(member)
+                part = os.path.join(dest, target + ".part")
+                with open(part, "wb") as f:
+                    f.write(src.read())
+                os.replace(part, os.path.join(dest, target))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    for name, pkg in PACKAGES.items():
+        fetch(name, pkg, args.out)
+    print(args.out)
+
+
+if __name__ == "__main__":
+    main()
