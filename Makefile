@@ -13,8 +13,8 @@ DATA := .cache/data
 EXAMPLES := target/release/examples
 export SAM3D_ORT_LIBRARY := $(abspath $(ORT_LIB))
 
-.PHONY: all venv ort data build test test-rust test-integration test-python test-python-fast \
-        fixtures demo demo-parity clean
+.PHONY: all venv ort data build header test test-rust test-c test-integration test-python \
+        test-python-fast fixtures demo demo-parity clean
 
 all: build
 
@@ -37,8 +37,39 @@ data: $(DATA)/totalsegmentator/example_ct.nii.gz
 $(DATA)/totalsegmentator/example_ct.nii.gz: tools/fetch_data.py
 	$(PYTHON) tools/fetch_data.py --out $(DATA)
 
+LIBDIR := target/release
+CBUILD := build/c
+CFLAGS_STRICT := -Wall -Wextra -Werror -Iinclude
+SAN := -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LINK := -L$(LIBDIR) -lsam3d -Wl,-rpath,$(abspath $(LIBDIR)) -lm
+
 build:
-	cargo build --release --examples
+	cargo build --release --lib --examples
+	ln -sf libsam3d.so $(LIBDIR)/libsam3d.so.0
+
+# Regenerate the checked-in C header from src/ffi.rs (tests/header.rs fails when it is stale).
+header:
+	SAM3D_WRITE_HEADER=1 cargo build --release --lib
+
+# The C API from C and C++: strict warnings, then again under AddressSanitizer + UBSan.
+test-c: ort data build
+	mkdir -p $(CBUILD)/work
+	cc -std=c11 $(CFLAGS_STRICT) tests/c/test_c_api.c -o $(CBUILD)/test_c_api $(LINK)
+	cc -std=c11 $(CFLAGS_STRICT) examples/c/segment.c -o $(CBUILD)/segment_c $(LINK)
+	c++ -std=c++17 $(CFLAGS_STRICT) examples/cpp/segment.cpp -o $(CBUILD)/segment_cpp $(LINK)
+	cc -std=c11 $(SAN) $(CFLAGS_STRICT) tests/c/test_c_api.c -o $(CBUILD)/test_c_api_asan $(LINK)
+	cc -std=c11 $(SAN) $(CFLAGS_STRICT) examples/c/segment.c -o $(CBUILD)/segment_c_asan $(LINK)
+	c++ -std=c++17 $(SAN) $(CFLAGS_STRICT) examples/cpp/segment.cpp -o $(CBUILD)/segment_cpp_asan $(LINK)
+	$(CBUILD)/test_c_api tests/fixtures/models/tiny-orient $(CBUILD)/work
+	$(CBUILD)/test_c_api_asan tests/fixtures/models/tiny-orient $(CBUILD)/work
+	$(EXAMPLES)/segment --model tests/fixtures/models/tiny-orient --input $(DATA)/totalsegmentator/example_ct.nii.gz \
+	    --click 60,50,56 --out $(CBUILD)/work/rust.nii.gz > /dev/null 2>&1
+	for prog in segment_c segment_cpp segment_c_asan segment_cpp_asan; do \
+	    $(CBUILD)/$$prog tests/fixtures/models/tiny-orient $(DATA)/totalsegmentator/example_ct.nii.gz 60,50,56 \
+	        $(CBUILD)/work/$$prog.nii.gz > /dev/null 2>&1 || exit 1; \
+	    cmp $(CBUILD)/work/rust.nii.gz $(CBUILD)/work/$$prog.nii.gz || exit 1; \
+	done
+	@echo "C and C++ examples: same mask as the Rust example, with and without sanitizers"
 
 test-rust: ort
 	cargo test --release
@@ -55,7 +86,7 @@ test-python: venv
 test-python-fast: venv
 	cd onnx && ../$(PY) -m pytest -q -m "not paper"
 
-test: test-rust test-integration test-python
+test: test-rust test-c test-integration test-python
 
 # Regenerate the committed fixture packages (tests/fixtures/models) after a change to the export.
 fixtures: venv

@@ -33,7 +33,7 @@ fn main() {
         .collect();
     let m = v.geom.index_to_lps_matrix();
     println!(
-        "{{\"status\": \"SAM3D_OK\", \"dims\": {:?}, \"index_to_lps\": {:?}, \"sum\": {}, \"sumsq\": {}, \"samples\": [{}]}}",
+        "{{\"status\": \"SAM3D_STATUS_OK\", \"dims\": {:?}, \"index_to_lps\": {:?}, \"sum\": {}, \"sumsq\": {}, \"samples\": [{}]}}",
         v.geom.dims, m, sum, sumsq, samples.join(", ")
     );
 }

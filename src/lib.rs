@@ -18,3 +18,4 @@ pub mod volume;
 pub use engine::{Model, ModelOptions, Sam3dCoord, Sam3dDevice, Sam3dStage, Segmenter};
 pub use error::{Error, Result, Sam3dStatus};
 pub use volume::Volume;
+pub mod ffi;

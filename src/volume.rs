@@ -116,11 +116,11 @@ impl Volume {
                 hi += span
             }
         }
-        if strides.iter().any(|&s| s == 0 || s % esize != 0) {
+        if strides.iter().any(|&s| s <= 0 || s % esize != 0) {
             return Err(err(
                 Sam3dStatus::InvalidArgument,
                 format!(
-                    "strides {strides:?} must be non-zero multiples of the element size {esize}"
+                    "strides {strides:?} must be positive multiples of the element size {esize}"
                 ),
             ));
         }

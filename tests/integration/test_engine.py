@@ -92,7 +92,7 @@ def test_reader_matches_nibabel(tmp_path):
         ref = nib.load(path)
         arr = np.asarray(ref.get_fdata(dtype=np.float64))
         info = volinfo(path, *idx)
-        assert info["status"] == "SAM3D_OK", (name, info)
+        assert info["status"] == "SAM3D_STATUS_OK", (name, info)
         assert tuple(info["dims"]) == arr.shape, name
         np.testing.assert_allclose(info["samples"], [arr[i] for i in idx], rtol=1e-6, atol=1e-4, err_msg=name)
         np.testing.assert_allclose(info["sum"], arr.sum(), rtol=1e-9, err_msg=name)
@@ -104,18 +104,18 @@ def test_bad_files_get_specific_statuses(tmp_path):
     img = nib.Nifti1Image(np.zeros((40, 40, 40), np.int16), np.eye(4))
     nib.save(img, str(trunc))
     trunc.write_bytes(trunc.read_bytes()[:5000])
-    assert volinfo(trunc)["status"] == "SAM3D_ERR_BAD_VOLUME"
+    assert volinfo(trunc)["status"] == "SAM3D_STATUS_BAD_VOLUME"
     huge = tmp_path / "huge.nii"
     h = nib.Nifti1Header()
     h.set_data_shape((30000, 30000, 30000))
     h.set_data_dtype(np.int16)
     huge.write_bytes(h.binaryblock + b"\0" * 4 + b"\0" * 1024)
     info = volinfo(huge)
-    assert info["status"] == "SAM3D_ERR_TOO_LARGE", info
+    assert info["status"] == "SAM3D_STATUS_TOO_LARGE", info
     garbage = tmp_path / "garbage.nii.gz"
     garbage.write_bytes(b"\x1f\x8b" + os.urandom(2000))
-    assert volinfo(garbage)["status"] == "SAM3D_ERR_BAD_VOLUME"
-    assert volinfo(tmp_path / "absent.nii")["status"] == "SAM3D_ERR_IO"
+    assert volinfo(garbage)["status"] == "SAM3D_STATUS_BAD_VOLUME"
+    assert volinfo(tmp_path / "absent.nii")["status"] == "SAM3D_STATUS_IO"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -170,10 +170,10 @@ def test_orient_mode_is_independent_of_storage(tmp_path):
 
 def test_clicks_outside_and_missing_runtime(tmp_path):
     r = segment("tiny-orient", CT, [(500.0, 1.0, 1.0)], tmp_path / "m.nii.gz")
-    assert r.returncode != 0 and "SAM3D_ERR_OUT_OF_BOUNDS" in r.stderr
+    assert r.returncode != 0 and "SAM3D_STATUS_OUT_OF_BOUNDS" in r.stderr
     assert not (tmp_path / "m.nii.gz").exists()
     env = {k: v for k, v in os.environ.items() if k not in ("SAM3D_ORT_LIBRARY", "ORT_DYLIB_PATH")}
     cmd = [os.path.join(BIN, "segment"), "--model", os.path.join(MODELS, "tiny-orient"), "--input", CT,
            "--out", str(tmp_path / "m.nii.gz"), "--click", "60,50,56", "--ort", str(tmp_path / "nope.so")]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    assert r.returncode != 0 and "SAM3D_ERR_RUNTIME_MISSING" in r.stderr and "nope.so" in r.stderr
+    assert r.returncode != 0 and "SAM3D_STATUS_RUNTIME_MISSING" in r.stderr and "nope.so" in r.stderr

@@ -1,0 +1,167 @@
+// libsam3d C++17 wrapper: RAII, move-only handles, exceptions carrying the status and message.
+// Header-only over the stable C ABI in sam3d.h. SPDX-License-Identifier: Apache-2.0
+#ifndef SAM3D_HPP
+#define SAM3D_HPP
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "sam3d.h"
+
+namespace sam3d {
+
+/// Thrown by every wrapper call whose C function fails.
+class Error : public std::runtime_error {
+public:
+    Error(Sam3dStatus status, const std::string& message)
+        : std::runtime_error(std::string(sam3d_status_name(status)) + ": " + message), status_(status) {}
+    Sam3dStatus status() const noexcept { return status_; }
+
+private:
+    Sam3dStatus status_;
+};
+
+namespace detail {
+inline void check(Sam3dStatus s) {
+    if (s != SAM3D_STATUS_OK) throw Error(s, sam3d_last_error());
+}
+template <typename T, void (*Free)(T*)>
+struct Deleter {
+    void operator()(T* p) const noexcept { Free(p); }
+};
+template <typename T, void (*Free)(T*)>
+using Handle = std::unique_ptr<T, Deleter<T, Free>>;
+}  // namespace detail
+
+/// ONNX Runtime, loaded once per process. `library_path` empty: the library's search order.
+class Runtime {
+public:
+    explicit Runtime(const std::string& library_path = "") {
+        Sam3dRuntime* p = nullptr;
+        detail::check(sam3d_runtime_new(library_path.empty() ? nullptr : library_path.c_str(), &p));
+        h_.reset(p);
+    }
+    std::string version() const { return sam3d_runtime_version(h_.get()); }
+    std::string path() const { return sam3d_runtime_path(h_.get()); }
+    const Sam3dRuntime* get() const noexcept { return h_.get(); }
+
+private:
+    detail::Handle<Sam3dRuntime, sam3d_runtime_free> h_;
+};
+
+/// A model package. Thread-safe: share one between sessions and threads.
+class Model {
+public:
+    Model(const Runtime& rt, const std::string& package_dir, Sam3dDevice device = SAM3D_DEVICE_CPU,
+          unsigned threads = 0) {
+        Sam3dModelOptions o{};
+        o.device = static_cast<int32_t>(device);
+        o.threads = threads;
+        Sam3dModel* p = nullptr;
+        detail::check(sam3d_model_open(rt.get(), package_dir.c_str(), &o, &p));
+        h_.reset(p);
+    }
+    Sam3dModelInfo info() const {
+        Sam3dModelInfo i{};
+        detail::check(sam3d_model_info(h_.get(), &i));
+        return i;
+    }
+    const Sam3dModel* get() const noexcept { return h_.get(); }
+
+private:
+    detail::Handle<Sam3dModel, sam3d_model_free> h_;
+};
+
+/// A volume read from NIfTI, or a caller's buffer borrowed without a copy (keep it alive).
+class Volume {
+public:
+    static Volume read_nifti(const std::string& path) {
+        Sam3dVolume* p = nullptr;
+        detail::check(sam3d_volume_read_nifti(path.c_str(), &p));
+        return Volume(p);
+    }
+    static Volume borrow(const Sam3dBufferDesc& desc) {
+        Sam3dVolume* p = nullptr;
+        detail::check(sam3d_volume_from_buffer(&desc, &p));
+        return Volume(p);
+    }
+    Sam3dGeometry geometry() const {
+        Sam3dGeometry g{};
+        detail::check(sam3d_volume_geometry(h_.get(), &g));
+        return g;
+    }
+    const Sam3dVolume* get() const noexcept { return h_.get(); }
+
+private:
+    explicit Volume(Sam3dVolume* p) : h_(p) {}
+    detail::Handle<Sam3dVolume, sam3d_volume_free> h_;
+};
+
+/// A mask with the volume's geometry.
+class Mask {
+public:
+    explicit Mask(Sam3dMask* p) : h_(p) {}
+    std::pair<const uint8_t*, size_t> data() const {
+        const uint8_t* d = nullptr;
+        size_t n = 0;
+        detail::check(sam3d_mask_data(h_.get(), &d, &n));
+        return {d, n};
+    }
+    void write_nifti(const std::string& path) const { detail::check(sam3d_mask_write_nifti(h_.get(), path.c_str())); }
+
+private:
+    detail::Handle<Sam3dMask, sam3d_mask_free> h_;
+};
+
+/// Segmentation of one volume: objects, clicks, undo/redo. Use from one thread at a time;
+/// cancel() may be called from any thread.
+class Session {
+public:
+    Session(const Model& model, const Volume& volume) {
+        Sam3dSession* p = nullptr;
+        detail::check(sam3d_session_new(model.get(), volume.get(), SAM3D_ABI_VERSION, &p));
+        h_.reset(p);
+    }
+    uint32_t add_object() {
+        uint32_t id = 0;
+        detail::check(sam3d_session_add_object(h_.get(), &id));
+        return id;
+    }
+    Sam3dResult click(uint32_t object, const std::array<double, 3>& point, Sam3dCoord coord = SAM3D_COORD_IJK) {
+        Sam3dResult r{};
+        detail::check(sam3d_session_click(h_.get(), object, point.data(), static_cast<int32_t>(coord), &r));
+        return r;
+    }
+    Sam3dResult undo(uint32_t object) {
+        Sam3dResult r{};
+        detail::check(sam3d_session_undo(h_.get(), object, &r));
+        return r;
+    }
+    Sam3dResult redo(uint32_t object) {
+        Sam3dResult r{};
+        detail::check(sam3d_session_redo(h_.get(), object, &r));
+        return r;
+    }
+    void cancel() { detail::check(sam3d_session_cancel(h_.get())); }
+    void set_progress(Sam3dProgressFn fn, void* user) { detail::check(sam3d_session_set_progress(h_.get(), fn, user)); }
+    Mask mask(uint32_t object) {
+        Sam3dMask* p = nullptr;
+        detail::check(sam3d_session_mask(h_.get(), object, &p));
+        return Mask(p);
+    }
+    void get_mask(uint32_t object, std::vector<uint8_t>& out) {
+        detail::check(sam3d_session_get_mask(h_.get(), object, out.data(), out.size()));
+    }
+
+private:
+    detail::Handle<Sam3dSession, sam3d_session_free> h_;
+};
+
+}  // namespace sam3d
+
+#endif  // SAM3D_HPP
