@@ -42,6 +42,22 @@ def _export(module, args, path, inputs, outputs, dynamic_shapes=None, external=F
                                  opset_version=OPSET, dynamo=True, dynamic_shapes=dynamic_shapes,
                                  verbose=False, external_data=external, optimize=True)
     prog.save(path, external_data=external)
+    _strip_build_metadata(path)
+
+
+def _strip_build_metadata(path):
+    """Drop the exporter's per-node metadata (stack traces with this machine's source paths, FX
+    node dumps): packages must not depend on where they were built, and must be byte-reproducible."""
+    import onnx
+
+    m = onnx.load(path, load_external_data=False)
+    graphs = [m.graph] + [f for f in m.functions]
+    for g in graphs:
+        for n in g.node:
+            del n.metadata_props[:]
+            n.doc_string = ""
+    m.graph.doc_string = ""
+    onnx.save_model(m, path)
 
 
 def _io(session_like):
