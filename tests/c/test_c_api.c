@@ -98,6 +98,12 @@ int main(int argc, char **argv) {
     expect("model: NULL runtime", sam3d_model_open(NULL, model_dir, NULL, &model), SAM3D_STATUS_NULL_POINTER);
     expect("model: NULL dir", sam3d_model_open(rt, NULL, NULL, &model), SAM3D_STATUS_NULL_POINTER);
     expect("model: no package", sam3d_model_open(rt, "/nonexistent-package", NULL, &model), SAM3D_STATUS_BAD_MODEL);
+    snprintf(path, sizeof path, "%s/badhash", argv[2]); /* prepared by the Makefile: bytes changed */
+    expect("model: wrong hash", sam3d_model_open(rt, path, NULL, &model), SAM3D_STATUS_HASH_MISMATCH);
+    snprintf(path, sizeof path, "%s/nograph", argv[2]); /* prepared by the Makefile: encoder.onnx removed */
+    expect("model: missing graph", sam3d_model_open(rt, path, NULL, &model), SAM3D_STATUS_BAD_MODEL);
+    check("model: message names the missing graph", strstr(sam3d_last_error(), "encoder.onnx") != NULL);
+    check("model: output untouched on failure", model == NULL);
     Sam3dModelOptions opts = {7, 1, 0};
     expect("model: bad device", sam3d_model_open(rt, model_dir, &opts, &model), SAM3D_STATUS_INVALID_ARGUMENT);
     opts.device = SAM3D_DEVICE_CUDA; /* no GPU here: falls back to CPU with a reason */

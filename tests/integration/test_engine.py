@@ -19,6 +19,8 @@ ORT = os.environ.get("SAM3D_ORT_LIBRARY", os.path.join(REPO, ".cache", "onnxrunt
 DATA = os.environ.get("SAM3D_DATA", os.path.join(REPO, ".cache", "data"))
 MODELS = os.path.join(REPO, "tests", "fixtures", "models")
 CT = os.path.join(DATA, "totalsegmentator", "example_ct.nii.gz")
+# MR T1 stored LSA (a permuted axis order), qform code 2 and sform code 1
+MR_LSA = os.path.join(DATA, "itk_examples", "KmeansTest_T1UCharRaw.nii.gz")
 
 
 def volinfo(path, *idx):
@@ -53,7 +55,7 @@ def _variants(tmp_path):
     rot = np.array([[np.cos(0.2), -np.sin(0.2), 0], [np.sin(0.2), np.cos(0.2), 0], [0, 0, 1]])
     oblique = a.copy()
     oblique[:3, :3] = rot @ a[:3, :3]
-    out = {"original": CT}
+    out = {"original": CT, "itk_mr_lsa": MR_LSA}
     for name, dtype, aff, slope, inter, codes in [
         ("int16_scaled", np.int16, a, 1.0, -1024.0, ("sform", 1)),
         ("uint16_scaled", np.uint16, a, 0.5, -1024.0, ("qform", 1)),
@@ -87,10 +89,10 @@ def _variants(tmp_path):
 
 
 def test_reader_matches_nibabel(tmp_path):
-    idx = [(0, 0, 0), (60, 50, 56), (121, 100, 111), (7, 93, 3)]
     for name, path in _variants(tmp_path).items():
         ref = nib.load(path)
         arr = np.asarray(ref.get_fdata(dtype=np.float64))
+        idx = [(0, 0, 0), (60, 50, 56), tuple(n - 1 for n in arr.shape), (7, 93, 3)]
         info = volinfo(path, *idx)
         assert info["status"] == "SAM3D_STATUS_OK", (name, info)
         assert tuple(info["dims"]) == arr.shape, name
@@ -123,14 +125,18 @@ def test_bad_files_get_specific_statuses(tmp_path):
 
 
 @pytest.mark.parametrize("model", ["tiny-orient", "tiny-array"])
-@pytest.mark.parametrize("clicks", [[(60.3, 50.0, 56.7)], [(30.0, 40.0, 20.0), (95.0, 70.0, 90.0)]],
-                         ids=["one", "two-far"])
-def test_masks_equal_the_reference_pipeline(tmp_path, model, clicks):
+@pytest.mark.parametrize("volume,clicks", [
+    ("ct", [(60.3, 50.0, 56.7)]),
+    ("ct", [(30.0, 40.0, 20.0), (95.0, 70.0, 90.0)]),
+    ("mr_lsa", [(64.0, 70.2, 30.0)]),
+], ids=["ct-one", "ct-two-far", "mr-lsa-one"])
+def test_masks_equal_the_reference_pipeline(tmp_path, model, volume, clicks):
+    path = {"ct": CT, "mr_lsa": MR_LSA}[volume]
     out = tmp_path / "mask.nii.gz"
-    r = segment(model, CT, clicks, out)
+    r = segment(model, path, clicks, out)
     assert r.returncode == 0, r.stderr
     got = nib.load(str(out))
-    ref, affine = reference_segment(os.path.join(MODELS, model), CT, clicks)
+    ref, affine = reference_segment(os.path.join(MODELS, model), path, clicks)
     mask = np.asarray(got.dataobj)
     assert got.get_data_dtype() == np.uint8
     assert mask.shape == ref.shape
