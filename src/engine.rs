@@ -13,7 +13,7 @@ use ort::value::TensorRef;
 use crate::error::{err, Error, Result, Sam3dStatus};
 use crate::frame::FrameMap;
 use crate::manifest::{FrameMode, Package};
-use crate::resample::{back_taps, extract_crop, model_size, CropPlan};
+use crate::resample::{back_taps, extract_crop, model_size, trilinear, CropPlan};
 use crate::runtime::Runtime;
 use crate::volume::Volume;
 
@@ -625,22 +625,10 @@ impl Segmenter {
                 0.0
             }
         };
-        let cu = c as usize;
-        let _ = cu;
         for &(jd, td) in &taps[0] {
             for &(jh, th) in &taps[1] {
                 for &(jw, tw) in &taps[2] {
-                    let lw = |d: usize, h: usize| {
-                        let v0 = pv(d, h, tw.x0);
-                        v0 + (pv(d, h, tw.x1) - v0) * tw.w1
-                    };
-                    let lhw = |d: usize| {
-                        let v0 = lw(d, th.x0);
-                        v0 + (lw(d, th.x1) - v0) * th.w1
-                    };
-                    let v0 = lhw(td.x0);
-                    let v = v0 + (lhw(td.x1) - v0) * td.w1;
-                    if v > thr {
+                    if trilinear(td, th, tw, &pv) > thr {
                         let s = [
                             self.map.src_index(0, jd),
                             self.map.src_index(1, jh),

@@ -26,6 +26,21 @@ pub fn tap(j: usize, inv_scale: f64, n_in: usize) -> Tap {
     }
 }
 
+/// Trilinear interpolation with one tap per axis (W innermost, as PyTorch's kernel orders it).
+#[inline]
+pub fn trilinear(td: Tap, th: Tap, tw: Tap, read: &impl Fn(usize, usize, usize) -> f32) -> f32 {
+    let lerp_w = |a: usize, b: usize| {
+        let v0 = read(a, b, tw.x0);
+        v0 + (read(a, b, tw.x1) - v0) * tw.w1
+    };
+    let lerp_hw = |a: usize| {
+        let v0 = lerp_w(a, th.x0);
+        v0 + (lerp_w(a, th.x1) - v0) * th.w1
+    };
+    let v0 = lerp_hw(td.x0);
+    v0 + (lerp_hw(td.x1) - v0) * td.w1
+}
+
 /// Model-grid size along one axis: floor(n * s) (at least 1).
 pub fn model_size(n: usize, scale: f64) -> usize {
     ((n as f64 * scale).floor() as usize).max(1)
@@ -71,16 +86,7 @@ pub fn extract_crop(
             let row = &mut out[(d * crop + h) * crop..(d * crop + h + 1) * crop];
             for (w, tw) in plan.taps[2].iter().enumerate() {
                 let Some(tw) = tw else { continue };
-                let lerp_w = |a: usize, b: usize| {
-                    let v0 = read(a, b, tw.x0);
-                    v0 + (read(a, b, tw.x1) - v0) * tw.w1
-                };
-                let lerp_hw = |a: usize| {
-                    let v0 = lerp_w(a, th.x0);
-                    v0 + (lerp_w(a, th.x1) - v0) * th.w1
-                };
-                let v0 = lerp_hw(td.x0);
-                row[w] = post(v0 + (lerp_hw(td.x1) - v0) * td.w1);
+                row[w] = post(trilinear(*td, *th, *tw, &read));
             }
         }
     }

@@ -47,6 +47,20 @@ def sha256(path):
     return h.hexdigest()
 
 
+def _verify(archive, pkg):
+    got = sha256(archive)
+    if got != pkg["sha256"]:
+        raise SystemExit(f"{pkg['archive']}: sha256 {got} differs from the expected {pkg['sha256']}")
+
+
+def _place(dest, target, data):
+    """Write atomically: a partial download never looks like a fetched file."""
+    part = os.path.join(dest, target + ".part")
+    with open(part, "wb") as f:
+        f.write(data)
+    os.replace(part, os.path.join(dest, target))
+
+
 def fetch(name, pkg, out):
     dest = os.path.join(out, name)
     if all(os.path.exists(os.path.join(dest, v)) for v in pkg["files"].values()):
@@ -56,16 +70,10 @@ def fetch(name, pkg, out):
         subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
                         "-d", tmp, pkg["spec"]], check=True)
         archive = os.path.join(tmp, pkg["archive"])
-        got = sha256(archive)
-        if got != pkg["sha256"]:
-            raise SystemExit(f"{pkg['archive']}: sha256 {got} differs from the expected {pkg['sha256']}")
+        _verify(archive, pkg)
         with tarfile.open(archive) as t:
             for member, target in pkg["files"].items():
-                src = t.extractfile(member)
-                part = os.path.join(dest, target + ".part")
-                with open(part, "wb") as f:
-                    f.write(src.read())
-                os.replace(part, os.path.join(dest, target))
+                _place(dest, target, t.extractfile(member).read())
 
 
 def fetch_deb(name, pkg, out):
@@ -81,16 +89,12 @@ def fetch_deb(name, pkg, out):
             subprocess.run(["apt-get", "update", "-qq"], check=True)
             subprocess.run(get, cwd=tmp, check=True, capture_output=True)
         archive = os.path.join(tmp, pkg["archive"])
-        got = sha256(archive)
-        if got != pkg["sha256"]:
-            raise SystemExit(f"{pkg['archive']}: sha256 {got} differs from the expected {pkg['sha256']}")
+        _verify(archive, pkg)
         root = os.path.join(tmp, "x")
         subprocess.run(["dpkg-deb", "-x", archive, root], check=True)
         for member, target in pkg["files"].items():
-            part = os.path.join(dest, target + ".part")
-            with open(os.path.join(root, member), "rb") as src, open(part, "wb") as f:
-                f.write(src.read())
-            os.replace(part, os.path.join(dest, target))
+            with open(os.path.join(root, member), "rb") as src:
+                _place(dest, target, src.read())
 
 
 def main():

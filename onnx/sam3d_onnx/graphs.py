@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Sam3DConfig
-from .model import Sam3D, shift_window_mask, up2, window_partition, window_unpartition
+from .model import Sam3D, shift_window_mask, up2
 
 ENCODER_INPUTS = ("crop",)
 ENCODER_OUTPUTS = ("f3", "cls_partial")
@@ -102,28 +102,13 @@ class EncoderGraph(nn.Module):
         x = x.permute(0, 3, 4, 2, 1) + self.pos + self.depth                    # (1,H',W',D',E)
         feats = []
         for i, blk in enumerate(self.blocks):
-            x = block_forward(blk, x, self.mask, getattr(self, f"rel{i}"))
+            # the shared mask and precomputed tables replace the block's own copies
+            x = blk(x, self.mask, getattr(self, f"rel{i}").unbind(0))
             if i in cfg.neck_blocks:
                 feats.append(self.necks[len(feats)](x.permute(0, 4, 1, 2, 3)))
         static = [up2(h(f)) for h, f in zip(self.heads, feats[:3])] + [self.image_level(crop)]
         cls_partial = F.conv3d(torch.cat(static, 1), self.cls_static_w, padding=1)
         return feats[3], cls_partial
-
-
-def block_forward(blk, x, mask, rel):
-    """`Block3d.forward` with the shared mask and precomputed tables."""
-    x = x + blk.adapter(x)
-    shortcut = x
-    y = blk.norm1(x)
-    s = blk.shift if blk.shifted else 0
-    if s:
-        y = torch.roll(y, shifts=(-s, -s, -s), dims=(1, 2, 3))
-    y = blk.attn(window_partition(y, blk.window), mask if s else None, rel.unbind(0))
-    y = window_unpartition(y, blk.window, blk.grid)
-    if s:
-        y = torch.roll(y, shifts=(s, s, s), dims=(1, 2, 3))
-    x = shortcut + y
-    return x + blk.mlp(blk.norm2(x))
 
 
 def gather_trilinear(f: torch.Tensor, points_dhw: torch.Tensor, crop: int) -> torch.Tensor:
