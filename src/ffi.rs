@@ -6,6 +6,10 @@
 //! `catch_unwind`, so a bug becomes `SAM3D_STATUS_INTERNAL` instead of unwinding into the host; the
 //! message of the last failure is kept per thread (`sam3d_last_error`).
 
+// Each export's safety contract (valid pointers, sizes, lifetimes) is stated in its doc comment,
+// which cbindgen copies into sam3d.h where C callers read it; a Rust `# Safety` section would repeat it.
+#![allow(clippy::missing_safety_doc)]
+
 use std::cell::RefCell;
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};

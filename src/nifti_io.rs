@@ -1,8 +1,9 @@
 //! NIfTI-1 reading and writing with ITK's geometry rules.
 //!
 //! * Which transform: the sform when `sform_code` is 1 (scanner), else the qform when its code is
-//!   non-zero, else the sform when its code is non-zero, else pixdim only — what ITK / SimpleITK /
-//!   3D Slicer read (nibabel prefers the sform whenever it is set).
+//!   non-zero, else the sform when its code is non-zero, else none — what ITK / SimpleITK /
+//!   3D Slicer read (nibabel prefers the sform whenever it is set). As in ITK, the spacing always
+//!   comes from pixdim; the transform gives the direction (normalised columns) and the origin.
 //! * NIfTI's world frame is RAS; ITK's and ours is LPS: the first two rows change sign.
 //! * Masks are written as uint8 with the same matrix in the qform and the sform (both code 1), so
 //!   every reader agrees, through a temporary file renamed into place.
@@ -54,26 +55,23 @@ pub fn header_geometry(h: &NiftiHeader, path: &Path) -> Result<Geometry> {
             1.0
         }
     };
-    let (rot, spacing, origin) = if h.sform_code == 1 || (h.qform_code <= 0 && h.sform_code > 0) {
+    // ITK takes the spacing from pixdim whatever the transform, and only the direction (the
+    // normalised columns) and the origin from the chosen matrix.
+    let spacing = [pix(0), pix(1), pix(2)];
+    let (rot, origin) = if h.sform_code == 1 || (h.qform_code <= 0 && h.sform_code > 0) {
         let rows = [h.srow_x, h.srow_y, h.srow_z];
         let mut m = [[0.0; 3]; 3];
-        let mut spacing = [0.0; 3];
         for c in 0..3 {
             let col: Vec<f64> = (0..3).map(|r| rows[r][c] as f64).collect();
             let n = (col[0] * col[0] + col[1] * col[1] + col[2] * col[2]).sqrt();
             if n == 0.0 || !n.is_finite() {
                 return Err(bad(path, "sform has a zero or non-finite column"));
             }
-            spacing[c] = n;
             for r in 0..3 {
                 m[r][c] = col[r] / n;
             }
         }
-        (
-            m,
-            spacing,
-            [rows[0][3] as f64, rows[1][3] as f64, rows[2][3] as f64],
-        )
+        (m, [rows[0][3] as f64, rows[1][3] as f64, rows[2][3] as f64])
     } else if h.qform_code > 0 {
         let (b, c, d) = (h.quatern_b as f64, h.quatern_c as f64, h.quatern_d as f64);
         let a = (1.0 - (b * b + c * c + d * d)).max(0.0).sqrt();
@@ -100,12 +98,13 @@ pub fn header_geometry(h: &NiftiHeader, path: &Path) -> Result<Geometry> {
         }
         (
             m,
-            [pix(0), pix(1), pix(2)],
             [h.quatern_x as f64, h.quatern_y as f64, h.quatern_z as f64],
         )
     } else {
-        let m = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
-        (m, [pix(0), pix(1), pix(2)], [0.0; 3])
+        (
+            [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+            [0.0; 3],
+        )
     };
     // RAS -> LPS
     let mut dir = rot;

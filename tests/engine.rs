@@ -249,7 +249,12 @@ fn one_model_shared_by_eight_threads_gives_the_single_thread_masks() {
             .collect()
     };
     let single = run(m.clone(), vol.clone(), clicks.clone());
-    assert!(single.iter().any(|&f| f > 0));
+    // the fixture's masks are neither empty nor identical: a degenerate model would prove nothing
+    let distinct: std::collections::HashSet<_> = single.iter().collect();
+    assert!(
+        single.iter().all(|&f| f > 0) && distinct.len() > 10,
+        "{distinct:?}"
+    );
     let threads: Vec<_> = (0..8)
         .map(|_| {
             let (m, v, c) = (m.clone(), vol.clone(), clicks.clone());
@@ -284,4 +289,58 @@ fn cancellation_from_another_thread() {
             .voxels
             > 0
     );
+}
+
+#[test]
+fn a_borrowed_int16_buffer_with_padded_rows_gives_the_owned_volume_mask() {
+    let m = model("tiny-array");
+    let owned = volume();
+    let [nx, ny, nz] = owned.geom.dims;
+    // int16 voxels, rows padded to nx + 3 elements, slices padded by one extra row
+    let (row, slice) = (nx + 3, (nx + 3) * (ny + 1));
+    let mut buf = vec![0i16; slice * nz];
+    let mut rounded = Vec::with_capacity(nx * ny * nz);
+    for k in 0..nz {
+        for j in 0..ny {
+            for i in 0..nx {
+                let v = owned.at(i, j, k).round() as i16;
+                buf[i + row * j + slice * k] = v;
+                rounded.push(v as f32);
+            }
+        }
+    }
+    let reference = Arc::new(Volume::new(owned.geom, rounded).unwrap());
+    let borrowed = unsafe {
+        Volume::borrowed(
+            owned.geom,
+            buf.as_ptr() as *const u8,
+            buf.len() * 2,
+            sam3d::volume::Sam3dDtype::I16,
+            [2, 2 * row as isize, 2 * slice as isize],
+        )
+    }
+    .unwrap();
+    let borrowed = Arc::new(borrowed);
+    let mut masks = Vec::new();
+    for v in [reference, borrowed] {
+        let mut s = Segmenter::new(m.clone(), v).unwrap();
+        let o = s.add_object();
+        s.click(o, [20.0, 15.0, 12.0], Sam3dCoord::Ijk, &mut none())
+            .unwrap();
+        masks.push(s.mask_vec(o).unwrap());
+    }
+    assert!(masks[0].iter().any(|&v| v == 1));
+    assert_eq!(masks[0], masks[1]);
+    // a stride that leaves the buffer is refused
+    let e = unsafe {
+        Volume::borrowed(
+            owned.geom,
+            buf.as_ptr() as *const u8,
+            buf.len() * 2,
+            sam3d::volume::Sam3dDtype::I16,
+            [2, 2 * row as isize, 4 * slice as isize],
+        )
+    }
+    .unwrap_err();
+    assert_eq!(e.status, Sam3dStatus::InvalidArgument);
 }

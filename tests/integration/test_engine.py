@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import nibabel as nib
+import SimpleITK as sitk
 import numpy as np
 import pytest
 
@@ -70,7 +71,7 @@ def _variants(tmp_path):
             raw = np.clip(data + 1024, 0, 255).astype(dtype)
         else:
             raw = data.astype(dtype)
-        im = nib.Nifti1Image(raw, None)
+        im = nib.Nifti1Image(raw, aff)  # pixdim consistent with the matrix
         which, code = codes
         if which in ("sform", "both"):
             im.set_sform(aff, code=code)
@@ -99,6 +100,41 @@ def test_reader_matches_nibabel(tmp_path):
         np.testing.assert_allclose(info["samples"], [arr[i] for i in idx], rtol=1e-6, atol=1e-4, err_msg=name)
         np.testing.assert_allclose(info["sum"], arr.sum(), rtol=1e-9, err_msg=name)
         np.testing.assert_allclose(np.array(info["index_to_lps"]), lps_matrix(ref.affine), atol=1e-4, err_msg=name)
+        # and SimpleITK (ITK's reader) agrees on geometry and voxels
+        want, sarr = sitk_index_to_lps(path)
+        np.testing.assert_allclose(np.array(info["index_to_lps"]), want, atol=1e-4, err_msg=name)
+        np.testing.assert_allclose(info["samples"], [float(sarr[i]) for i in idx], rtol=1e-6, atol=1e-4, err_msg=name)
+
+
+def sitk_index_to_lps(path):
+    img = sitk.ReadImage(str(path))
+    d = np.array(img.GetDirection()).reshape(3, 3)
+    m = np.eye(4)
+    m[:3, :3] = d @ np.diag(img.GetSpacing())
+    m[:3, 3] = img.GetOrigin()
+    return m, sitk.GetArrayFromImage(img).transpose(2, 1, 0)
+
+
+@pytest.mark.parametrize("sform_code", [0, 1, 2, 3])
+def test_qform_sform_choice_matches_simpleitk(tmp_path, sform_code):
+    """qform and sform disagree (and the sform's scales disagree with pixdim): ITK takes the sform
+    only when its code is 1 (or there is no qform), and the spacing from pixdim in every case."""
+    data = np.arange(6 * 7 * 8, dtype=np.int16).reshape(6, 7, 8)
+    q = np.array([[-2.0, 0, 0, 10], [0, 2.5, 0, -20], [0, 0, 3.0, 5], [0, 0, 0, 1]])
+    rot = np.array([[np.cos(0.3), 0, np.sin(0.3)], [0, 1, 0], [-np.sin(0.3), 0, np.cos(0.3)]])
+    sf = np.eye(4)
+    sf[:3, :3] = rot @ np.diag([1.5, 1.5, 4.0])
+    sf[:3, 3] = [-7, 3, 11]
+    img = nib.Nifti1Image(data, None)
+    img.set_qform(q, code=1)
+    img.set_sform(sf, code=sform_code)
+    p = tmp_path / f"qs{sform_code}.nii"
+    nib.save(img, str(p))
+    want, arr = sitk_index_to_lps(p)
+    info = volinfo(p, (1, 2, 3))
+    assert info["status"] == "SAM3D_STATUS_OK", info
+    np.testing.assert_allclose(np.array(info["index_to_lps"]), want, atol=1e-4)
+    assert info["samples"] == [float(arr[1, 2, 3])]
 
 
 def test_bad_files_get_specific_statuses(tmp_path):
