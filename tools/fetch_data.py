@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fetch the real volumes the tests use from the packages that ship them (checksummed).
 
-    python3 tools/fetch_data.py --out .cache/data
+    python3 tools/fetch_data.py --out .cache/data [totalsegmentator] [itk_examples]   (default: all)
 
 | file written | package (path inside) | licence |
 |---|---|---|
@@ -100,11 +100,15 @@ def fetch_deb(name, pkg, out):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True)
+    ap.add_argument("sets", nargs="*", choices=sorted(PACKAGES) + sorted(DEBIAN), help="default: all")
     args = ap.parse_args()
+    wanted = set(args.sets) or set(PACKAGES) | set(DEBIAN)
     for name, pkg in PACKAGES.items():
-        fetch(name, pkg, args.out)
+        if name in wanted:
+            fetch(name, pkg, args.out)
     for name, pkg in DEBIAN.items():
-        fetch_deb(name, pkg, args.out)
+        if name in wanted:
+            fetch_deb(name, pkg, args.out)
     print(args.out)
 
 
