@@ -374,49 +374,56 @@ impl Segmenter {
         }
         let mut clicks = obj.clicks.clone();
         clicks.push(g);
-        self.apply(object, clicks, true, progress)
+        self.apply(object, clicks, progress)
     }
 
+    /// Back to the click set before the last click (several levels). The state changes only when
+    /// the recomputation succeeds: a cancelled undo leaves everything as it was.
     pub fn undo(&mut self, object: usize, progress: Progress) -> Result<Sam3dResult> {
-        let obj = self.object(object)?;
-        let prev = obj.undo.pop().ok_or_else(|| {
+        let prev = self.object(object)?.undo.last().cloned();
+        let prev = prev.ok_or_else(|| {
             err(
                 Sam3dStatus::NothingToDo,
                 format!("nothing to undo for object {object}"),
             )
         })?;
-        let cur = std::mem::replace(&mut obj.clicks, prev.clone());
+        let res = self.recompute(object, prev, progress)?;
+        let obj = self.object(object)?;
+        let prev = obj.undo.pop().expect("checked above");
+        let cur = std::mem::replace(&mut obj.clicks, prev);
         obj.redo.push(cur);
-        self.recompute(object, prev, progress)
+        Ok(res)
     }
 
+    /// Forward to the click set the last undo left.
     pub fn redo(&mut self, object: usize, progress: Progress) -> Result<Sam3dResult> {
-        let obj = self.object(object)?;
-        let next = obj.redo.pop().ok_or_else(|| {
+        let next = self.object(object)?.redo.last().cloned();
+        let next = next.ok_or_else(|| {
             err(
                 Sam3dStatus::NothingToDo,
                 format!("nothing to redo for object {object}"),
             )
         })?;
-        let cur = std::mem::replace(&mut obj.clicks, next.clone());
+        let res = self.recompute(object, next, progress)?;
+        let obj = self.object(object)?;
+        let next = obj.redo.pop().expect("checked above");
+        let cur = std::mem::replace(&mut obj.clicks, next);
         obj.undo.push(cur);
-        self.recompute(object, next, progress)
+        Ok(res)
     }
 
+    /// Recompute with a new click set and record it (undo history; redo history cleared).
     fn apply(
         &mut self,
         object: usize,
         clicks: Vec<[f64; 3]>,
-        record: bool,
         progress: Progress,
     ) -> Result<Sam3dResult> {
         let res = self.recompute(object, clicks.clone(), progress)?;
-        if record {
-            let obj = self.object(object)?;
-            let prev = std::mem::replace(&mut obj.clicks, clicks);
-            obj.undo.push(prev);
-            obj.redo.clear();
-        }
+        let obj = self.object(object)?;
+        let prev = std::mem::replace(&mut obj.clicks, clicks);
+        obj.undo.push(prev);
+        obj.redo.clear();
         Ok(res)
     }
 
