@@ -206,7 +206,9 @@ const char *sam3d_last_error(void);
 const char *sam3d_status_name(int32_t status);
 
 // Load ONNX Runtime. `library_path` may be NULL: then `SAM3D_ORT_LIBRARY`, `ORT_DYLIB_PATH`, the
-// directory of libsam3d and the system search path are tried, in that order.
+// directory of libsam3d and the system search path are tried, in that order. ONNX Runtime is
+// loaded once per process: after a success, later calls return that runtime whatever the path
+// (`sam3d_runtime_path` says which); after a failure, a later call may try other paths.
 enum Sam3dStatus sam3d_runtime_new(const char *library_path, struct Sam3dRuntime **out);
 
 // ONNX Runtime's version string, e.g. "1.32.0" (owned by the runtime handle).

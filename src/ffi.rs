@@ -259,7 +259,9 @@ pub extern "C" fn sam3d_status_name(status: i32) -> *const c_char {
 // runtime
 
 /// Load ONNX Runtime. `library_path` may be NULL: then `SAM3D_ORT_LIBRARY`, `ORT_DYLIB_PATH`, the
-/// directory of libsam3d and the system search path are tried, in that order.
+/// directory of libsam3d and the system search path are tried, in that order. ONNX Runtime is
+/// loaded once per process: after a success, later calls return that runtime whatever the path
+/// (`sam3d_runtime_path` says which); after a failure, a later call may try other paths.
 #[no_mangle]
 pub unsafe extern "C" fn sam3d_runtime_new(
     library_path: *const c_char,
