@@ -1,0 +1,107 @@
+"""Seeded synthetic lesions inserted inside organ labels of real CTs (issue 4's training data).
+
+Like the paper's tumours they are small, irregular and low-contrast: a union of 1-3 randomly rotated
+ellipsoids whose surface is perturbed by smooth noise, 8-40 mm across, kept inside the organ, with a
+contrast of -60..+60 HU (|contrast| >= 15 HU) against the organ around it, a noise texture and a
+blurred edge. Everything is drawn from one `numpy.random.Generator`, so a seed reproduces a lesion.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class Lesion:
+    centre_vox: tuple
+    diameter_mm: float          # drawn size (the largest possible extent of a blob)
+    contrast_hu: float
+    voxels: int
+    equivalent_diameter_mm: float  # of the sphere with the mask's volume
+
+
+def gaussian_blur(x: np.ndarray, sigma_vox, mode: str = "reflect") -> np.ndarray:
+    """Separable Gaussian blur of a 3-D array; sigma per axis in voxels; `mode` "reflect" or
+    "constant" (zeros outside: the volume's border counts as outside)."""
+    t = torch.from_numpy(np.ascontiguousarray(x, np.float32))[None, None]
+    for ax, s in enumerate(np.broadcast_to(np.asarray(sigma_vox, float), 3)):
+        if s <= 0:
+            continue
+        r = max(1, int(np.ceil(3 * s)))
+        k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float32) / s) ** 2)
+        k = (k / k.sum()).reshape([1, 1] + [len(k) if a == ax else 1 for a in range(3)])
+        pad = [0, 0, 0, 0, 0, 0]
+        pad[2 * (2 - ax)] = pad[2 * (2 - ax) + 1] = r
+        # reflect needs the axis longer than the padding; a short axis repeats its edge instead
+        m = "replicate" if mode == "reflect" and r > t.shape[2 + ax] - 1 else mode
+        t = F.conv3d(F.pad(t, pad, mode=m), k)
+    return t[0, 0].numpy()
+
+
+def _rotation(rng) -> np.ndarray:
+    q = rng.normal(size=4)
+    a, b, c, d = q / np.linalg.norm(q)
+    return np.array([[a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
+                     [2 * (b * c + a * d), a * a - b * b + c * c - d * d, 2 * (c * d - a * b)],
+                     [2 * (b * d - a * c), 2 * (c * d + a * b), a * a - b * b - c * c + d * d]])
+
+
+def insert_lesion(image: np.ndarray, organ: np.ndarray, spacing, rng: np.random.Generator,
+                  diameter_mm=(8.0, 40.0), contrast_hu=(-60.0, 60.0), min_contrast_hu=15.0,
+                  texture_hu=(4.0, 12.0)):
+    """Insert one lesion into `image` (HU, any axis order) inside the boolean `organ` mask.
+
+    Returns (new image, lesion mask, Lesion). The mask is the lesion's extent inside the organ; the
+    image changes only within a few voxels of it (blurred edge)."""
+    spacing = np.asarray(spacing, float)
+    organ = organ.astype(bool)
+    cand = np.argwhere(organ)
+    if len(cand) == 0:
+        raise ValueError("the organ mask is empty")
+    diam = float(rng.uniform(*diameter_mm))
+    while True:
+        contrast = float(rng.uniform(*contrast_hu))
+        if abs(contrast) >= min_contrast_hu:
+            break
+    # prefer centres at least a quarter diameter inside the organ and the volume (blurred-mask test)
+    inner = gaussian_blur(organ.astype(np.float32), diam / 4 / spacing, mode="constant") > 0.9
+    pool = np.argwhere(inner & organ)
+    centre = (pool if len(pool) else cand)[rng.integers(0, len(pool) if len(pool) else len(cand))]
+
+    # work in a box around the centre
+    half = np.ceil(0.75 * diam / spacing).astype(int) + 3
+    lo = np.maximum(centre - half, 0)
+    hi = np.minimum(centre + half + 1, image.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    grids = np.meshgrid(*[(np.arange(a, b) - c) * s for a, b, c, s in zip(lo, hi, centre, spacing)], indexing="ij")
+    pts = np.stack(grids, -1)                                         # mm offsets from the centre
+    field = np.full(pts.shape[:3], np.inf)
+    for _ in range(int(rng.integers(1, 4))):
+        radii = diam / 2 * rng.uniform(0.5, 1.0, 3)
+        off = rng.uniform(-diam / 4, diam / 4, 3) if np.isfinite(field).any() else np.zeros(3)
+        local = (pts - off) @ _rotation(rng).T / radii
+        field = np.minimum(field, np.sqrt((local ** 2).sum(-1)))
+    noise = gaussian_blur(rng.normal(size=field.shape).astype(np.float32), diam / 6 / spacing)
+    noise /= noise.std() + 1e-6
+    shape = (field + 0.15 * noise) <= 1.0
+    lesion = np.zeros(image.shape, bool)
+    lesion[box] = shape & organ[box]
+    if lesion.sum() == 0:  # the organ is thinner than the lesion here: keep at least the centre
+        lesion[tuple(centre)] = True
+
+    # intensities: organ level around the lesion + contrast + texture, blended over a soft edge
+    ring = organ[box] & ~lesion[box]
+    level = float(np.median(image[box][ring])) if ring.any() else float(np.median(image[organ]))
+    tex = gaussian_blur(rng.normal(size=field.shape).astype(np.float32), 1.0)
+    tex *= rng.uniform(*texture_hu) / (tex.std() + 1e-6)
+    alpha = gaussian_blur(lesion[box].astype(np.float32), rng.uniform(0.5, 1.2) / spacing * spacing.min())
+    alpha = np.where(organ[box] | lesion[box], alpha, 0.0)
+    out = image.astype(np.float32, copy=True)
+    sub = out[box]
+    out[box] = (1 - alpha) * sub + alpha * (level + contrast + tex)
+    n = int(lesion.sum())
+    eq = float((6.0 * n * np.prod(spacing) / np.pi) ** (1.0 / 3.0))
+    return out, lesion, Lesion(tuple(int(c) for c in centre), diam, contrast, n, eq)

@@ -1,0 +1,57 @@
+"""Synthetic lesions: seeded, inside the organ, 8-40 mm, low contrast within the paper's range."""
+import numpy as np
+import pytest
+
+from sam3d_onnx.lesions import gaussian_blur, insert_lesion
+
+
+def _phantom():
+    """A soft-tissue 'organ' (ellipsoid at 50 HU with noise) in fat (-100 HU), 1.5 x 1 x 2 mm voxels."""
+    rng = np.random.default_rng(7)
+    d, h, w = np.mgrid[:48, :64, :56]
+    organ = ((d - 24) / 18.0) ** 2 + ((h - 32) / 26.0) ** 2 + ((w - 28) / 22.0) ** 2 <= 1
+    img = np.where(organ, 50.0, -100.0) + rng.normal(0, 8, organ.shape)
+    return img.astype(np.float32), organ, (1.5, 1.0, 2.0)
+
+
+def test_blur_preserves_mean_and_smooths():
+    x = np.random.default_rng(0).normal(size=(20, 24, 28)).astype(np.float32)
+    y = gaussian_blur(x, (1.0, 2.0, 1.5))
+    assert y.shape == x.shape
+    assert abs(y.mean() - x.mean()) < 0.05 and y.std() < 0.5 * x.std()
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_lesions_are_inside_sized_and_low_contrast(seed):
+    img, organ, sp = _phantom()
+    out, lesion, info = insert_lesion(img, organ, sp, np.random.default_rng(seed))
+    assert lesion.any() and (lesion <= organ).all()
+    assert 8.0 <= info.diameter_mm <= 40.0 and 15.0 <= abs(info.contrast_hu) <= 60.0
+    assert 0.25 * info.diameter_mm <= info.equivalent_diameter_mm <= info.diameter_mm
+    # extent in mm along each axis never exceeds the drawn diameter by more than the surface noise
+    idx = np.argwhere(lesion)
+    extent = (idx.max(0) - idx.min(0) + 1) * np.asarray(sp)
+    assert extent.max() <= 1.6 * info.diameter_mm + 2 * max(sp)
+    # the measured contrast (lesion core vs the untouched organ) has the drawn sign and size
+    core = gaussian_blur(lesion.astype(np.float32), 1.0) > 0.95
+    if core.sum() > 20:
+        measured = out[core].mean() - img[organ & ~lesion].mean()
+        assert abs(measured - info.contrast_hu) < 12.0, (measured, info)
+    # far from the lesion nothing changes
+    far = gaussian_blur(lesion.astype(np.float32), 4.0) == 0
+    assert np.array_equal(out[far], img[far])
+
+
+def test_same_seed_same_lesion_other_seed_other_lesion():
+    img, organ, sp = _phantom()
+    a = insert_lesion(img, organ, sp, np.random.default_rng(1))
+    b = insert_lesion(img, organ, sp, np.random.default_rng(1))
+    c = insert_lesion(img, organ, sp, np.random.default_rng(2))
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[1], c[1])
+
+
+def test_empty_organ_is_refused():
+    img, organ, sp = _phantom()
+    with pytest.raises(ValueError, match="empty"):
+        insert_lesion(img, np.zeros_like(organ), sp, np.random.default_rng(0))
