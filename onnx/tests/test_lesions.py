@@ -55,3 +55,25 @@ def test_empty_organ_is_refused():
     img, organ, sp = _phantom()
     with pytest.raises(ValueError, match="empty"):
         insert_lesion(img, np.zeros_like(organ), sp, np.random.default_rng(0))
+
+
+def test_training_samples_hold_the_lesion_at_model_spacing():
+    from sam3d_onnx.dataset import ORGANS, make_sample, to_model_grid
+
+    img, organ, sp = _phantom()
+    labels = np.where(organ, ORGANS["liver"], 0).astype(np.int16)
+    s1 = make_sample(img, labels, sp, np.random.default_rng(3), crop=32, target_spacing=(2.0, 2.0, 2.0))
+    s2 = make_sample(img, labels, sp, np.random.default_rng(3), crop=32, target_spacing=(2.0, 2.0, 2.0))
+    assert s1.organ == "liver" and s1.crop.shape == (32, 32, 32) and s1.label.shape == (32, 32, 32)
+    assert np.array_equal(s1.crop, s2.crop) and np.array_equal(s1.label, s2.label)
+    assert s1.label.sum() > 0
+    # the lesion's volume survives resampling (nearest on the label) within 25 %
+    vol_native = s1.lesion.voxels * np.prod(sp)
+    assert abs(s1.label.sum() * 8.0 - vol_native) <= 0.25 * vol_native + 16
+    # normalised intensities: the window maps to [(-160-40)/80, (240-40)/80]
+    assert s1.crop.min() >= -2.5 - 1e-6 and s1.crop.max() <= 2.5 + 1e-6
+    # resampling keeps the physical size: 48 x 64 x 56 voxels of 1.5 x 1 x 2 mm at 2 mm
+    im2, lab2 = to_model_grid(img, organ.astype(np.uint8), sp, (2.0, 2.0, 2.0))
+    assert im2.shape == (36, 32, 56)
+    with pytest.raises(ValueError, match="none of the organs"):
+        make_sample(img, np.zeros_like(labels), sp, np.random.default_rng(0), crop=32)
