@@ -380,35 +380,34 @@ impl Segmenter {
     /// Back to the click set before the last click (several levels). The state changes only when
     /// the recomputation succeeds: a cancelled undo leaves everything as it was.
     pub fn undo(&mut self, object: usize, progress: Progress) -> Result<Sam3dResult> {
-        let prev = self.object(object)?.undo.last().cloned();
-        let prev = prev.ok_or_else(|| {
-            err(
-                Sam3dStatus::NothingToDo,
-                format!("nothing to undo for object {object}"),
-            )
-        })?;
-        let res = self.recompute(object, prev, progress)?;
-        let obj = self.object(object)?;
-        let prev = obj.undo.pop().expect("checked above");
-        let cur = std::mem::replace(&mut obj.clicks, prev);
-        obj.redo.push(cur);
-        Ok(res)
+        self.travel(object, true, progress)
     }
 
     /// Forward to the click set the last undo left.
     pub fn redo(&mut self, object: usize, progress: Progress) -> Result<Sam3dResult> {
-        let next = self.object(object)?.redo.last().cloned();
-        let next = next.ok_or_else(|| {
+        self.travel(object, false, progress)
+    }
+
+    /// Move one step through the object's history (`back`: undo, else redo).
+    fn travel(&mut self, object: usize, back: bool, progress: Progress) -> Result<Sam3dResult> {
+        let obj = self.object(object)?;
+        let from = if back { &obj.undo } else { &obj.redo };
+        let target = from.last().cloned().ok_or_else(|| {
+            let what = if back { "undo" } else { "redo" };
             err(
                 Sam3dStatus::NothingToDo,
-                format!("nothing to redo for object {object}"),
+                format!("nothing to {what} for object {object}"),
             )
         })?;
-        let res = self.recompute(object, next, progress)?;
+        let res = self.recompute(object, target, progress)?;
         let obj = self.object(object)?;
-        let next = obj.redo.pop().expect("checked above");
-        let cur = std::mem::replace(&mut obj.clicks, next);
-        obj.undo.push(cur);
+        let (from, to) = if back {
+            (&mut obj.undo, &mut obj.redo)
+        } else {
+            (&mut obj.redo, &mut obj.undo)
+        };
+        let target = from.pop().expect("checked above");
+        to.push(std::mem::replace(&mut obj.clicks, target));
         Ok(res)
     }
 
