@@ -58,6 +58,23 @@ fn guard(f: impl FnOnce() -> Result<()>) -> Sam3dStatus {
     }
 }
 
+/// Drop a handle made by `Box::into_raw`; NULL is a no-op, and a panic in a destructor stays here.
+unsafe fn free_handle<T>(p: *mut T) {
+    if !p.is_null() {
+        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(p))));
+    }
+}
+
+/// A session is used by one thread at a time: a second caller gets an error, never a data race.
+fn lock_session(s: &Sam3dSession) -> Result<std::sync::MutexGuard<'_, Segmenter>> {
+    s.seg.try_lock().map_err(|_| {
+        err(
+            Sam3dStatus::InvalidArgument,
+            "the session is in use by another thread",
+        )
+    })
+}
+
 fn nonnull<T>(p: *const T, name: &str) -> Result<()> {
     if p.is_null() {
         return Err(err(Sam3dStatus::NullPointer, format!("{name} is NULL")));
@@ -308,9 +325,7 @@ pub unsafe extern "C" fn sam3d_runtime_path(rt: *const Sam3dRuntime) -> *const c
 /// Free a runtime handle (ONNX Runtime itself stays loaded). NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn sam3d_runtime_free(rt: *mut Sam3dRuntime) {
-    if !rt.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(rt))));
-    }
+    free_handle(rt);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -391,9 +406,7 @@ pub unsafe extern "C" fn sam3d_model_info(
 /// Free a model. Sessions made from it keep it alive until they are freed. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn sam3d_model_free(model: *mut Sam3dModel) {
-    if !model.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(model))));
-    }
+    free_handle(model);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -459,9 +472,7 @@ pub unsafe extern "C" fn sam3d_volume_geometry(
 /// Free a volume. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn sam3d_volume_free(vol: *mut Sam3dVolume) {
-    if !vol.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(vol))));
-    }
+    free_handle(vol);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -543,12 +554,7 @@ unsafe fn with_session(
             cb(stage as i32, done as i32, user as *mut c_void);
         }
     };
-    let mut seg = sess.seg.try_lock().map_err(|_| {
-        err(
-            Sam3dStatus::InvalidArgument,
-            "the session is in use by another thread",
-        )
-    })?;
+    let mut seg = lock_session(sess)?;
     let r = f(&mut seg, &mut progress)?;
     if !out.is_null() {
         *out = r;
@@ -630,12 +636,7 @@ pub unsafe extern "C" fn sam3d_session_get_mask(
     guard(|| {
         nonnull(s, "session")?;
         nonnull(buffer, "buffer")?;
-        let seg = (*s).seg.try_lock().map_err(|_| {
-            err(
-                Sam3dStatus::InvalidArgument,
-                "the session is in use by another thread",
-            )
-        })?;
+        let seg = lock_session(&*s)?;
         let n = seg.volume().geom.voxel_count()?;
         if size != n {
             return Err(err(
@@ -660,12 +661,7 @@ pub unsafe extern "C" fn sam3d_session_mask(
     guard(|| {
         nonnull(s, "session")?;
         nonnull(out, "out")?;
-        let seg = (*s).seg.try_lock().map_err(|_| {
-            err(
-                Sam3dStatus::InvalidArgument,
-                "the session is in use by another thread",
-            )
-        })?;
+        let seg = lock_session(&*s)?;
         let data = seg.mask_vec(object as usize)?;
         *out = Box::into_raw(Box::new(Sam3dMask {
             geom: seg.volume().geom,
@@ -678,9 +674,7 @@ pub unsafe extern "C" fn sam3d_session_mask(
 /// Free a session. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn sam3d_session_free(s: *mut Sam3dSession) {
-    if !s.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(s))));
-    }
+    free_handle(s);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -720,7 +714,5 @@ pub unsafe extern "C" fn sam3d_mask_write_nifti(
 /// Free a mask. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn sam3d_mask_free(mask: *mut Sam3dMask) {
-    if !mask.is_null() {
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(Box::from_raw(mask))));
-    }
+    free_handle(mask);
 }
