@@ -61,11 +61,19 @@ def _place(dest, target, data):
     os.replace(part, os.path.join(dest, target))
 
 
-def fetch(name, pkg, out):
+def _destination(out, name, pkg):
+    """The set's folder, created; None when every file of the set is already there."""
     dest = os.path.join(out, name)
     if all(os.path.exists(os.path.join(dest, v)) for v in pkg["files"].values()):
-        return
+        return None
     os.makedirs(dest, exist_ok=True)
+    return dest
+
+
+def fetch(name, pkg, out):
+    dest = _destination(out, name, pkg)
+    if dest is None:
+        return
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
                         "-d", tmp, pkg["spec"]], check=True)
@@ -78,10 +86,9 @@ def fetch(name, pkg, out):
 
 def fetch_deb(name, pkg, out):
     """Debian package through apt (the package lists are refreshed once if the first try fails)."""
-    dest = os.path.join(out, name)
-    if all(os.path.exists(os.path.join(dest, v)) for v in pkg["files"].values()):
+    dest = _destination(out, name, pkg)
+    if dest is None:
         return
-    os.makedirs(dest, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         os.chmod(tmp, 0o755)
         get = ["apt-get", "download", "-q", pkg["spec"]]
@@ -100,8 +107,13 @@ def fetch_deb(name, pkg, out):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True)
-    ap.add_argument("sets", nargs="*", choices=sorted(PACKAGES) + sorted(DEBIAN), help="default: all")
+    known = sorted(PACKAGES) + sorted(DEBIAN)
+    # no `choices` here: argparse (3.11) rejects an empty nargs="*" list against choices
+    ap.add_argument("sets", nargs="*", help=f"any of {known} (default: all)")
     args = ap.parse_args()
+    unknown = sorted(set(args.sets) - set(known))
+    if unknown:
+        ap.error(f"unknown data sets {unknown}; choose from {known}")
     wanted = set(args.sets) or set(PACKAGES) | set(DEBIAN)
     for name, pkg in PACKAGES.items():
         if name in wanted:
