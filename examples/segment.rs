@@ -2,6 +2,7 @@
 //!
 //! cargo run --release --example segment -- --model DIR --input CT.nii.gz --click 60,70,20 \
 //!     [--click ...] [--coord ijk|lps|ras] --out mask.nii.gz [--ort libonnxruntime.so] [--device cpu|cuda|tensorrt]
+//!     [--truth truth.nii.gz]   (prints the Dice of the mask against a reference mask on the same grid)
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -20,6 +21,7 @@ struct Args {
     ort: Option<PathBuf>,
     device: Sam3dDevice,
     threads: usize,
+    truth: Option<PathBuf>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -32,6 +34,7 @@ fn parse() -> Result<Args, String> {
         ort: None,
         device: Sam3dDevice::Cpu,
         threads: 0,
+        truth: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -41,6 +44,7 @@ fn parse() -> Result<Args, String> {
             "--input" => a.input = v()?.into(),
             "--out" => a.out = v()?.into(),
             "--ort" => a.ort = Some(v()?.into()),
+            "--truth" => a.truth = Some(v()?.into()),
             "--threads" => a.threads = v()?.parse().map_err(|e| format!("--threads: {e}"))?,
             "--click" => {
                 let s = v()?;
@@ -105,7 +109,7 @@ fn main() {
     let args = match parse() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("{e}\nusage: segment --model DIR --input VOL.nii[.gz] --click X,Y,Z [--click ...] [--coord ijk|lps|ras] --out MASK.nii[.gz] [--ort LIB] [--device cpu|cuda|tensorrt] [--threads N]");
+            eprintln!("{e}\nusage: segment --model DIR --input VOL.nii[.gz] --click X,Y,Z [--click ...] [--coord ijk|lps|ras] --out MASK.nii[.gz] [--ort LIB] [--device cpu|cuda|tensorrt] [--threads N] [--truth MASK.nii[.gz]]");
             std::process::exit(2);
         }
     };
@@ -186,6 +190,25 @@ fn run(args: Args) -> sam3d::Result<()> {
         ml,
         args.out.display()
     );
+    if let Some(path) = &args.truth {
+        let truth = nifti_io::read(path)?;
+        if truth.geom.dims != vol.geom.dims {
+            return Err(sam3d::Error::new(
+                sam3d::Sam3dStatus::InvalidArgument,
+                format!("--truth {}: grid {:?} differs from the input's {:?}", path.display(), truth.geom.dims, vol.geom.dims),
+            ));
+        }
+        let t = truth.to_vec();
+        let (mut both, mut ours, mut theirs) = (0usize, 0usize, 0usize);
+        for (m, t) in mask.iter().zip(&t) {
+            let (m, t) = (*m > 0, *t > 0.5);
+            both += (m && t) as usize;
+            ours += m as usize;
+            theirs += t as usize;
+        }
+        let d = if ours + theirs == 0 { 1.0 } else { 2.0 * both as f64 / (ours + theirs) as f64 };
+        println!("dice         {d:.4} against {} ({theirs} voxels)", path.display());
+    }
     if m.frame.mode == "array" {
         println!("note         this model works on the file's array order (\"array\" frame): results depend on how the file is stored");
     }

@@ -157,6 +157,10 @@ public:
     void get_mask(uint32_t object, std::vector<uint8_t>& out) {
         detail::check(sam3d_session_get_mask(h_.get(), object, out.data(), out.size()));
     }
+    /// Into a caller's buffer of `size` bytes (the volume's voxel count), e.g. an itk::Image<uint8_t, 3>.
+    void get_mask(uint32_t object, uint8_t* buffer, size_t size) {
+        detail::check(sam3d_session_get_mask(h_.get(), object, buffer, size));
+    }
 
 private:
     detail::Handle<Sam3dSession, sam3d_session_free> h_;

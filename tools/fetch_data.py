@@ -5,7 +5,12 @@
 
 | file written | package (path inside) | licence |
 |---|---|---|
-| totalsegmentator/example_ct.nii.gz | PyPI sdist totalsegmentator==2.18.0 (tests/reference_files/) | Apache-2.0 |
+| totalsegmentator/example_ct.nii.gz | PyPI sdist totalsegmentator==2.18.0 (tests/reference_files/; CT 3 mm) | Apache-2.0 |
+| totalsegmentator/example_seg_fast_force_split.nii.gz | same (its 'total' organ labels, model output) | Apache-2.0 |
+| totalsegmentator_dicom/example_ct_dicom.nii.gz | same (tests/reference_files/example_ct_dicom/, 20-slice JPEG 2000 DICOM CT read by SimpleITK, written on the label grid) | Apache-2.0 |
+| totalsegmentator_dicom/example_seg_dicom.nii.gz | same (its organ labels, model output) | Apache-2.0 |
+| totalsegmentator_dicom/example_ct_dicom/ | the DICOM series itself (20 files) | Apache-2.0 |
+| pyradiomics/{lung1,brain1}_{image,label}.nrrd | PyPI sdist pyradiomics-bhklab==3.1.4 (data/; real lung tumour CT and brain tumour MR with expert masks; read them with SimpleITK/ITK) | BSD-3-Clause |
 | itk_examples/KmeansTest_T1UCharRaw.nii.gz | Debian 12 insighttoolkit5-examples 5.2.1-5+deb12u1 (examples/Data/; MR T1, LSA, qform code 2 / sform code 1) | Apache-2.0 |
 
 Only the listed files are extracted; the package archives are deleted afterwards.
@@ -23,7 +28,29 @@ PACKAGES = {
         "spec": "totalsegmentator==2.18.0",
         "archive": "totalsegmentator-2.18.0.tar.gz",
         "sha256": "5d4223ef93973bc36d710869d11e7742ead2c154c72f7f9edcaaadd5b6c4bd03",
-        "files": {"totalsegmentator-2.18.0/tests/reference_files/example_ct.nii.gz": "example_ct.nii.gz"},
+        "files": {"totalsegmentator-2.18.0/tests/reference_files/example_ct.nii.gz": "example_ct.nii.gz",
+                  "totalsegmentator-2.18.0/tests/reference_files/example_seg_fast_force_split.nii.gz":
+                  "example_seg_fast_force_split.nii.gz"},
+    },
+    # real tumours (evaluation only); the sdist's metadata build needs its build dependencies, which
+    # may come as wheels (only the package itself is fetched as source)
+    "pyradiomics": {
+        "spec": "pyradiomics-bhklab==3.1.4",
+        "no_binary": "pyradiomics-bhklab",
+        "archive": "pyradiomics_bhklab-3.1.4.tar.gz",
+        "sha256": "a44a087efc4ede91b5dfa5cf0de58ea3596bfaec1ef2484f278504b0a8fd5ffb",
+        "files": {f"pyradiomics_bhklab-3.1.4/data/{n}.nrrd": f"{n}.nrrd"
+                  for n in ("lung1_image", "lung1_label", "brain1_image", "brain1_label")},
+    },
+    # the second labelled CT (held out from training the demo model: its evaluation volume)
+    "totalsegmentator_dicom": {
+        "spec": "totalsegmentator==2.18.0",
+        "archive": "totalsegmentator-2.18.0.tar.gz",
+        "sha256": "5d4223ef93973bc36d710869d11e7742ead2c154c72f7f9edcaaadd5b6c4bd03",
+        "files": {"totalsegmentator-2.18.0/tests/reference_files/example_seg_dicom.nii.gz":
+                  "example_seg_dicom.nii.gz"},
+        "series": ("totalsegmentator-2.18.0/tests/reference_files/example_ct_dicom/", "example_ct_dicom.nii.gz",
+                   "example_seg_dicom.nii.gz"),
     },
 }
 
@@ -64,10 +91,34 @@ def _place(dest, target, data):
 def _destination(out, name, pkg):
     """The set's folder, created; None when every file of the set is already there."""
     dest = os.path.join(out, name)
-    if all(os.path.exists(os.path.join(dest, v)) for v in pkg["files"].values()):
+    if all(os.path.exists(os.path.join(dest, v)) for v in _outputs(pkg)):
         return None
     os.makedirs(dest, exist_ok=True)
     return dest
+
+
+def _outputs(pkg):
+    return list(pkg["files"].values()) + ([pkg["series"][1]] if "series" in pkg else [])
+
+
+def _convert_series(dest, folder, target, grid_file):
+    """A DICOM series (JPEG 2000 needs GDCM: SimpleITK has it) written as NIfTI on the grid of
+    `grid_file` (the labels': same voxels, stored y-flipped), so image and labels share one grid."""
+    try:
+        import SimpleITK as sitk
+    except ImportError:
+        raise SystemExit("converting the DICOM series needs SimpleITK (run with the onnx/ venv's python)")
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(folder))
+    image = reader.Execute()
+    ref = sitk.ReadImage(os.path.join(dest, grid_file))
+    out = sitk.Resample(image, ref, sitk.Transform(), sitk.sitkNearestNeighbor, -1024.0, image.GetPixelID())
+    probe = sitk.Resample(ref, image, sitk.Transform(), sitk.sitkNearestNeighbor, -1)
+    if (sitk.GetArrayViewFromImage(probe) < 0).any():
+        raise SystemExit(f"{folder}: the series and {grid_file} do not cover the same voxels")
+    part = os.path.join(dest, target + ".part.nii.gz")
+    sitk.WriteImage(out, part)
+    os.replace(part, os.path.join(dest, target))
 
 
 def fetch(name, pkg, out):
@@ -75,13 +126,24 @@ def fetch(name, pkg, out):
     if dest is None:
         return
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+        subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", pkg.get("no_binary", ":all:"),
                         "-d", tmp, pkg["spec"]], check=True)
         archive = os.path.join(tmp, pkg["archive"])
         _verify(archive, pkg)
         with tarfile.open(archive) as t:
             for member, target in pkg["files"].items():
                 _place(dest, target, t.extractfile(member).read())
+            if "series" in pkg:
+                folder, target, grid = pkg["series"]
+                members = [m for m in t.getmembers() if m.isfile() and m.name.startswith(folder)]
+                t.extractall(tmp, members=members, filter="data")
+                _convert_series(dest, os.path.join(tmp, folder), target, grid)
+                # the series itself too, for clients that read DICOM (the ITK example's test)
+                series_dir = os.path.join(dest, "example_ct_dicom")
+                os.makedirs(series_dir, exist_ok=True)
+                for m in members:
+                    with open(os.path.join(tmp, m.name), "rb") as src:
+                        _place(series_dir, os.path.basename(m.name), src.read())
 
 
 def fetch_deb(name, pkg, out):

@@ -27,6 +27,23 @@ class Sample:
     origin: tuple           # crop origin on the model grid
 
 
+def load_labelled(image_path: str, label_path: str, orientation=("S", "A", "R")):
+    """A CT and its label map (same grid) as float32 HU and uint8 arrays in the model frame
+    (`orientation`: the package's "orient" code), with the voxel spacing along the model axes."""
+    import nibabel as nib
+    from nibabel import orientations as nio
+
+    img, lab = nib.load(image_path), nib.load(label_path)
+    if img.shape[:3] != lab.shape[:3] or not np.allclose(img.affine, lab.affine, atol=1e-3):
+        raise ValueError(f"{image_path} and {label_path} are not on the same grid")
+    t = nio.ornt_transform(nio.io_orientation(img.affine), nio.axcodes2ornt(tuple(orientation)))
+    arr = nio.apply_orientation(np.asarray(img.get_fdata(dtype=np.float32)), t)
+    labels = nio.apply_orientation(np.asarray(lab.dataobj).astype(np.uint8), t)
+    zooms = np.sqrt((img.affine[:3, :3] ** 2).sum(0))
+    perm = [int(np.where(t[:, 0] == a)[0][0]) for a in range(3)]
+    return np.ascontiguousarray(arr), np.ascontiguousarray(labels), tuple(float(z) for z in zooms[perm])
+
+
 def to_model_grid(image: np.ndarray, label: np.ndarray, spacing, target) -> tuple:
     """Resample an image (trilinear, `F.interpolate` with scale factors as the official code) and
     its label (nearest) from `spacing` to `target` mm."""
@@ -44,6 +61,15 @@ def make_sample(image: np.ndarray, organs: np.ndarray, spacing, rng: np.random.G
     """One training sample. `image` (HU) and `organs` (TotalSegmentator label ids) are arrays in the
     model frame (D, H, W) with voxel `spacing` in mm. The crop is centred on the lesion, shifted by
     up to `jitter` of the crop edge so the lesion is not always in the middle."""
+    return make_sample_at(image, organs, spacing, rng, crop=crop, target_spacing=target_spacing, clip=clip,
+                          mean=mean, std=std, organ_names=organ_names, jitter=jitter, centring="centroid")
+
+
+def make_sample_at(image, organs, spacing, rng, *, crop, target_spacing=(1.0, 1.0, 1.0), clip=(-160.0, 240.0),
+                   mean=40.0, std=80.0, organ_names=tuple(ORGANS), jitter=0.25, centring="centroid") -> Sample:
+    """`make_sample` with a choice of crop centre: "centroid" (the lesion's centre of mass + up to
+    `jitter` of the crop edge) or "voxel" (a uniformly random lesion voxel, as the engine centres its
+    crop on a click drawn by the official protocol)."""
     present = [n for n in organ_names if (organs == ORGANS[n]).any()]
     if not present:
         raise ValueError(f"none of the organs {list(organ_names)} is labelled in this volume")
@@ -51,8 +77,13 @@ def make_sample(image: np.ndarray, organs: np.ndarray, spacing, rng: np.random.G
     img, lesion, info = insert_lesion(image, organs == ORGANS[name], spacing, rng)
     img, lab = to_model_grid(img, lesion.astype(np.uint8), spacing, target_spacing)
     idx = np.argwhere(lab > 0)
-    centre = idx.mean(0) if len(idx) else (np.asarray(info.centre_vox) * np.asarray(spacing) / np.asarray(target_spacing))
-    centre = np.round(centre + rng.uniform(-jitter, jitter, 3) * crop).astype(int)
+    if not len(idx):
+        centre = np.asarray(info.centre_vox) * np.asarray(spacing) / np.asarray(target_spacing)
+    elif centring == "voxel":
+        centre = idx[int(rng.integers(0, len(idx)))].astype(float)
+    else:
+        centre = idx.mean(0) + rng.uniform(-jitter, jitter, 3) * crop
+    centre = np.round(centre).astype(int)
     origin = centre - crop // 2
     norm = (np.clip(img, *clip) - mean) / std
     out = np.zeros((crop,) * 3, np.float32)   # outside the volume: the normalised pad value 0

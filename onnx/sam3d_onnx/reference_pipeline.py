@@ -29,68 +29,79 @@ def frame_transform(affine, frame):
     return nio.ornt_transform(start, nio.axcodes2ornt(tuple(frame["orientation"])))
 
 
+class Pipeline:
+    """One package's sessions, loaded once; `segment_array` runs the contract's pipeline."""
+
+    def __init__(self, pkg_dir: str, threads: int = 1):
+        with open(os.path.join(pkg_dir, "sam3d-model.json")) as f:
+            self.manifest = json.load(f)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        self.enc = ort.InferenceSession(os.path.join(pkg_dir, "encoder.onnx"), opts)
+        self.dec = ort.InferenceSession(os.path.join(pkg_dir, "decoder.onnx"), opts)
+
+    def segment_array(self, arr: np.ndarray, affine: np.ndarray, clicks_ijk) -> np.ndarray:
+        """uint8 mask on the grid of `arr` (i, j, k) whose voxel-to-RAS matrix is `affine`."""
+        m = self.manifest
+        zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
+        shape0 = arr.shape
+        clicks = np.asarray(clicks_ijk, np.float64).reshape(-1, 3)
+        t = frame_transform(affine, m["frame"])
+        if t is None:
+            perm = list(m["frame"]["array_transpose"])
+            vol = arr.transpose(perm)
+            sp = zooms[perm]
+            pts = clicks[:, perm]
+        else:
+            vol = nio.apply_orientation(arr, t)
+            perm = [int(np.where(t[:, 0] == a)[0][0]) for a in range(3)]  # model axis a <- source axis
+            sp = zooms[perm]
+            pts = np.empty_like(clicks)
+            for a in range(3):
+                src = perm[a]
+                flip = t[src, 1] < 0
+                pts[:, a] = (shape0[src] - 1 - clicks[:, src]) if flip else clicks[:, src]
+        if m["intensity"]["nonfinite"] == "zero":
+            vol = np.nan_to_num(vol, nan=0.0, posinf=0.0, neginf=0.0)
+        scale = [float(s) / float(tgt) for s, tgt in zip(sp, m["spacing_mm"])]
+        x = torch.from_numpy(np.ascontiguousarray(vol, np.float32))[None, None]
+        x = F.interpolate(x, scale_factor=scale, mode="trilinear", align_corners=False)[0, 0]
+        lo, hi = m["intensity"]["clip"]
+        x = (x.clamp(lo, hi) - m["intensity"]["mean"]) / m["intensity"]["std"]
+        grid = np.asarray(x.shape)
+        g = (pts + 0.5) * np.asarray(scale) - 0.5
+        c = m["architecture"]["crop"]
+        centre = np.floor((g.min(0) + g.max(0)) / 2 + 0.5).astype(int)
+        origin = centre - c // 2
+        crop = np.full((c, c, c), m["pad_value_normalised"], np.float32)
+        src_lo = np.maximum(origin, 0)
+        src_hi = np.minimum(origin + c, grid)
+        if (src_hi > src_lo).all():
+            crop[tuple(slice(a - o, b - o) for a, b, o in zip(src_lo, src_hi, origin))] = \
+                x[tuple(slice(a, b) for a, b in zip(src_lo, src_hi))].numpy()
+        cache = dict(zip([o.name for o in self.enc.get_outputs()], self.enc.run(None, {"crop": crop[None, None]})))
+        prob = self.dec.run(["prob"], {**cache, "points": (g - origin).astype(np.float32)[None]})[0][0]
+        full = torch.zeros(tuple(grid))
+        if (src_hi > src_lo).all():
+            full[tuple(slice(a, b) for a, b in zip(src_lo, src_hi))] = torch.from_numpy(
+                prob[tuple(slice(a - o, b - o) for a, b, o in zip(src_lo, src_hi, origin))])
+        back = F.interpolate(full[None, None], size=vol.shape, mode="trilinear", align_corners=False)[0, 0]
+        mask = (back > m["threshold"]).numpy().astype(np.uint8)
+        if t is None:
+            mask = mask.transpose(np.argsort(perm))
+        else:
+            mask = nio.apply_orientation(mask, nio.ornt_transform(nio.axcodes2ornt(tuple(m["frame"]["orientation"])),
+                                                                  nio.io_orientation(affine)))
+        assert mask.shape == shape0[:3]
+        return mask
+
+
 def segment(pkg_dir: str, path: str, clicks_ijk, threads: int = 1):
-    with open(os.path.join(pkg_dir, "sam3d-model.json")) as f:
-        m = json.load(f)
     img = nib.load(path)
     arr = np.asarray(img.get_fdata(dtype=np.float32))
     while arr.ndim > 3:
         arr = arr[..., 0]
-    zooms = np.sqrt((img.affine[:3, :3] ** 2).sum(0))
-    shape0 = arr.shape
-    clicks = np.asarray(clicks_ijk, np.float64)
-    t = frame_transform(img.affine, m["frame"])
-    if t is None:
-        perm = list(m["frame"]["array_transpose"])
-        vol = arr.transpose(perm)
-        sp = zooms[perm]
-        pts = clicks[:, perm]
-    else:
-        vol = nio.apply_orientation(arr, t)
-        perm = [int(np.where(t[:, 0] == a)[0][0]) for a in range(3)]  # model axis a <- source axis
-        sp = zooms[perm]
-        pts = np.empty_like(clicks)
-        for a in range(3):
-            src = perm[a]
-            flip = t[src, 1] < 0
-            pts[:, a] = (shape0[src] - 1 - clicks[:, src]) if flip else clicks[:, src]
-    if m["intensity"]["nonfinite"] == "zero":
-        vol = np.nan_to_num(vol, nan=0.0, posinf=0.0, neginf=0.0)
-    scale = [float(s) / float(tgt) for s, tgt in zip(sp, m["spacing_mm"])]
-    x = torch.from_numpy(np.ascontiguousarray(vol, np.float32))[None, None]
-    x = F.interpolate(x, scale_factor=scale, mode="trilinear", align_corners=False)[0, 0]
-    lo, hi = m["intensity"]["clip"]
-    x = (x.clamp(lo, hi) - m["intensity"]["mean"]) / m["intensity"]["std"]
-    grid = np.asarray(x.shape)
-    g = (pts + 0.5) * np.asarray(scale) - 0.5
-    c = m["architecture"]["crop"]
-    centre = np.floor((g.min(0) + g.max(0)) / 2 + 0.5).astype(int)
-    origin = centre - c // 2
-    crop = np.full((c, c, c), m["pad_value_normalised"], np.float32)
-    src_lo = np.maximum(origin, 0)
-    src_hi = np.minimum(origin + c, grid)
-    if (src_hi > src_lo).all():
-        crop[tuple(slice(a - o, b - o) for a, b, o in zip(src_lo, src_hi, origin))] = \
-            x[tuple(slice(a, b) for a, b in zip(src_lo, src_hi))].numpy()
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    enc = ort.InferenceSession(os.path.join(pkg_dir, "encoder.onnx"), opts)
-    dec = ort.InferenceSession(os.path.join(pkg_dir, "decoder.onnx"), opts)
-    cache = dict(zip([o.name for o in enc.get_outputs()], enc.run(None, {"crop": crop[None, None]})))
-    prob = dec.run(["prob"], {**cache, "points": (g - origin).astype(np.float32)[None]})[0][0]
-    full = torch.zeros(tuple(grid))
-    if (src_hi > src_lo).all():
-        full[tuple(slice(a, b) for a, b in zip(src_lo, src_hi))] = torch.from_numpy(
-            prob[tuple(slice(a - o, b - o) for a, b, o in zip(src_lo, src_hi, origin))])
-    back = F.interpolate(full[None, None], size=vol.shape, mode="trilinear", align_corners=False)[0, 0]
-    mask = (back > m["threshold"]).numpy().astype(np.uint8)
-    if t is None:
-        mask = mask.transpose(np.argsort(perm))
-    else:
-        mask = nio.apply_orientation(mask, nio.ornt_transform(nio.axcodes2ornt(tuple(m["frame"]["orientation"])),
-                                                              nio.io_orientation(img.affine)))
-    assert mask.shape == shape0[:3]
-    return mask, img.affine
+    return Pipeline(pkg_dir, threads).segment_array(arr, img.affine, clicks_ijk), img.affine
 
 
 def main(argv=None):

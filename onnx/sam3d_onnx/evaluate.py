@@ -1,0 +1,257 @@
+"""Evaluate a package on held-out synthetic lesions and on the real tumours; print the tables.
+
+    python -m sam3d_onnx.evaluate PKG --data .cache/data [--lesions 60] [--json out.json]
+
+Held-out lesions come from evaluation random streams (never the training stream, so seeds, shapes
+and positions differ from every training lesion), inserted at the CT's own resolution, in
+  * `heldout-ct`: the 20-slice DICOM CT (totalsegmentator_dicom/), a volume never used in training;
+  * `train-ct`:   the training CT (totalsegmentator/example_ct), new lesions only.
+Each lesion is segmented from one click, on the original grid, with two click rules:
+  * `edt`: the lesion voxel farthest from its boundary (max of the Euclidean distance transform in mm);
+  * `random`: a uniformly random lesion voxel (the official protocol), mean Dice over 5 seeds.
+The baseline is region growing from the same click (SimpleITK ConnectedThreshold on a smoothed image,
+intensity window around the seed's neighbourhood mean, limited to a ball around the click); its three
+parameters are tuned on training-stream lesions of the training CT only.
+Real tumours: pyradiomics' lung1 CT and brain1 MR (expert masks), same two click rules.
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import time
+
+import numpy as np
+import SimpleITK as sitk
+
+from . import dataset, lesions
+from .reference_pipeline import Pipeline
+
+EVAL_STREAM = 4_000_002       # held-out lesions; demo_train.TRAIN_STREAM is 4_000_001
+TUNE_STREAM = 4_000_001       # the baseline is tuned on lesions of the training stream (training data only)
+RANDOM_SEEDS = 5
+ORGAN_SETS = {"heldout-ct": ("spleen", "liver", "pancreas", "kidney_right", "kidney_left", "colon"),
+              "train-ct": tuple(dataset.ORGANS)}
+VOLUMES = {"heldout-ct": ("totalsegmentator_dicom/example_ct_dicom.nii.gz", "totalsegmentator_dicom/example_seg_dicom.nii.gz"),
+           "train-ct": ("totalsegmentator/example_ct.nii.gz", "totalsegmentator/example_seg_fast_force_split.nii.gz")}
+REAL = {"lung1 CT": ("pyradiomics/lung1_image.nrrd", "pyradiomics/lung1_label.nrrd"),
+        "brain1 MR": ("pyradiomics/brain1_image.nrrd", "pyradiomics/brain1_label.nrrd")}
+
+
+# ------------------------------------------------------------------------------------------------
+# volumes in the file's own array order (i, j, k) with a RAS affine, as nibabel gives them
+
+
+def read_ijk(path: str):
+    """(array (i, j, k), RAS affine, spacing) of any file SimpleITK reads (NIfTI, NRRD)."""
+    img = sitk.ReadImage(path)
+    arr = sitk.GetArrayFromImage(img).transpose(2, 1, 0)
+    d = np.asarray(img.GetDirection()).reshape(3, 3)
+    sp = np.asarray(img.GetSpacing())
+    lps = np.eye(4)
+    lps[:3, :3] = d * sp
+    lps[:3, 3] = img.GetOrigin()
+    return arr, np.diag([-1.0, -1.0, 1.0, 1.0]) @ lps, sp
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(bool), b.astype(bool)
+    s = a.sum() + b.sum()
+    return 1.0 if s == 0 else float(2.0 * (a & b).sum() / s)
+
+
+def edt_click(mask: np.ndarray, spacing) -> np.ndarray:
+    """The voxel (i, j, k) farthest from the mask's boundary: the maximum over lesion voxels of the
+    Euclidean distance (mm) to the nearest non-lesion voxel (scipy's distance_transform_edt with
+    sampling; the volume's outside counts as non-lesion). First in C order on ties."""
+    bg = np.pad(mask == 0, 1, constant_values=True).astype(np.uint8)
+    img = sitk.GetImageFromArray(bg.transpose(2, 1, 0))
+    img.SetSpacing([float(s) for s in spacing])
+    # distance of every voxel outside the background set to that set's nearest voxel
+    dist = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(img, insideIsPositive=False, squaredDistance=False,
+                                                               useImageSpacing=True)).transpose(2, 1, 0)[1:-1, 1:-1, 1:-1]
+    dist = np.where(mask > 0, dist, -np.inf)
+    return np.asarray(np.unravel_index(int(np.argmax(dist)), mask.shape))
+
+
+def random_clicks(mask: np.ndarray, n: int, seed: int) -> np.ndarray:
+    idx = np.argwhere(mask > 0)
+    rng = np.random.default_rng([EVAL_STREAM, 77, seed])
+    return idx[rng.integers(0, len(idx), n)]
+
+
+# ------------------------------------------------------------------------------------------------
+# region-growing baseline
+
+
+def region_grow(image: np.ndarray, spacing, click, tol: float, sigma_mm: float, radius_mm: float) -> np.ndarray:
+    """Voxels connected to `click` whose (smoothed) intensity is within `tol` of the mean of the
+    click's 3x3x3 neighbourhood, no farther than `radius_mm` from the click."""
+    img = sitk.GetImageFromArray(np.ascontiguousarray(image.transpose(2, 1, 0), np.float32))
+    img.SetSpacing([float(s) for s in spacing])
+    if sigma_mm > 0:
+        img = sitk.SmoothingRecursiveGaussian(img, sigma_mm)
+    sm = sitk.GetArrayFromImage(img).transpose(2, 1, 0)
+    c = np.asarray(click, int)
+    lo, hi = np.maximum(c - 1, 0), np.minimum(c + 2, sm.shape)
+    level = float(sm[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]].mean())
+    seed = [int(c[0]), int(c[1]), int(c[2])]
+    grown = sitk.ConnectedThreshold(img, seedList=[seed], lower=level - tol, upper=level + tol)
+    out = sitk.GetArrayFromImage(grown).transpose(2, 1, 0) > 0
+    if np.isfinite(radius_mm):
+        # only the box around the click can be within the radius
+        r = np.ceil(radius_mm / np.asarray(spacing)).astype(int)
+        blo, bhi = np.maximum(c - r, 0), np.minimum(c + r + 1, out.shape)
+        box = tuple(slice(a, b) for a, b in zip(blo, bhi))
+        g = np.meshgrid(*[(np.arange(a, b) - ci) * s for a, b, ci, s in zip(blo, bhi, c, spacing)], indexing="ij")
+        ball = np.zeros_like(out)
+        ball[box] = sum(x * x for x in g) <= radius_mm ** 2
+        out &= ball
+    return out.astype(np.uint8)
+
+
+BASELINE_GRID = {"tol": (10.0, 20.0, 30.0, 45.0), "sigma_mm": (0.0, 1.5, 3.0), "radius_mm": (15.0, 25.0, np.inf)}
+
+
+# ------------------------------------------------------------------------------------------------
+# lesions
+
+
+def load_volume(data: str, name: str):
+    img_path, lab_path = (os.path.join(data, p) for p in VOLUMES[name])
+    image, affine, sp = read_ijk(img_path)
+    labels, _, _ = read_ijk(lab_path)
+    return image.astype(np.float32), labels.astype(np.uint8), affine, sp
+
+
+def lesion_case(image, labels, spacing, organs, stream, i):
+    rng = np.random.default_rng([stream, i])
+    present = [n for n in organs if (labels == dataset.ORGANS[n]).any()]
+    name = present[int(rng.integers(0, len(present)))]
+    img, mask, info = lesions.insert_lesion(image, labels == dataset.ORGANS[name], spacing, rng)
+    return img, mask.astype(np.uint8), name, info
+
+
+def tune_baseline(data: str, n: int = 24):
+    """Grid-search the baseline's parameters on training-stream lesions of the training CT (EDT clicks)."""
+    image, labels, _, sp = load_volume(data, "train-ct")
+    cases = []
+    for i in range(n):
+        img, mask, _, _ = lesion_case(image, labels, sp, ORGAN_SETS["train-ct"], TUNE_STREAM, i)
+        cases.append((img, mask, edt_click(mask, sp)))
+    best = None
+    for tol, sig, rad in itertools.product(*BASELINE_GRID.values()):
+        d = np.mean([dice(region_grow(img, sp, c, tol, sig, rad), m) for img, m, c in cases])
+        if best is None or d > best[0]:
+            best = (float(d), {"tol": tol, "sigma_mm": sig, "radius_mm": rad})
+    return best
+
+
+def summary(values):
+    v = np.asarray(values, float)
+    q = np.percentile(v, [0, 10, 25, 50, 75, 90, 100])
+    return {"n": int(v.size), "mean": float(v.mean()), "std": float(v.std()), "min": q[0], "p10": q[1], "p25": q[2],
+            "median": q[3], "p75": q[4], "p90": q[5], "max": q[6],
+            "frac_ge_0.8": float((v >= 0.8).mean())}
+
+
+def evaluate_synthetic(pipe: Pipeline, data: str, name: str, n: int, base: dict, log=print):
+    image, labels, affine, sp = load_volume(data, name)
+    rows = []
+    for i in range(n):
+        img, mask, organ, info = lesion_case(image, labels, sp, ORGAN_SETS[name], EVAL_STREAM, i)
+        e = edt_click(mask, sp)
+        rnd = random_clicks(mask, RANDOM_SEEDS, i)
+        row = {"i": i, "organ": organ, "voxels": int(mask.sum()), "diameter_mm": info.diameter_mm,
+               "equivalent_diameter_mm": info.equivalent_diameter_mm, "contrast_hu": info.contrast_hu,
+               "model_edt": dice(pipe.segment_array(img, affine, e[None]), mask),
+               "model_random": float(np.mean([dice(pipe.segment_array(img, affine, c[None]), mask) for c in rnd])),
+               "grow_edt": dice(region_grow(img, sp, e, **base), mask),
+               "grow_random": float(np.mean([dice(region_grow(img, sp, c, **base), mask) for c in rnd]))}
+        rows.append(row)
+        log(f"  {name} #{i:3d} {organ:13s} {row['equivalent_diameter_mm']:5.1f} mm {row['contrast_hu']:+6.1f} HU  "
+            f"model {row['model_edt']:.3f}/{row['model_random']:.3f}  grow {row['grow_edt']:.3f}/{row['grow_random']:.3f}")
+    return rows
+
+
+def evaluate_real(pipe: Pipeline, data: str, base: dict):
+    out = {}
+    for name, (ip, lp) in REAL.items():
+        image, affine, sp = read_ijk(os.path.join(data, ip))
+        mask, _, _ = read_ijk(os.path.join(data, lp))
+        mask = (mask > 0).astype(np.uint8)
+        image = image.astype(np.float32)
+        e = edt_click(mask, sp)
+        rnd = random_clicks(mask, RANDOM_SEEDS, 0)
+        out[name] = {"voxels": int(mask.sum()), "spacing_mm": [float(s) for s in sp],
+                     "model_edt": dice(pipe.segment_array(image, affine, e[None]), mask),
+                     "model_random": float(np.mean([dice(pipe.segment_array(image, affine, c[None]), mask) for c in rnd])),
+                     "grow_edt": dice(region_grow(image, sp, e, **base), mask),
+                     "grow_random": float(np.mean([dice(region_grow(image, sp, c, **base), mask) for c in rnd]))}
+    return out
+
+
+def print_tables(res: dict):
+    print()
+    print(f"baseline (region growing) tuned on {res['baseline']['tuned_on']}: {res['baseline']['params']} "
+          f"(tuning Dice {res['baseline']['tuning_dice']:.3f})")
+    print()
+    print("| set | lesions | click | model mean Dice | median | p10 | >= 0.80 | region growing | model - growing |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, rows in res["synthetic"].items():
+        for rule in ("edt", "random"):
+            m = summary([r["model_" + rule] for r in rows])
+            g = summary([r["grow_" + rule] for r in rows])
+            print(f"| {name} | {m['n']} | {rule} | {m['mean']:.3f} ± {m['std']:.3f} | {m['median']:.3f} | {m['p10']:.3f} | "
+                  f"{100 * m['frac_ge_0.8']:.0f} % | {g['mean']:.3f} | {m['mean'] - g['mean']:+.3f} |")
+    print()
+    print("Distribution of the model's Dice (edt click), by lesion size (equivalent diameter):")
+    print("| set | < 12 mm | 12-20 mm | 20-30 mm | >= 30 mm |")
+    print("|---|---|---|---|---|")
+    for name, rows in res["synthetic"].items():
+        cells = []
+        for lo, hi in ((0, 12), (12, 20), (20, 30), (30, 1e9)):
+            v = [r["model_edt"] for r in rows if lo <= r["equivalent_diameter_mm"] < hi]
+            cells.append(f"{np.mean(v):.3f} (n={len(v)})" if v else "-")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print()
+    print("| real tumour | voxels | model, edt click | model, random click (5 seeds) | growing, edt | growing, random |")
+    print("|---|---|---|---|---|---|")
+    for name, r in res["real"].items():
+        print(f"| {name} | {r['voxels']} | {r['model_edt']:.3f} | {r['model_random']:.3f} | {r['grow_edt']:.3f} | "
+              f"{r['grow_random']:.3f} |")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("package")
+    ap.add_argument("--data", required=True, help="folder written by tools/fetch_data.py")
+    ap.add_argument("--lesions", type=int, default=60, help="held-out lesions per volume")
+    ap.add_argument("--sets", default="heldout-ct,train-ct")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    t0 = time.time()
+    pipe = Pipeline(args.package, args.threads)
+    log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    tuning_dice, base = tune_baseline(args.data)
+    log(f"baseline tuned: {base} (Dice {tuning_dice:.3f} on training lesions)")
+    res = {"package": os.path.abspath(args.package), "model": pipe.manifest["name"],
+           "baseline": {"params": base, "tuning_dice": tuning_dice,
+                        "tuned_on": "24 training-stream lesions of the training CT, edt clicks"},
+           "synthetic": {}, "real": {}}
+    for name in args.sets.split(","):
+        res["synthetic"][name] = evaluate_synthetic(pipe, args.data, name, args.lesions, base, log)
+    res["real"] = evaluate_real(pipe, args.data, base)
+    res["wall_s"] = round(time.time() - t0, 1)
+    print_tables(res)
+    print(f"\n({res['wall_s']:.0f} s)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(res, f, indent=1, default=float)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,397 @@
+"""Python binding of libsam3d's C ABI (ctypes; no compiled extension).
+
+    import numpy as np, sam3d
+    rt = sam3d.Runtime()                                   # ONNX Runtime, found as libsam3d finds it
+    model = sam3d.Model(rt, "models/demo-lesion")
+    vol = sam3d.Volume.from_array(ct, spacing=(0.98, 0.98, 2.0))   # ct[i, j, k], borrowed, no copy
+    with sam3d.Session(model, vol) as s:
+        obj = s.add_object()
+        s.click(obj, (95, 96, 11))                         # voxel index; coord="lps"/"ras" for mm
+        mask = s.mask(obj)                                 # uint8 array shaped like ct, [i, j, k]
+
+Geometry is ITK's (LPS): point = origin + direction @ diag(spacing) @ index. Errors raise
+`sam3d.Error` with the library's status (`.status`, `.name`) and message. Handles are freed by
+`close()`, by `with`, or when garbage-collected; a session keeps its model and volume alive, and a
+volume made from an array keeps the array alive.
+
+The library is found through `SAM3D_LIBRARY` (a path to libsam3d.so), then next to this package
+(`_lib/`), then the system's search path (an installed libsam3d), then a source checkout's
+`target/release`.
+"""
+from __future__ import annotations
+
+import ctypes as C
+import ctypes.util
+import os
+from dataclasses import dataclass
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+__all__ = ["Error", "Geometry", "Runtime", "Model", "Volume", "Session", "Result", "library", "ABI_VERSION"]
+
+ABI_VERSION = 1
+_COORDS = {"ijk": 0, "lps": 1, "ras": 2}
+_DEVICES = {"cpu": 0, "cuda": 1, "tensorrt": 2}
+_STAGES = ("load", "resample", "encode", "decode", "paste")
+_DTYPES = {np.dtype(np.uint8): 1, np.dtype(np.int8): 2, np.dtype(np.uint16): 3, np.dtype(np.int16): 4,
+           np.dtype(np.uint32): 5, np.dtype(np.int32): 6, np.dtype(np.float32): 7, np.dtype(np.float64): 8}
+
+
+class _Geometry(C.Structure):
+    _fields_ = [("dims", C.c_uint64 * 3), ("spacing", C.c_double * 3), ("origin", C.c_double * 3),
+                ("direction", C.c_double * 9)]
+
+
+class _BufferDesc(C.Structure):
+    _fields_ = [("data", C.c_void_p), ("size_bytes", C.c_size_t), ("dtype", C.c_int32),
+                ("strides", C.c_int64 * 3), ("geometry", _Geometry)]
+
+
+class _ModelOptions(C.Structure):
+    _fields_ = [("device", C.c_int32), ("threads", C.c_uint32), ("skip_hash_check", C.c_int32)]
+
+
+class _ModelInfo(C.Structure):
+    _fields_ = [("name", C.c_char_p), ("description", C.c_char_p), ("licence", C.c_char_p), ("hash", C.c_char_p),
+                ("provider", C.c_char_p), ("provider_note", C.c_char_p), ("crop", C.c_uint32),
+                ("array_frame", C.c_int32)]
+
+
+class _Box(C.Structure):
+    _fields_ = [("lo", C.c_uint64 * 3), ("hi", C.c_uint64 * 3)]
+
+
+class _Result(C.Structure):
+    _fields_ = [("voxels", C.c_uint64), ("changed", _Box), ("encoded", C.c_int32)]
+
+
+_PROGRESS = C.CFUNCTYPE(None, C.c_int32, C.c_int32, C.c_void_p)
+_P = C.c_void_p
+
+
+def _signatures(lib):
+    st = C.c_int32
+    sig = {
+        "sam3d_abi_version": (C.c_uint32, []),
+        "sam3d_version": (C.c_char_p, []),
+        "sam3d_last_error": (C.c_char_p, []),
+        "sam3d_status_name": (C.c_char_p, [C.c_int32]),
+        "sam3d_runtime_new": (st, [C.c_char_p, C.POINTER(_P)]),
+        "sam3d_runtime_version": (C.c_char_p, [_P]),
+        "sam3d_runtime_path": (C.c_char_p, [_P]),
+        "sam3d_runtime_free": (None, [_P]),
+        "sam3d_model_open": (st, [_P, C.c_char_p, C.POINTER(_ModelOptions), C.POINTER(_P)]),
+        "sam3d_model_info": (st, [_P, C.POINTER(_ModelInfo)]),
+        "sam3d_model_free": (None, [_P]),
+        "sam3d_volume_read_nifti": (st, [C.c_char_p, C.POINTER(_P)]),
+        "sam3d_volume_from_buffer": (st, [C.POINTER(_BufferDesc), C.POINTER(_P)]),
+        "sam3d_volume_geometry": (st, [_P, C.POINTER(_Geometry)]),
+        "sam3d_volume_free": (None, [_P]),
+        "sam3d_session_new": (st, [_P, _P, C.c_uint32, C.POINTER(_P)]),
+        "sam3d_session_set_progress": (st, [_P, _PROGRESS, C.c_void_p]),
+        "sam3d_session_add_object": (st, [_P, C.POINTER(C.c_uint32)]),
+        "sam3d_session_click": (st, [_P, C.c_uint32, C.POINTER(C.c_double), C.c_int32, C.POINTER(_Result)]),
+        "sam3d_session_undo": (st, [_P, C.c_uint32, C.POINTER(_Result)]),
+        "sam3d_session_redo": (st, [_P, C.c_uint32, C.POINTER(_Result)]),
+        "sam3d_session_cancel": (st, [_P]),
+        "sam3d_session_get_mask": (st, [_P, C.c_uint32, C.POINTER(C.c_uint8), C.c_size_t]),
+        "sam3d_session_free": (None, [_P]),
+    }
+    for name, (res, args) in sig.items():
+        f = getattr(lib, name)
+        f.restype, f.argtypes = res, args
+    return lib
+
+
+def _candidates():
+    env = os.environ.get("SAM3D_LIBRARY")
+    if env:
+        yield env
+        return
+    here = os.path.dirname(os.path.abspath(__file__))
+    yield os.path.join(here, "_lib", "libsam3d.so")
+    found = ctypes.util.find_library("sam3d")
+    if found:
+        yield found
+    # a source checkout: python/sam3d -> target/release
+    yield os.path.join(os.path.dirname(os.path.dirname(here)), "target", "release", "libsam3d.so")
+
+
+_lib = None
+
+
+def library():
+    """The loaded libsam3d (ctypes.CDLL); raises OSError naming every place tried."""
+    global _lib
+    if _lib is None:
+        tried = []
+        for path in _candidates():
+            if os.path.sep in path and not os.path.exists(path):
+                tried.append(f"{path} (missing)")
+                continue
+            try:
+                lib = C.CDLL(path)
+            except OSError as e:
+                tried.append(f"{path} ({e})")
+                continue
+            if lib.sam3d_abi_version() != ABI_VERSION:
+                tried.append(f"{path} (ABI {lib.sam3d_abi_version()}, this binding needs {ABI_VERSION})")
+                continue
+            _lib = _signatures(lib)
+            break
+        else:
+            raise OSError("libsam3d not found; set SAM3D_LIBRARY to libsam3d.so. Tried: " + "; ".join(tried))
+    return _lib
+
+
+class Error(RuntimeError):
+    """A libsam3d call failed: `status` (the C enum value), `name` (e.g. SAM3D_STATUS_BAD_VOLUME), message."""
+
+    def __init__(self, status: int, message: str):
+        self.status = int(status)
+        self.name = library().sam3d_status_name(self.status).decode()
+        self.message = message
+        super().__init__(f"{self.name}: {message}")
+
+
+def _check(status: int):
+    if status != 0:
+        msg = library().sam3d_last_error()
+        raise Error(status, msg.decode("utf-8", "replace") if msg else "")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """ITK geometry: dims (i, j, k), spacing (mm), origin (LPS mm), direction (3x3, column c = axis c in LPS)."""
+    dims: tuple
+    spacing: tuple
+    origin: tuple
+    direction: np.ndarray
+
+    def _c(self) -> _Geometry:
+        g = _Geometry()
+        g.dims[:] = [int(d) for d in self.dims]
+        g.spacing[:] = [float(s) for s in self.spacing]
+        g.origin[:] = [float(o) for o in self.origin]
+        g.direction[:] = [float(v) for v in np.asarray(self.direction, float).reshape(9)]
+        return g
+
+    @classmethod
+    def _from_c(cls, g: _Geometry) -> "Geometry":
+        return cls(tuple(int(d) for d in g.dims), tuple(g.spacing), tuple(g.origin),
+                   np.asarray(list(g.direction), float).reshape(3, 3))
+
+    def index_to_lps(self, ijk) -> np.ndarray:
+        return np.asarray(self.origin) + self.direction @ (np.asarray(self.spacing) * np.asarray(ijk, float))
+
+    def lps_to_index(self, lps) -> np.ndarray:
+        return np.linalg.solve(self.direction * np.asarray(self.spacing), np.asarray(lps, float) - self.origin)
+
+    @classmethod
+    def from_ras_affine(cls, affine, dims) -> "Geometry":
+        """From a NIfTI/nibabel voxel-to-RAS affine (orthogonal columns)."""
+        lps = np.diag([-1.0, -1.0, 1.0]) @ np.asarray(affine, float)[:3]
+        sp = np.linalg.norm(lps[:, :3], axis=0)
+        return cls(tuple(int(d) for d in dims), tuple(sp), tuple(lps[:, 3]), lps[:, :3] / sp)
+
+    def ras_affine(self) -> np.ndarray:
+        a = np.eye(4)
+        a[:3, :3] = np.diag([-1.0, -1.0, 1.0]) @ (self.direction * np.asarray(self.spacing))
+        a[:3, 3] = np.diag([-1.0, -1.0, 1.0]) @ np.asarray(self.origin)
+        return a
+
+
+class _Handle:
+    _free = None
+
+    def __init__(self):
+        self._h = _P()
+
+    def close(self):
+        if getattr(self, "_h", None) and self._h.value:
+            getattr(library(), self._free)(self._h)
+            self._h = _P()
+
+    def _live(self):
+        if not self._h.value:
+            raise ValueError(f"{type(self).__name__} is closed")
+        return self._h
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Runtime(_Handle):
+    """ONNX Runtime, loaded once per process (`path`: libonnxruntime.so; None: libsam3d's search)."""
+    _free = "sam3d_runtime_free"
+
+    def __init__(self, path: Optional[str] = None):
+        super().__init__()
+        _check(library().sam3d_runtime_new(os.fsencode(path) if path else None, C.byref(self._h)))
+
+    @property
+    def version(self) -> str:
+        return library().sam3d_runtime_version(self._live()).decode()
+
+    @property
+    def path(self) -> str:
+        return library().sam3d_runtime_path(self._live()).decode()
+
+
+class Model(_Handle):
+    """A model package directory. `device`: "cpu", "cuda" or "tensorrt" (falls back to CPU; see `info`)."""
+    _free = "sam3d_model_free"
+
+    def __init__(self, runtime: Runtime, package_dir: str, device: str = "cpu", threads: int = 0,
+                 check_hashes: bool = True):
+        super().__init__()
+        if device not in _DEVICES:
+            raise ValueError(f"device {device!r}: one of {sorted(_DEVICES)}")
+        opts = _ModelOptions(_DEVICES[device], int(threads), 0 if check_hashes else 1)
+        self._runtime = runtime
+        _check(library().sam3d_model_open(runtime._live(), os.fsencode(package_dir), C.byref(opts), C.byref(self._h)))
+
+    @property
+    def info(self) -> dict:
+        i = _ModelInfo()
+        _check(library().sam3d_model_info(self._live(), C.byref(i)))
+        d = {k: (getattr(i, k).decode() if isinstance(getattr(i, k), bytes) else getattr(i, k))
+             for k, _ in _ModelInfo._fields_}
+        d["array_frame"] = bool(d["array_frame"])
+        return d
+
+
+class Volume(_Handle):
+    """A volume: `read_nifti(path)` or `from_array(array[i, j, k], ...)` (borrowed, no copy)."""
+    _free = "sam3d_volume_free"
+
+    def __init__(self):
+        super().__init__()
+        self._array = None
+
+    @classmethod
+    def read_nifti(cls, path: str) -> "Volume":
+        v = cls()
+        _check(library().sam3d_volume_read_nifti(os.fsencode(path), C.byref(v._h)))
+        return v
+
+    @classmethod
+    def from_array(cls, array: np.ndarray, spacing: Sequence[float] = (1.0, 1.0, 1.0),
+                   origin: Sequence[float] = (0.0, 0.0, 0.0), direction=None,
+                   geometry: Optional[Geometry] = None) -> "Volume":
+        """Borrow `array` (3-D, indexed [i, j, k], any of uint8..float64) with LPS geometry. Arrays
+        with negative strides (flipped views) or a byte order other than the machine's are copied
+        once; otherwise the volume reads the array's memory, which it keeps alive."""
+        a = np.asarray(array)
+        if a.ndim != 3:
+            raise ValueError(f"expected a 3-D array, got shape {a.shape}")
+        if a.dtype.newbyteorder("=") not in _DTYPES:
+            raise TypeError(f"dtype {a.dtype} is not supported: {sorted(str(d) for d in _DTYPES)}")
+        if not a.dtype.isnative or any(s <= 0 for s in a.strides) or a.size == 0:
+            a = np.array(a, dtype=a.dtype.newbyteorder("="), order="F")
+        if geometry is None:
+            geometry = Geometry(a.shape, tuple(spacing), tuple(origin),
+                                np.eye(3) if direction is None else np.asarray(direction, float))
+        elif tuple(geometry.dims) != a.shape:
+            raise ValueError(f"geometry dims {geometry.dims} differ from the array's shape {a.shape}")
+        desc = _BufferDesc()
+        desc.data = a.ctypes.data
+        # bytes readable from the first element: the span of the (positive-stride) view
+        desc.size_bytes = int(sum((n - 1) * s for n, s in zip(a.shape, a.strides)) + a.itemsize)
+        desc.dtype = _DTYPES[a.dtype]
+        desc.strides[:] = list(a.strides)
+        desc.geometry = geometry._c()
+        v = cls()
+        v._array = a
+        _check(library().sam3d_volume_from_buffer(C.byref(desc), C.byref(v._h)))
+        return v
+
+    @property
+    def geometry(self) -> Geometry:
+        g = _Geometry()
+        _check(library().sam3d_volume_geometry(self._live(), C.byref(g)))
+        return Geometry._from_c(g)
+
+
+@dataclass(frozen=True)
+class Result:
+    voxels: int
+    changed_lo: tuple
+    changed_hi: tuple
+    encoded: bool
+
+
+def _result(r: _Result) -> Result:
+    return Result(int(r.voxels), tuple(r.changed.lo), tuple(r.changed.hi), bool(r.encoded))
+
+
+class Session(_Handle):
+    """Segmenting one volume with one model: objects, clicks, undo/redo, masks. One thread at a
+    time, except `cancel()`."""
+    _free = "sam3d_session_free"
+
+    def __init__(self, model: Model, volume: Volume, progress: Optional[Callable[[str, bool], None]] = None):
+        super().__init__()
+        self._model, self._volume = model, volume
+        _check(library().sam3d_session_new(model._live(), volume._live(), ABI_VERSION, C.byref(self._h)))
+        self._dims = volume.geometry.dims
+        self._cb = None
+        if progress is not None:
+            self.set_progress(progress)
+
+    def set_progress(self, fn: Optional[Callable[[str, bool], None]]):
+        """`fn(stage, done)` at the start (done False) and end (True) of each stage."""
+        if fn is None:
+            self._cb = None
+            _check(library().sam3d_session_set_progress(self._live(), _PROGRESS(), None))
+            return
+        self._cb = _PROGRESS(lambda stage, done, _user: fn(_STAGES[stage] if 0 <= stage < 5 else str(stage), bool(done)))
+        _check(library().sam3d_session_set_progress(self._live(), self._cb, None))
+
+    def add_object(self) -> int:
+        out = C.c_uint32()
+        _check(library().sam3d_session_add_object(self._live(), C.byref(out)))
+        return int(out.value)
+
+    def click(self, obj: int, point: Sequence[float], coord: str = "ijk") -> Result:
+        if coord not in _COORDS:
+            raise ValueError(f"coord {coord!r}: one of {sorted(_COORDS)}")
+        p = (C.c_double * 3)(*[float(v) for v in point])
+        r = _Result()
+        _check(library().sam3d_session_click(self._live(), int(obj), p, _COORDS[coord], C.byref(r)))
+        return _result(r)
+
+    def undo(self, obj: int) -> Result:
+        r = _Result()
+        _check(library().sam3d_session_undo(self._live(), int(obj), C.byref(r)))
+        return _result(r)
+
+    def redo(self, obj: int) -> Result:
+        r = _Result()
+        _check(library().sam3d_session_redo(self._live(), int(obj), C.byref(r)))
+        return _result(r)
+
+    def cancel(self):
+        _check(library().sam3d_session_cancel(self._live()))
+
+    def mask(self, obj: int) -> np.ndarray:
+        """The object's mask: uint8 0/1, shaped like the volume, indexed [i, j, k]."""
+        nx, ny, nz = self._dims
+        buf = np.empty(nx * ny * nz, np.uint8)
+        _check(library().sam3d_session_get_mask(self._live(), int(obj),
+                                                buf.ctypes.data_as(C.POINTER(C.c_uint8)), buf.size))
+        return buf.reshape(nz, ny, nx).transpose(2, 1, 0)
+
+
+def version() -> str:
+    return library().sam3d_version().decode()

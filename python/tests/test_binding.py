@@ -1,0 +1,138 @@
+"""The ctypes binding: geometry round trips, errors carry the library's status and message, masks
+equal the engine's command line, and 1000 session open/close cycles do not leak."""
+import json
+import os
+import subprocess
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import sam3d
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEMO = os.path.join(REPO, "models", "demo-lesion")
+TINY = os.path.join(REPO, "tests", "fixtures", "models", "tiny-orient")
+SAMPLE = os.path.join(REPO, "examples", "data", "sample_ct_lesion")
+BIN = os.path.join(REPO, "target", "release", "examples")
+
+
+@pytest.fixture(scope="module")
+def rt():
+    return sam3d.Runtime()
+
+
+@pytest.fixture(scope="module")
+def model(rt):
+    return sam3d.Model(rt, DEMO, threads=1)
+
+
+def _oblique():
+    t = np.deg2rad(12.0)
+    return np.array([[np.cos(t), -np.sin(t), 0], [np.sin(t), np.cos(t), 0], [0, 0, -1.0]])
+
+
+def test_geometry_round_trips(tmp_path):
+    a = np.zeros((7, 9, 5), np.int16)
+    d = _oblique()
+    v = sam3d.Volume.from_array(a, spacing=(0.7, 1.3, 2.5), origin=(10.0, -20.0, 30.5), direction=d)
+    g = v.geometry
+    assert g.dims == (7, 9, 5)
+    np.testing.assert_allclose(g.spacing, (0.7, 1.3, 2.5))
+    np.testing.assert_allclose(g.origin, (10.0, -20.0, 30.5))
+    np.testing.assert_allclose(g.direction, d, atol=1e-12)
+    # NIfTI: the geometry libsam3d reads equals nibabel's affine (RAS) converted to LPS
+    img = nib.load(SAMPLE + ".nii.gz")
+    gv = sam3d.Volume.read_nifti(SAMPLE + ".nii.gz").geometry
+    np.testing.assert_allclose(gv.ras_affine(), img.affine, atol=1e-4)
+    gn = sam3d.Geometry.from_ras_affine(img.affine, img.shape)
+    np.testing.assert_allclose(gn.index_to_lps((3, 4, 5)), gv.index_to_lps((3, 4, 5)), atol=1e-4)
+    np.testing.assert_allclose(gv.lps_to_index(gv.index_to_lps((3.5, 4, 5))), (3.5, 4, 5), atol=1e-9)
+
+
+def test_errors_carry_status_and_message(rt, model, tmp_path):
+    with pytest.raises(sam3d.Error) as e:
+        sam3d.Model(rt, str(tmp_path / "no-such-package"))
+    assert e.value.name == "SAM3D_STATUS_BAD_MODEL" and e.value.status == 5 and "no-such-package" in e.value.message
+    with pytest.raises(sam3d.Error) as e:
+        sam3d.Volume.read_nifti(str(tmp_path / "missing.nii.gz"))
+    assert e.value.name == "SAM3D_STATUS_IO"
+    (tmp_path / "garbage.nii").write_bytes(b"not a nifti file" * 40)
+    with pytest.raises(sam3d.Error) as e:
+        sam3d.Volume.read_nifti(str(tmp_path / "garbage.nii"))
+    assert e.value.name == "SAM3D_STATUS_BAD_VOLUME"
+    with pytest.raises(sam3d.Error) as e:
+        sam3d.Volume.from_array(np.zeros((4, 4, 4), np.float32), spacing=(1.0, float("nan"), 1.0))
+    assert e.value.name == "SAM3D_STATUS_INVALID_ARGUMENT"
+    nan = np.zeros((8, 8, 8), np.float32)
+    nan[1, 2, 3] = np.nan
+    with pytest.raises(sam3d.Error) as e:
+        sam3d.Session(model, sam3d.Volume.from_array(nan))
+    assert e.value.name == "SAM3D_STATUS_NON_FINITE"
+    with sam3d.Session(model, sam3d.Volume.from_array(np.zeros((8, 8, 8), np.int16))) as s:
+        obj = s.add_object()
+        with pytest.raises(sam3d.Error) as e:
+            s.click(obj, (100.0, 1.0, 1.0))
+        assert e.value.name == "SAM3D_STATUS_OUT_OF_BOUNDS"
+        with pytest.raises(sam3d.Error) as e:
+            s.undo(obj)
+        assert e.value.name == "SAM3D_STATUS_NOTHING_TO_DO"
+    with pytest.raises(ValueError):
+        s.add_object()   # closed
+    with pytest.raises(TypeError):
+        sam3d.Volume.from_array(np.zeros((4, 4, 4), np.complex64))
+
+
+def test_masks_equal_the_command_line_and_coordinates_agree(rt, model, tmp_path):
+    meta = json.load(open(SAMPLE + ".json"))
+    click = meta["click_ijk"]
+    out = tmp_path / "cli.nii.gz"
+    r = subprocess.run([os.path.join(BIN, "segment"), "--model", DEMO, "--input", SAMPLE + ".nii.gz",
+                        "--click", ",".join(map(str, click)), "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    cli = np.asarray(nib.load(str(out)).dataobj)
+    img = nib.load(SAMPLE + ".nii.gz")
+    arr = np.asarray(img.dataobj)                       # int16 [i, j, k], borrowed without a copy
+    geom = sam3d.Geometry.from_ras_affine(img.affine, arr.shape)
+    stages = []
+    vol = sam3d.Volume.from_array(arr, geometry=geom)
+    with sam3d.Session(model, vol, progress=lambda st, done: stages.append((st, done))) as s:
+        obj = s.add_object()
+        res = s.click(obj, click)
+        m1 = s.mask(obj)
+        assert res.encoded and res.voxels == int(m1.sum()) > 0
+        assert ("encode", True) in stages and ("decode", True) in stages
+        np.testing.assert_array_equal(m1, cli)
+        ras = (img.affine @ np.r_[click, 1.0])[:3]
+        s.undo(obj)
+        assert s.mask(obj).sum() == 0
+        s.click(obj, ras, coord="ras")
+        np.testing.assert_array_equal(s.mask(obj), cli)
+        s.undo(obj)
+        s.click(obj, geom.index_to_lps(click), coord="lps")
+        np.testing.assert_array_equal(s.mask(obj), cli)
+
+
+def _rss_kb():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def test_no_leak_over_1000_sessions(rt):
+    model = sam3d.Model(rt, TINY, threads=1)
+    arr = np.random.default_rng(0).normal(0, 50, (40, 40, 40)).astype(np.float32)
+    vol = sam3d.Volume.from_array(arr, spacing=(2.0, 2.0, 2.0))
+
+    def cycles(n, click_every=50):
+        for i in range(n):
+            s = sam3d.Session(model, vol)
+            obj = s.add_object()
+            if i % click_every == 0:
+                s.click(obj, (20, 20, 20))
+                s.mask(obj)
+            s.close()
+    cycles(100)                  # warm-up: ONNX Runtime's arenas, allocator pools
+    before = _rss_kb()
+    cycles(1000)
+    grown = _rss_kb() - before
+    assert grown < 8 * 1024, f"RSS grew by {grown} kB over 1000 session cycles"
