@@ -15,7 +15,7 @@ export SAM3D_ORT_LIBRARY := $(abspath $(ORT_LIB))
 
 .PHONY: all venv ort data build header test test-rust test-c test-integration test-python \
         test-python-fast fixtures demo demo-parity train-demo evaluate eval-data sample clean \
-        install uninstall test-install test-binding
+        install uninstall test-install test-binding test-slicer
 
 all: build
 
@@ -97,7 +97,7 @@ test-python: venv
 test-python-fast: venv
 	cd onnx && ../$(PY) -m pytest -q -m "not paper"
 
-test: test-rust test-c test-integration test-install test-binding test-python
+test: test-rust test-c test-integration test-install test-binding test-slicer test-python
 
 # Install under PREFIX (default /usr/local): library with SONAME and version links, headers,
 # pkg-config file, CMake package, and ONNX Runtime next to the library (INSTALL_ORT=0: leave it out).
@@ -113,6 +113,18 @@ uninstall:
 test-install: ort build data
 	tests/install/test_install.sh $(ORT_DIR)
 	SAM3D_DATA=$(abspath $(DATA)) $(PY) -m pytest -q tests/integration/test_itk.py
+
+# The 3D Slicer module's logic, headless on a real MRML scene: slicer-core (3D Slicer's core
+# libraries, about 1 GB) in its own environment, with the binding installed from python/.
+SLICER_VENV := .venv-slicer
+SLICER_STAMP := $(SLICER_VENV)/.installed-slicer-core-5.13.31053.0
+$(SLICER_STAMP):
+	test -x $(SLICER_VENV)/bin/python || $(PYTHON) -m venv $(SLICER_VENV)
+	$(SLICER_VENV)/bin/python -m pip install --quiet slicer-core==5.13.31053.0 numpy==2.4.6 pytest==9.2.0
+	touch $@
+test-slicer: $(SLICER_STAMP) ort build
+	$(SLICER_VENV)/bin/python -m pip install --quiet ./python
+	SAM3D_LIBRARY=$(abspath $(LIBDIR))/libsam3d.so $(SLICER_VENV)/bin/python -m pytest -q examples/slicer/SAM3DSegment/Testing
 
 # The Python binding (python/), pip-installed into the venv from its local path.
 test-binding: venv ort build
@@ -156,4 +168,4 @@ demo-parity: venv
 	cd onnx && ../$(PY) -m sam3d_onnx.demo
 
 clean:
-	rm -rf build target $(VENV) .cache
+	rm -rf build target $(VENV) $(SLICER_VENV) .cache

@@ -1,0 +1,71 @@
+"""3D Slicer scripted module: one click in a tumour -> its 3D segment, computed by libsam3d.
+
+The thin application layer only: the widget picks a volume, a markups point, the model package and
+the device, and calls `SAM3DSegmentLib.SAM3DSegmentLogic`, which needs nothing but MRML (it is
+tested headless with the slicer-core package). Requires the `sam3d` Python binding in Slicer's
+Python (`PythonSlicer -m pip install /path/to/libsam3d/python`) and libsam3d + ONNX Runtime
+(`make install`, or SAM3D_LIBRARY / SAM3D_ORT_LIBRARY).
+"""
+import os
+
+import qt
+import slicer
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleWidget)
+
+from SAM3DSegmentLib import SAM3DSegmentLogic
+
+
+class SAM3DSegment(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        parent.title = "SAM3D Segment"
+        parent.categories = ["Segmentation"]
+        parent.contributors = ["libsam3d developers"]
+        parent.helpText = "Click once inside a tumour; libsam3d (3DSAM-adapter) returns its 3D segment."
+        parent.acknowledgementText = "Model: Gong et al., 3DSAM-adapter (2023). Library: libsam3d, Apache-2.0."
+
+
+class SAM3DSegmentWidget(ScriptedLoadableModuleWidget):
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        form = qt.QFormLayout()
+        self.layout.addLayout(form)
+        self.volume = slicer.qMRMLNodeComboBox()
+        self.volume.nodeTypes = ["vtkMRMLScalarVolumeNode"]
+        self.volume.setMRMLScene(slicer.mrmlScene)
+        form.addRow("Volume:", self.volume)
+        self.point = slicer.qMRMLNodeComboBox()
+        self.point.nodeTypes = ["vtkMRMLMarkupsFiducialNode"]
+        self.point.setMRMLScene(slicer.mrmlScene)
+        form.addRow("Click (point list):", self.point)
+        self.model = qt.QLineEdit(os.environ.get("SAM3D_MODEL", ""))
+        form.addRow("Model package:", self.model)
+        self.device = qt.QComboBox()
+        self.device.addItems(["cpu", "cuda", "tensorrt"])
+        form.addRow("Device:", self.device)
+        self.status = qt.QLabel("")
+        form.addRow(self.status)
+        apply = qt.QPushButton("Segment")
+        apply.connect("clicked()", self.onApply)
+        form.addRow(apply)
+        self.layout.addStretch(1)
+        self._logic = None
+
+    def _progress(self, stage, done):
+        self.status.text = f"{stage} {'done' if done else '...'}"
+        slicer.app.processEvents()
+
+    def onApply(self):
+        key = (self.model.text, self.device.currentText)
+        with slicer.util.tryWithErrorDisplay("SAM3D segmentation failed", waitCursor=True):
+            if self._logic is None or self._logic_key != key:
+                self._logic = SAM3DSegmentLogic(self.model.text, device=self.device.currentText, progress=self._progress)
+                self._logic_key = key
+            seg, segment_id, result = self._logic.segment(self.volume.currentNode(), self.point.currentNode())
+            note = f" ({self._logic.provider_note})" if self._logic.provider_note else ""
+            self.status.text = f"{result.voxels} voxels, {self._logic.provider}{note}"
+
+
+class SAM3DSegmentModuleLogic(ScriptedLoadableModuleLogic):
+    """Slicer's logic slot; the work is in SAM3DSegmentLib.SAM3DSegmentLogic."""

@@ -1,0 +1,1 @@
+from .logic import SAM3DSegmentLogic  # noqa: F401

@@ -1,0 +1,133 @@
+"""The module's logic: MRML in, MRML out, libsam3d (through its Python binding `sam3d`) in between.
+
+Needs only MRML (a `vtkMRMLScene` with a scalar volume node and a markups point node), so it runs
+inside 3D Slicer and headless with the `slicer-core` package alike. The volume's voxels are lent
+to libsam3d without a copy (the node's vtkImageData buffer); geometry goes as the node's IJK-to-RAS
+matrix; the click is the markups point's world (RAS) position; the mask becomes a segment of a
+segmentation node whose labelmap has the volume's geometry.
+
+Transforms: the volume and the point are taken in world coordinates of untransformed nodes; a
+volume under a non-linear or parent transform must be hardened first (refused otherwise).
+"""
+from __future__ import annotations
+
+import numpy as np
+import vtk
+from vtkmodules.util import numpy_support
+
+import sam3d
+
+try:  # inside the Slicer application and with slicer-core alike
+    import slicer
+except ImportError:  # pragma: no cover
+    slicer = None
+
+
+def _matrix(vtk_m) -> np.ndarray:
+    return np.array([[vtk_m.GetElement(r, c) for c in range(4)] for r in range(4)])
+
+
+class SAM3DSegmentLogic:
+    """Segment from one click: `segment(volume_node, point_node)` -> (segmentation node, segment id).
+
+    model_dir: a libsam3d model package; device: "cpu", "cuda" or "tensorrt" (falls back to CPU,
+    `provider_note` says why); progress: callable(stage, done) for the five pipeline stages."""
+
+    def __init__(self, model_dir: str, device: str = "cpu", threads: int = 0, runtime_library: str = None,
+                 progress=None):
+        self.runtime = sam3d.Runtime(runtime_library)
+        self.model = sam3d.Model(self.runtime, model_dir, device=device, threads=threads)
+        info = self.model.info
+        self.provider, self.provider_note = info["provider"], info["provider_note"]
+        self.progress = progress
+        self._sessions = {}   # volume node ID -> (session, volume, image data modified time): the
+        # encoder's cached region serves later clicks near earlier ones on the same volume
+
+    # ---- MRML <-> libsam3d ----------------------------------------------------------------------
+    @staticmethod
+    def volume_array(volume_node) -> np.ndarray:
+        """The node's voxels as an [i, j, k] view of its vtkImageData buffer (no copy)."""
+        img = volume_node.GetImageData()
+        if img is None:
+            raise ValueError(f"volume node {volume_node.GetName()!r} has no image data")
+        if img.GetNumberOfScalarComponents() != 1:
+            raise ValueError(f"volume node {volume_node.GetName()!r} has {img.GetNumberOfScalarComponents()} components")
+        nx, ny, nz = img.GetDimensions()
+        flat = numpy_support.vtk_to_numpy(img.GetPointData().GetScalars())
+        return flat.reshape(nz, ny, nx).transpose(2, 1, 0)
+
+    @staticmethod
+    def ijk_to_ras(volume_node) -> np.ndarray:
+        m = vtk.vtkMatrix4x4()
+        volume_node.GetIJKToRASMatrix(m)
+        return _matrix(m)
+
+    def _session(self, volume_node):
+        if volume_node.GetParentTransformNode() is not None:
+            raise ValueError(f"volume node {volume_node.GetName()!r} is transformed: harden the transform first")
+        key = volume_node.GetID()
+        mtime = volume_node.GetImageData().GetMTime()
+        cached = self._sessions.get(key)
+        if cached is None or cached[2] != mtime:
+            arr = self.volume_array(volume_node)
+            geom = sam3d.Geometry.from_ras_affine(self.ijk_to_ras(volume_node), arr.shape)
+            vol = sam3d.Volume.from_array(arr, geometry=geom)
+            session = sam3d.Session(self.model, vol, progress=self.progress)
+            cached = (session, vol, mtime)
+            self._sessions[key] = cached
+        return cached
+
+    # ---- the job ---------------------------------------------------------------------------------
+    def segment(self, volume_node, point_node, point_index: int = 0, segmentation_node=None,
+                segment_name: str = "lesion"):
+        """One click (the markups point's world RAS position) -> a segment in `segmentation_node`
+        (created in the volume's scene when None). Returns (segmentation node, segment id, Result)."""
+        if point_node.GetNumberOfControlPoints() <= point_index:
+            raise ValueError(f"markups node {point_node.GetName()!r} has no point {point_index}")
+        ras = [0.0, 0.0, 0.0]
+        point_node.GetNthControlPointPositionWorld(point_index, ras)
+        session = self._session(volume_node)[0]
+        # a new click on this volume starts a new object (clicks on one object refine it)
+        obj = session.add_object()
+        result = session.click(obj, ras, coord="ras")
+        mask = session.mask(obj)                                     # [i, j, k] on the volume's grid
+        return (*self.add_segment(volume_node, mask, segmentation_node, segment_name), result)
+
+    def add_segment(self, volume_node, mask: np.ndarray, segmentation_node=None, segment_name="lesion"):
+        scene = volume_node.GetScene()
+        if segmentation_node is None:
+            segmentation_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", volume_node.GetName() + " sam3d")
+            segmentation_node.CreateDefaultDisplayNodes()
+        segmentation_node.SetReferenceImageGeometryParameterFromVolumeNode(volume_node)
+        labelmap = slicer.vtkOrientedImageData()
+        nx, ny, nz = mask.shape
+        labelmap.SetDimensions(nx, ny, nz)
+        labelmap.AllocateScalars(vtk.VTK_UNSIGNED_CHAR, 1)
+        out = numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars())
+        out[:] = np.ascontiguousarray(mask.transpose(2, 1, 0)).reshape(-1)
+        m = vtk.vtkMatrix4x4()
+        volume_node.GetIJKToRASMatrix(m)
+        labelmap.SetImageToWorldMatrix(m)
+        segment_id = segmentation_node.GetSegmentation().GenerateUniqueSegmentID(segment_name)
+        segmentation_node.AddSegmentFromBinaryLabelmapRepresentation(labelmap, segment_name, [0.9, 0.3, 0.2], segment_id)
+        return segmentation_node, segment_id
+
+    @staticmethod
+    def segment_mask(segmentation_node, segment_id, volume_node) -> np.ndarray:
+        """A segment as an [i, j, k] uint8 array on `volume_node`'s grid (checks the geometry)."""
+        labelmap = slicer.vtkOrientedImageData()
+        segmentation_node.GetBinaryLabelmapRepresentation(segment_id, labelmap)
+        m = vtk.vtkMatrix4x4()
+        labelmap.GetImageToWorldMatrix(m)
+        seg_ijk_to_ras = _matrix(m)
+        vol_ijk_to_ras = SAM3DSegmentLogic.ijk_to_ras(volume_node)
+        if not np.allclose(seg_ijk_to_ras, vol_ijk_to_ras, atol=1e-4):
+            raise ValueError("the segment's labelmap geometry differs from the volume's")
+        ext = labelmap.GetExtent()
+        dims = volume_node.GetImageData().GetDimensions()
+        out = np.zeros(dims, np.uint8)
+        if ext[1] >= ext[0]:
+            sub = numpy_support.vtk_to_numpy(labelmap.GetPointData().GetScalars()).reshape(
+                ext[5] - ext[4] + 1, ext[3] - ext[2] + 1, ext[1] - ext[0] + 1).transpose(2, 1, 0)
+            out[ext[0]:ext[1] + 1, ext[2]:ext[3] + 1, ext[4]:ext[5] + 1] = sub > 0
+        return out
