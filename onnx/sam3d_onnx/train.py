@@ -7,7 +7,8 @@ depth relative-position tables, the four necks, the prompt encoder and the decod
 linear decay of the rate to 1 %, gradient-norm clip 1.0; training clicks as the official code draws
 them: 10 random foreground voxels plus 20 uniformly random voxels of the crop, all positive points.
 
-The dataset loop (volumes, organ crops, synthetic lesions) is issue 4's; this module is the step.
+Dataset loops: `finetune.py` (a SAM checkpoint + a labelled dataset folder, any size, CPU or GPU) and
+`demo_train.py` (the shipped demo model).
 """
 from __future__ import annotations
 
@@ -94,12 +95,13 @@ def train_step(model: Sam3D, opt, sched, crop: np.ndarray, label: np.ndarray, cl
                clip: float = 1.0) -> float:
     """One step on one (D, H, W) crop (normalised), its binary label and clicks (N, 3) in (d, h, w)."""
     model.train()
-    x = torch.from_numpy(crop)[None, None].repeat(1, 3, 1, 1, 1)
-    pts = torch.from_numpy(clicks_dhw[:, [0, 2, 1]])[None]  # the network's (d, w, h) order
+    dev = next(model.parameters()).device   # CPU, or a GPU for paper-size training
+    x = torch.from_numpy(crop)[None, None].repeat(1, 3, 1, 1, 1).to(dev)
+    pts = torch.from_numpy(clicks_dhw[:, [0, 2, 1]])[None].to(dev)  # the network's (d, w, h) order
     feats = model.encoder(x)
     f3p = model.prompt_encoder(feats[3], pts)
     logits = model.decoder([feats[0], feats[1], feats[2], f3p], model.image_level(x))
-    loss = dice_ce_loss(logits, torch.from_numpy(np.ascontiguousarray(label))[None])
+    loss = dice_ce_loss(logits, torch.from_numpy(np.ascontiguousarray(label))[None].to(dev))
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], clip)
