@@ -15,7 +15,7 @@ export SAM3D_ORT_LIBRARY := $(abspath $(ORT_LIB))
 
 .PHONY: all venv ort data build header test test-rust test-c test-integration test-python \
         test-python-fast fixtures demo demo-parity train-demo evaluate eval-data sample clean \
-        install uninstall test-install test-binding test-slicer
+        install uninstall test-install test-binding test-slicer bench
 
 all: build
 
@@ -158,6 +158,13 @@ train-demo: venv eval-data
 # The tables of issue 4: held-out synthetic lesions and real tumours, model vs region growing.
 evaluate: venv eval-data
 	cd onnx && ../$(PY) -m sam3d_onnx.evaluate ../$(DEMO_MODEL) --data ../$(DATA) --json ../build/evaluation.json
+
+# Issue 6's benchmark: engine vs the straightforward PyTorch model and the fp32 floor, one run
+# (BENCH_CONFIGS=tiny,demo for a quick one; the paper size exports a random-weight package first).
+BENCH_CONFIGS ?= tiny,demo,paper
+bench: venv ort build $(SAMPLE_CT)
+	cd onnx && ../$(PY) -m sam3d_onnx.bench --out ../build/bench --configs $(BENCH_CONFIGS) \
+	    --data ../$(DATA) --ort $(abspath $(ORT_LIB))
 
 # Regenerate the demo's sample volume (examples/data) from the held-out CT.
 sample: venv eval-data

@@ -1,0 +1,124 @@
+//! The engine's side of `make bench`: times model open, NIfTI load, the first click (resample,
+//! encode, decode, paste-back) and follow-up clicks, and prints one JSON record (medians).
+//!
+//! bench --model DIR --input CT.nii.gz --click I,J,K [--repeat N] [--threads N] [--ort LIB]
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use sam3d::engine::{ModelOptions, Sam3dCoord, Sam3dDevice, Sam3dStage};
+use sam3d::{nifti_io, runtime, Model, Segmenter};
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn main() {
+    let mut model_dir = String::new();
+    let mut input = String::new();
+    let mut click = [0.0f64; 3];
+    let (mut repeat, mut threads, mut ort) = (3usize, 0usize, None::<String>);
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let v = it.next().unwrap_or_else(|| panic!("{k} needs a value"));
+        match k.as_str() {
+            "--model" => model_dir = v,
+            "--input" => input = v,
+            "--click" => {
+                let p: Vec<f64> = v.split(',').map(|x| x.parse().expect("--click I,J,K")).collect();
+                click = [p[0], p[1], p[2]];
+            }
+            "--repeat" => repeat = v.parse().expect("--repeat N"),
+            "--threads" => threads = v.parse().expect("--threads N"),
+            "--ort" => ort = Some(v),
+            _ => panic!("unknown argument {k}"),
+        }
+    }
+    let rt = runtime::load(ort.as_deref().map(std::path::Path::new)).expect("ONNX Runtime");
+    let opts = ModelOptions {
+        device: Sam3dDevice::Cpu,
+        threads,
+        verify_hashes: true,
+    };
+    let (mut open, mut load) = (vec![], vec![]);
+    let mut model = None;
+    for _ in 0..repeat.max(1) {
+        let t = Instant::now();
+        model = Some(Arc::new(Model::open(&rt, model_dir.as_ref(), &opts).expect("model")));
+        open.push(t.elapsed().as_secs_f64());
+    }
+    let model = model.unwrap();
+    let mut vol = None;
+    for _ in 0..repeat.max(1) {
+        let t = Instant::now();
+        vol = Some(Arc::new(nifti_io::read(input.as_ref()).expect("volume")));
+        load.push(t.elapsed().as_secs_f64());
+    }
+    let vol = vol.unwrap();
+    // stage durations from the progress callback: (stage, start) -> end
+    let mut stages: Vec<Vec<f64>> = vec![vec![]; 5];
+    let (mut first, mut follow) = (vec![], vec![]);
+    for _ in 0..repeat.max(1) {
+        let mut seg = Segmenter::new(model.clone(), vol.clone()).expect("session");
+        let obj = seg.add_object();
+        let mut started = [None::<Instant>; 5];
+        let mut record = |s: Sam3dStage, done: bool| {
+            let i = s as usize;
+            if done {
+                if let Some(t0) = started[i] {
+                    stages[i].push(t0.elapsed().as_secs_f64());
+                }
+            } else {
+                started[i] = Some(Instant::now());
+            }
+        };
+        let t = Instant::now();
+        let r = seg.click(obj, click, Sam3dCoord::Ijk, &mut record).expect("click");
+        first.push(t.elapsed().as_secs_f64());
+        assert_eq!(r.encoded, 1);
+        // a follow-up click one voxel away: served by the cached encoding (decoder + paste-back)
+        let t = Instant::now();
+        let near = [click[0] + 1.0, click[1], click[2]];
+        let r = seg.click(obj, near, Sam3dCoord::Ijk, &mut |_, _| {}).expect("click");
+        follow.push(t.elapsed().as_secs_f64());
+        assert_eq!(r.encoded, 0);
+    }
+    let names = ["load", "resample", "encode", "decode", "paste"];
+    let stage_json: Vec<String> = (1..5)
+        .map(|i| format!("\"{}_s\": {:.6}", names[i], median(stages[i].clone())))
+        .collect();
+    println!(
+        "{{\"model\": \"{}\", \"dims\": {:?}, \"repeat\": {}, \"model_open_s\": {:.6}, \"nifti_load_s\": {:.6}, \"first_click_s\": {:.6}, \"follow_up_click_s\": {:.6}, {}, \"peak_rss_mb\": {:.1}, \"provider\": \"{}\"}}",
+        model.manifest().name,
+        vol.geom.dims,
+        repeat,
+        median(open),
+        median(load),
+        median(first),
+        median(follow),
+        stage_json.join(", "),
+        peak_rss_mb(),
+        model.provider
+    );
+}

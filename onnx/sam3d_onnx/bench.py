@@ -1,0 +1,216 @@
+"""`make bench`: the engine against the straightforward PyTorch model, on the same machine, in one run.
+
+    python -m sam3d_onnx.bench --out ../build/bench [--configs tiny,demo,paper] [--threads 2]
+
+For each configuration (tiny: the test fixture; demo: the shipped model; paper: random weights,
+exported here into the output folder, never committed) it measures, on a 512 x 512 x 300 CT (the
+TotalSegmentator example CT resampled to that grid and written once as .nii.gz):
+  * engine (`examples/bench`, Rust + ONNX Runtime): model open, NIfTI load, first click (resample,
+    encode, decode, paste-back stages), follow-up click (cached encoding), peak RSS;
+  * reference (`model.Sam3D`, the model that passes the official-parity test, run as the official code
+    runs it): nibabel load + whole-volume `F.interpolate` preprocessing, one full forward per click
+    (the official code reruns encoder and decoder for every click), peak RSS;
+  * the fp32 floor: the encoder graph's FLOPs (counted by torch's FlopCounterMode on the exported
+    graphs' modules) divided by this machine's rate on a large fp32 matrix product, measured now.
+It prints medians, ratios (reference / engine, engine / floor) and writes `bench.json`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PACKAGES = {"tiny": os.path.join(REPO, "tests", "fixtures", "models", "tiny-orient"),
+            "demo": os.path.join(REPO, "models", "demo-lesion")}
+SHAPE = (512, 512, 300)
+
+
+def make_ct(data: str, out: str) -> str:
+    """The example CT resampled to 512 x 512 x 300 (same field of view), int16, .nii.gz."""
+    import nibabel as nib
+    import torch.nn.functional as F
+
+    path = os.path.join(out, "ct_512x512x300.nii.gz")
+    if os.path.exists(path):
+        return path
+    img = nib.load(os.path.join(data, "totalsegmentator", "example_ct.nii.gz"))
+    x = torch.from_numpy(np.asarray(img.get_fdata(dtype=np.float32)))[None, None]
+    y = F.interpolate(x, size=SHAPE, mode="trilinear", align_corners=False)[0, 0].numpy()
+    aff = img.affine.copy()
+    aff[:3, :3] = aff[:3, :3] * (np.asarray(img.shape[:3]) / np.asarray(SHAPE))
+    nib.save(nib.Nifti1Image(np.round(y).astype(np.int16), aff), path + ".part.nii.gz")
+    os.replace(path + ".part.nii.gz", path)
+    return path
+
+
+def paper_package(out: str) -> str:
+    from .config import PAPER
+    from .model import Sam3D, random_init_
+    from .package import export_package
+
+    path = os.path.join(out, "paper-random")
+    if os.path.exists(os.path.join(path, "sam3d-model.json")):
+        return path
+    torch.manual_seed(0)
+    model = random_init_(Sam3D(PAPER), seed=0).eval()
+    export_package(model, path, name="paper-random", description="paper-size 3DSAM-adapter, random weights (benchmark)",
+                   licence="Apache-2.0 (random weights)", provenance="python -m sam3d_onnx.bench (random_init_ seed 0)",
+                   frame={"mode": "orient", "orientation": "RAS", "array_transpose": None},
+                   intensity={"clip": [-160.0, 240.0], "mean": 40.0, "std": 80.0, "nonfinite": "error"},
+                   spacing_mm=(1.0, 1.0, 1.0))
+    return path
+
+
+def matmul_gflops(threads: int, n: int = 4096, reps: int = 5) -> float:
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        ts.append(time.perf_counter() - t)
+    return 2 * n ** 3 / np.median(ts) / 1e9
+
+
+def graph_gflop(cfg) -> dict:
+    """FLOPs (GFLOP) of the exported encoder graph and of one click of the decoder graph."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .graphs import graphs
+    from .model import Sam3D
+
+    model = Sam3D(cfg).eval()
+    enc, dec = graphs(model)
+    c = cfg.crop
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as fe:
+            f3, cls_partial = enc(torch.zeros(1, 1, c, c, c))
+        with FlopCounterMode(display=False) as fd:
+            dec(f3, cls_partial, torch.full((1, 1, 3), c / 2.0))
+    return {"encoder_gflop": fe.get_total_flops() / 1e9, "click_gflop": fd.get_total_flops() / 1e9}
+
+
+def reference(config: str, ct: str, click, threads: int, repeat: int) -> dict:
+    """The straightforward PyTorch model as the official code runs it (in this process)."""
+    import nibabel as nib
+    import torch.nn.functional as F
+
+    from .config import NAMED
+    from .model import Sam3D, dhw_to_dwh, random_init_
+
+    torch.set_num_threads(threads)
+    cfg = NAMED[config]
+    t = time.perf_counter()
+    model = random_init_(Sam3D(cfg), seed=0).eval()
+    t_model = time.perf_counter() - t
+    prep, first, follow = [], [], []
+    spacing = {"tiny": 2.0, "demo": 2.0, "paper": 1.0}[config]
+    for _ in range(repeat):
+        t = time.perf_counter()
+        img = nib.load(ct)
+        arr = np.asarray(img.get_fdata(dtype=np.float32))
+        zooms = np.sqrt((img.affine[:3, :3] ** 2).sum(0))
+        x = torch.from_numpy(arr)[None, None]
+        x = F.interpolate(x, scale_factor=[float(z / spacing) for z in zooms], mode="trilinear", align_corners=False)
+        x = (x.clamp(-160, 240) - 40.0) / 80.0
+        prep.append(time.perf_counter() - t)
+        g = np.floor((np.asarray(click) + 0.5) * zooms / spacing - 0.5).astype(int)
+        lo = np.clip(g - cfg.crop // 2, 0, np.asarray(x.shape[2:]) - cfg.crop)
+        crop = x[:, :, lo[0]:lo[0] + cfg.crop, lo[1]:lo[1] + cfg.crop, lo[2]:lo[2] + cfg.crop].repeat(1, 3, 1, 1, 1)
+        for times, off in ((first, 0.0), (follow, 1.0)):
+            pts = torch.tensor([[[cfg.crop / 2 + off, cfg.crop / 2, cfg.crop / 2]]], dtype=torch.float32)
+            t = time.perf_counter()
+            with torch.no_grad():
+                model(crop, dhw_to_dwh(pts))
+            times.append(time.perf_counter() - t)
+    return {"model_build_s": t_model, "load_preprocess_s": float(np.median(prep)),
+            "first_click_s": float(np.median(first)), "follow_up_click_s": float(np.median(follow)),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
+
+
+def engine(pkg: str, ct: str, click, threads: int, repeat: int, ort: str) -> dict:
+    exe = os.path.join(REPO, "target", "release", "examples", "bench")
+    r = subprocess.run([exe, "--model", pkg, "--input", ct, "--click", ",".join(map(str, click)),
+                        "--repeat", str(repeat), "--threads", str(threads)] + (["--ort", ort] if ort else []),
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"bench example failed: {r.stderr[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--data", default=os.path.join(REPO, ".cache", "data"))
+    ap.add_argument("--configs", default="tiny,demo,paper")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--paper-repeat", type=int, default=1)
+    ap.add_argument("--ort", default=os.environ.get("SAM3D_ORT_LIBRARY"))
+    ap.add_argument("--reference-only", help=argparse.SUPPRESS)   # internal: one reference run per process
+    ap.add_argument("--ct", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    click = [256, 256, 150]
+    if args.reference_only:
+        print(json.dumps(reference(args.reference_only, args.ct, click, args.threads, args.repeat)))
+        return
+    os.makedirs(args.out, exist_ok=True)
+    ct = make_ct(args.data, args.out)
+    rate = matmul_gflops(args.threads)
+    record = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "threads": args.threads,
+              "fp32_matmul_gflops": rate, "ct": list(SHAPE), "configs": {}}
+    for name in args.configs.split(","):
+        rep = args.paper_repeat if name == "paper" else args.repeat
+        pkg = paper_package(args.out) if name == "paper" else PACKAGES[name]
+        eng = engine(pkg, ct, click, args.threads, rep, args.ort)
+        r = subprocess.run([sys.executable, "-m", "sam3d_onnx.bench", "--out", args.out, "--reference-only", name,
+                            "--ct", ct, "--threads", str(args.threads), "--repeat", str(rep)],
+                           capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+        if r.returncode != 0:
+            raise SystemExit(f"reference run failed: {r.stderr[-2000:]}")
+        ref = json.loads(r.stdout.strip().splitlines()[-1])
+        from .config import NAMED
+        fl = graph_gflop(NAMED[name])
+        floor_enc = fl["encoder_gflop"] / rate
+        record["configs"][name] = {"engine": eng, "reference": ref, **fl, "floor_encoder_s": floor_enc,
+                                   "floor_click_s": fl["click_gflop"] / rate}
+        print(f"{name}: engine encode {eng['encode_s']:.3f} s, reference first click {ref['first_click_s']:.3f} s",
+              flush=True)
+    with open(os.path.join(args.out, "bench.json"), "w") as f:
+        json.dump(record, f, indent=1)
+    print_table(record)
+
+
+def print_table(rec: dict):
+    print(f"\nmachine: {rec['machine']}, {rec['cpus']} CPUs, {rec['threads']} threads; fp32 matrix product "
+          f"{rec['fp32_matmul_gflops']:.0f} GFLOP/s; CT {rec['ct'][0]}x{rec['ct'][1]}x{rec['ct'][2]} (.nii.gz)\n")
+    print("| model | stage | engine (s) | reference (s) | reference / engine | engine / fp32 floor |")
+    print("|---|---|---|---|---|---|")
+    for name, c in rec["configs"].items():
+        e, r = c["engine"], c["reference"]
+        rows = [("model open", e["model_open_s"], r["model_build_s"], None),
+                ("NIfTI load + preprocessing", e["nifti_load_s"] + e["resample_s"], r["load_preprocess_s"], None),
+                ("encoder pass", e["encode_s"], None, c["floor_encoder_s"]),
+                ("first click (all stages)", e["first_click_s"], r["first_click_s"], None),
+                ("follow-up click", e["follow_up_click_s"], r["follow_up_click_s"], c["floor_click_s"]),
+                ("paste-back", e["paste_s"], None, None),
+                ("peak RSS (MB)", e["peak_rss_mb"], r["peak_rss_mb"], None)]
+        for stage, ev, rv, floor in rows:
+            ratio = f"{rv / ev:.1f}x" if rv is not None and ev > 0 and "RSS" not in stage else ""
+            fr = f"{ev / floor:.1f}x" if floor else ""
+            rvs = f"{rv:.3f}" if rv is not None else "-"
+            print(f"| {name} | {stage} | {ev:.3f} | {rvs} | {ratio} | {fr} |")
+
+
+if __name__ == "__main__":
+    main()
