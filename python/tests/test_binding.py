@@ -135,4 +135,4 @@ def test_no_leak_over_1000_sessions(rt):
     before = _rss_kb()
     cycles(1000)
     grown = _rss_kb() - before
-    assert grown < 8 * 1024, f"RSS grew by {grown} kB over 1000 session cycles"
+    assert grown < 2 * 1024, f"RSS grew by {grown} kB over 1000 session cycles"   # measured: about 60 kB
