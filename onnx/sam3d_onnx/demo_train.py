@@ -22,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-from . import checkpoint, dataset, pretrain2d, train
+from . import checkpoint, dataset, lesions, pretrain2d, train
 from .config import DEMO
 from .package import export_package
 
@@ -55,15 +55,43 @@ def clicks_for(label, rng):
     return train.training_clicks(label, rng, n_fg=int(rng.integers(1, 4)), n_random=0)
 
 
+def scanner_augment(crop, label, rng):
+    """What one training CT cannot show: the scan ending inside the crop (with p 0.4, along the
+    slice axis mostly: voxels beyond are the engine's pad value 0 and not lesion; the slab keeps the
+    crop centre, where the click is), other scanners' noise (p 0.5, Gaussian, 0-15 HU) and
+    sharpness (p 0.3, blur of 0.5-1 voxel)."""
+    c = crop.shape[0]
+    crop, label = crop.copy(), label.copy()
+    # scanner first, then the scan's end: the engine's padding is exactly the pad value
+    if rng.random() < 0.5:
+        crop += rng.normal(0.0, rng.uniform(0.0, 15.0) / INTENSITY["std"], crop.shape).astype(np.float32)
+    if rng.random() < 0.3:
+        crop = lesions.gaussian_blur(crop, rng.uniform(0.5, 1.0))
+    if rng.random() < 0.4:
+        ax = 0 if rng.random() < 0.6 else int(rng.integers(1, 3))
+        keep = int(rng.integers(c // 3, c))
+        lo = int(rng.integers(max(0, c // 2 - keep + 1), min(c // 2, c - keep) + 1))
+        out = np.ones(c, bool)
+        out[lo:lo + keep] = False
+        idx = [slice(None)] * 3
+        idx[ax] = out
+        crop[tuple(idx)] = 0.0
+        label[tuple(idx)] = 0
+    return np.ascontiguousarray(crop, np.float32), label
+
+
 def adapt(model, volume, labels, spacing, steps: int, log_every: int = 100, lr: float = 4e-4,
-          ckpt: str = None, log: list = None):
+          ckpt: str = None, log: list = None, first_sample: int = 0, scanner_aug: bool = False):
+    """`steps` steps of the recipe on training samples first_sample, first_sample + 1, ..."""
     train.freeze_for_adaptation(model)
     opt, sched = train.make_optimizer(model, steps, lr)
     losses = []
     t0 = time.time()
     for step in range(steps):
-        crop, label, rng = training_sample(volume, labels, spacing, step)
+        crop, label, rng = training_sample(volume, labels, spacing, first_sample + step)
         crop, label = train.augment(crop, label, rng, shift=20.0 / INTENSITY["std"])
+        if scanner_aug:
+            crop, label = scanner_augment(crop, label, rng)
         if not label.any():
             continue
         losses.append(train.train_step(model, opt, sched, crop, label, clicks_for(label, rng)))
@@ -88,13 +116,39 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--package-only", action="store_true", help="export the saved model.pt again")
+    ap.add_argument("--resume", help="continue from this model.pt (stage 2 only): --steps more steps on new "
+                                     "samples, with the scanner augmentation")
+    ap.add_argument("--lr", type=float, default=4e-4)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
     record_path = os.path.join(args.out, "training.json")
     model_path = os.path.join(args.out, "model.pt")
 
-    if not args.package_only:
+    if args.resume:
+        t0 = time.time()
+        with open(record_path) as f:
+            record = json.load(f)
+        prev = torch.load(args.resume, weights_only=True)
+        from .model import Sam3D
+        model = Sam3D(DEMO)
+        model.load_state_dict(prev["state_dict"])
+        volume, labels, spacing = dataset.load_labelled(*(os.path.join(args.data, p) for p in TRAIN_CT),
+                                                        orientation=ORIENTATION)
+        done = int(record["adaptation"]["steps"]) + sum(int(c["steps"]) for c in record.get("continued", []))
+        log = []
+        losses = adapt(model, volume, labels, spacing, args.steps, ckpt=model_path + ".resume", log=log, lr=args.lr,
+                       first_sample=done, scanner_aug=True)
+        record.setdefault("continued", []).append({
+            "command": "python -m sam3d_onnx.demo_train " + " ".join(argv if argv is not None else os.sys.argv[1:]),
+            "steps": args.steps, "lr": args.lr, "first_sample": done, "scanner_augmentation": True,
+            "loss_first100": float(np.mean(losses[:100])), "loss_last100": float(np.mean(losses[-100:])),
+            "wall_s": round(time.time() - t0, 1), "log": log})
+        record["wall_s"] = round(record["wall_s"] + time.time() - t0, 1)
+        torch.save({"state_dict": model.state_dict(), "step": done + args.steps}, model_path)
+        with open(record_path, "w") as f:
+            json.dump(record, f, indent=1)
+    elif not args.package_only:
         t0 = time.time()
         volume, labels, spacing = dataset.load_labelled(*(os.path.join(args.data, p) for p in TRAIN_CT),
                                                         orientation=ORIENTATION)
@@ -106,13 +160,13 @@ def main(argv=None):
         torch.save(vit.sam_state(), os.path.join(args.out, "vit2d_sam_layout.pt"))
         model = checkpoint.init_from_sam_state(vit.sam_state(), DEMO, seed=args.seed)
         log = []
-        losses = adapt(model, volume, labels, spacing, args.steps, ckpt=model_path, log=log)
+        losses = adapt(model, volume, labels, spacing, args.steps, ckpt=model_path, log=log, lr=args.lr)
         t_all = time.time() - t0
         record = {
             "command": "python -m sam3d_onnx.demo_train " + " ".join(argv if argv is not None else os.sys.argv[1:]),
             "pretrain2d": {"steps": args.pretrain_steps, "batch": 16, "wall_s": round(t_pre, 1),
                            "task": "per-patch TotalSegmentator organ labels on axial slices of the training CT"},
-            "adaptation": {"steps": args.steps, "lr": 4e-4, "loss_first100": float(np.mean(losses[:100])),
+            "adaptation": {"steps": args.steps, "lr": args.lr, "loss_first100": float(np.mean(losses[:100])),
                            "loss_last100": float(np.mean(losses[-100:])), "log": log},
             "trainable": train.trainable_counts(model),
             "wall_s": round(t_all, 1), "threads": args.threads, "machine": platform.processor() or platform.machine(),
@@ -135,12 +189,15 @@ def main(argv=None):
         licence=LICENCE,
         provenance=(f"{record['command']}; 2D ViT pretrained by libsam3d on slices of the training CT "
                     f"({record['pretrain2d']['steps']} steps; no SAM weights), adapted to 3D with the paper's "
-                    f"recipe ({record['adaptation']['steps']} steps); {record['wall_s']:.0f} s on "
+                    f"recipe ({record['adaptation']['steps']} steps"
+                    + "".join(f", then {c['steps']} more with the scanner augmentation" for c in record.get("continued", []))
+                    + f"); {record['wall_s']:.0f} s on "
                     f"{record['threads']} CPU threads"),
         frame={"mode": "orient", "orientation": "".join(ORIENTATION), "array_transpose": None},
         intensity=INTENSITY, spacing_mm=SPACING,
-        extra={"training": {k: v for k, v in record.items() if k != "adaptation"} |
-               {"adaptation": {k: v for k, v in record["adaptation"].items() if k != "log"}}})
+        extra={"training": {k: v for k, v in record.items() if k not in ("adaptation", "continued")} |
+               {"adaptation": {k: v for k, v in record["adaptation"].items() if k != "log"},
+                "continued": [{k: v for k, v in c.items() if k != "log"} for c in record.get("continued", [])]}})
     print(f"wrote {pkg}")
 
 

@@ -123,3 +123,23 @@ def test_demo_package_is_small_licensed_and_intact():
     # the recipe: the shipped model's trainable share is the adaptation's parts only
     counts = m["training"]["trainable"]
     assert counts["encoder.frozen"] > 0 and "decoder.frozen" not in counts
+
+
+def test_scanner_augmentation_ends_the_scan_around_the_click():
+    from sam3d_onnx.demo_train import scanner_augment
+    c = 32
+    crop = np.full((c, c, c), 0.7, np.float32)
+    label = np.zeros((c, c, c), np.uint8)
+    label[12:20, 12:20, 12:20] = 1
+    cut = 0
+    for seed in range(40):
+        out, lab = scanner_augment(crop, label, np.random.default_rng(seed))
+        assert out.shape == crop.shape and lab.shape == label.shape
+        assert lab[c // 2, c // 2, c // 2] == 1                      # the click's voxel is kept
+        assert not (lab > label).any()                               # labels only removed
+        if (lab < label).any() or (out == 0).any():
+            cut += 1
+            # what was cut is pad value and background, whole planes of one axis
+            zero = (out == 0.0)
+            assert (lab[zero] == 0).all()
+    assert 5 <= cut <= 30

@@ -22,9 +22,6 @@ MODELS = os.path.join(REPO, "tests", "fixtures", "models")
 CT = os.path.join(DATA, "totalsegmentator", "example_ct.nii.gz")
 # MR T1 stored LSA (a permuted axis order), qform code 2 and sform code 1
 MR_LSA = os.path.join(DATA, "itk_examples", "KmeansTest_T1UCharRaw.nii.gz")
-# floors for the trained demo model (measured: see README "Demo model"; set well below the measured values)
-DEMO_SAMPLE_DICE = 0.0
-DEMO_HELDOUT_DICE = 0.0
 
 
 def volinfo(path, *idx):
@@ -226,8 +223,10 @@ def test_clicks_outside_and_missing_runtime(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------
-# the trained demo model (models/demo-lesion): the engine runs it as the reference does, and it
-# really segments lesions in a CT it never saw in training
+# the trained demo model (models/demo-lesion, "SAR" orient frame): the engine runs it as the reference
+# pipeline does, on the sample and on lesions in the held-out CT (LAS storage, 0.98 x 0.98 x 2 mm).
+# Its accuracy is measured by `make evaluate` (README "Demo model"), not asserted here: the measured
+# figures are below the issue's target and are reported as they are.
 
 DEMO = os.path.join(REPO, "models", "demo-lesion")
 SAMPLE = os.path.join(REPO, "examples", "data", "sample_ct_lesion")
@@ -248,25 +247,34 @@ def test_demo_model_on_the_sample_equals_the_reference(tmp_path):
     ref, _ = reference_segment(DEMO, SAMPLE + ".nii.gz", [meta["click_ijk"]])
     truth = np.asarray(nib.load(SAMPLE + "_truth.nii.gz").dataobj)
     assert int((mask.astype(bool) ^ ref.astype(bool)).sum()) <= max(2, int(ref.sum()) // 2000)
-    d = _dice(mask, truth)
+    assert int(mask.sum()) > 100
+    # the Dice the command line prints is the Dice of the mask it wrote against the truth
     printed = float(r.stdout.split("dice")[1].split()[0])
-    assert abs(printed - d) < 1e-4
-    assert d >= DEMO_SAMPLE_DICE, d
+    assert abs(printed - _dice(mask, truth)) < 1e-4
 
 
-def test_demo_model_segments_held_out_lesions(tmp_path):
-    """Eight held-out lesions (evaluation stream) in the held-out CT, through the Rust engine: the
-    model's one-click Dice (deepest-voxel click) is far above what an untrained model gives."""
+def test_demo_model_on_held_out_lesions_equals_the_reference(tmp_path):
+    """Four evaluation lesions in the held-out CT: the engine's mask = the reference pipeline's, and
+    the evaluation's Dice computed on the engine's mask equals the reference's."""
     from sam3d_onnx import evaluate
+    from sam3d_onnx.reference_pipeline import Pipeline
     image, labels, affine, sp = evaluate.load_volume(DATA, "heldout-ct")
-    dices = []
-    for i in range(8):
+    pipe = Pipeline(DEMO)
+    for i in range(4):
         img, mask, _, _ = evaluate.lesion_case(image, labels, sp, evaluate.ORGAN_SETS["heldout-ct"],
                                                evaluate.EVAL_STREAM, i)
+        img = np.round(img).astype(np.int16)
         p = tmp_path / f"lesion{i}.nii.gz"
-        nib.save(nib.Nifti1Image(np.round(img).astype(np.int16), affine), str(p))
+        im = nib.Nifti1Image(img, affine)
+        im.set_qform(affine, code=1)
+        im.set_sform(affine, code=1)
+        nib.save(im, str(p))
         out = tmp_path / f"mask{i}.nii.gz"
-        r = segment(DEMO, p, [evaluate.edt_click(mask, sp)], out)
+        click = evaluate.edt_click(mask, sp)
+        r = segment(DEMO, p, [click], out)
         assert r.returncode == 0, r.stderr
-        dices.append(_dice(nib.load(str(out)).dataobj, mask))
-    assert np.mean(dices) >= DEMO_HELDOUT_DICE, dices
+        got = np.asarray(nib.load(str(out)).dataobj)
+        ref = pipe.segment_array(img.astype(np.float32), affine, click[None])
+        assert got.shape == ref.shape and got.sum() > 0
+        assert int((got.astype(bool) ^ ref.astype(bool)).sum()) <= max(2, int(ref.sum()) // 2000), i
+        assert abs(evaluate.dice(got, mask) - evaluate.dice(ref, mask)) < 0.01
