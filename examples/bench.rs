@@ -46,7 +46,10 @@ fn main() {
             "--model" => model_dir = v,
             "--input" => input = v,
             "--click" => {
-                let p: Vec<f64> = v.split(',').map(|x| x.parse().expect("--click I,J,K")).collect();
+                let p: Vec<f64> = v
+                    .split(',')
+                    .map(|x| x.parse().expect("--click I,J,K"))
+                    .collect();
                 click = [p[0], p[1], p[2]];
             }
             "--repeat" => repeat = v.parse().expect("--repeat N"),
@@ -65,7 +68,9 @@ fn main() {
     let mut model = None;
     for _ in 0..repeat.max(1) {
         let t = Instant::now();
-        model = Some(Arc::new(Model::open(&rt, model_dir.as_ref(), &opts).expect("model")));
+        model = Some(Arc::new(
+            Model::open(&rt, model_dir.as_ref(), &opts).expect("model"),
+        ));
         open.push(t.elapsed().as_secs_f64());
     }
     let model = model.unwrap();
@@ -94,13 +99,17 @@ fn main() {
             }
         };
         let t = Instant::now();
-        let r = seg.click(obj, click, Sam3dCoord::Ijk, &mut record).expect("click");
+        let r = seg
+            .click(obj, click, Sam3dCoord::Ijk, &mut record)
+            .expect("click");
         first.push(t.elapsed().as_secs_f64());
         assert_eq!(r.encoded, 1);
         // a follow-up click one voxel away: served by the cached encoding (decoder + paste-back)
         let t = Instant::now();
         let near = [click[0] + 1.0, click[1], click[2]];
-        let r = seg.click(obj, near, Sam3dCoord::Ijk, &mut |_, _| {}).expect("click");
+        let r = seg
+            .click(obj, near, Sam3dCoord::Ijk, &mut |_, _| {})
+            .expect("click");
         follow.push(t.elapsed().as_secs_f64());
         assert_eq!(r.encoded, 0);
     }

@@ -195,7 +195,12 @@ fn run(args: Args) -> sam3d::Result<()> {
         if truth.geom.dims != vol.geom.dims {
             return Err(sam3d::Error::new(
                 sam3d::Sam3dStatus::InvalidArgument,
-                format!("--truth {}: grid {:?} differs from the input's {:?}", path.display(), truth.geom.dims, vol.geom.dims),
+                format!(
+                    "--truth {}: grid {:?} differs from the input's {:?}",
+                    path.display(),
+                    truth.geom.dims,
+                    vol.geom.dims
+                ),
             ));
         }
         let t = truth.to_vec();
@@ -206,8 +211,15 @@ fn run(args: Args) -> sam3d::Result<()> {
             ours += m as usize;
             theirs += t as usize;
         }
-        let d = if ours + theirs == 0 { 1.0 } else { 2.0 * both as f64 / (ours + theirs) as f64 };
-        println!("dice         {d:.4} against {} ({theirs} voxels)", path.display());
+        let d = if ours + theirs == 0 {
+            1.0
+        } else {
+            2.0 * both as f64 / (ours + theirs) as f64
+        };
+        println!(
+            "dice         {d:.4} against {} ({theirs} voxels)",
+            path.display()
+        );
     }
     if m.frame.mode == "array" {
         println!("note         this model works on the file's array order (\"array\" frame): results depend on how the file is stored");
