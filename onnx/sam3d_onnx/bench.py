@@ -100,7 +100,7 @@ def graph_gflop(cfg) -> dict:
     return {"encoder_gflop": fe.get_total_flops() / 1e9, "click_gflop": fd.get_total_flops() / 1e9}
 
 
-def reference(config: str, ct: str, click, threads: int, repeat: int) -> dict:
+def reference(config: str, pkg: str, ct: str, click, threads: int, repeat: int) -> dict:
     """The straightforward PyTorch model as the official code runs it (in this process)."""
     import nibabel as nib
     import torch.nn.functional as F
@@ -114,7 +114,8 @@ def reference(config: str, ct: str, click, threads: int, repeat: int) -> dict:
     model = random_init_(Sam3D(cfg), seed=0).eval()
     t_model = time.perf_counter() - t
     load, prep, first, follow = [], [], [], []
-    spacing = {"tiny": 2.0, "demo": 2.0, "paper": 1.0}[config]
+    with open(os.path.join(pkg, "sam3d-model.json")) as f:
+        spacing = float(json.load(f)["spacing_mm"][0])   # the packages here are isotropic
     for _ in range(repeat):
         t = time.perf_counter()
         img = nib.load(ct)
@@ -161,10 +162,11 @@ def main(argv=None):
     ap.add_argument("--ort", default=os.environ.get("SAM3D_ORT_LIBRARY"))
     ap.add_argument("--reference-only", help=argparse.SUPPRESS)   # internal: one reference run per process
     ap.add_argument("--ct", help=argparse.SUPPRESS)
+    ap.add_argument("--package", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     click = [256, 256, 150]
     if args.reference_only:
-        print(json.dumps(reference(args.reference_only, args.ct, click, args.threads, args.repeat)))
+        print(json.dumps(reference(args.reference_only, args.package, args.ct, click, args.threads, args.repeat)))
         return
     os.makedirs(args.out, exist_ok=True)
     ct = make_ct(args.data, args.out)
@@ -176,7 +178,7 @@ def main(argv=None):
         pkg = paper_package(args.out) if name == "paper" else PACKAGES[name]
         eng = engine(pkg, ct, click, args.threads, rep, args.ort)
         r = subprocess.run([sys.executable, "-m", "sam3d_onnx.bench", "--out", args.out, "--reference-only", name,
-                            "--ct", ct, "--threads", str(args.threads), "--repeat", str(rep)],
+                            "--ct", ct, "--package", pkg, "--threads", str(args.threads), "--repeat", str(rep)],
                            capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
         if r.returncode != 0:
             raise SystemExit(f"reference run failed: {r.stderr[-2000:]}")

@@ -44,6 +44,20 @@ def load_labelled(image_path: str, label_path: str, orientation=("S", "A", "R"))
     return np.ascontiguousarray(arr), np.ascontiguousarray(labels), tuple(float(z) for z in zooms[perm])
 
 
+def crop_at(image: np.ndarray, label: np.ndarray, origin, crop: int):
+    """The (crop,)*3 box at `origin` (may reach outside) of a normalised image and its label:
+    float32 with the normalised pad value 0 outside the volume, uint8 label 0 there."""
+    origin = np.asarray(origin)
+    out = np.zeros((crop,) * 3, np.float32)
+    out_lab = np.zeros((crop,) * 3, np.uint8)
+    lo, hi = np.maximum(origin, 0), np.minimum(origin + crop, image.shape)
+    if (hi > lo).all():
+        src = tuple(slice(a, b) for a, b in zip(lo, hi))
+        dst = tuple(slice(a - o, b - o) for a, b, o in zip(lo, hi, origin))
+        out[dst], out_lab[dst] = image[src], label[src]
+    return out, out_lab
+
+
 def to_model_grid(image: np.ndarray, label: np.ndarray, spacing, target) -> tuple:
     """Resample an image (trilinear, `F.interpolate` with scale factors as the official code) and
     its label (nearest) from `spacing` to `target` mm."""
@@ -86,13 +100,5 @@ def make_sample_at(image, organs, spacing, rng, *, crop, target_spacing=(1.0, 1.
     centre = np.round(centre).astype(int)
     origin = centre - crop // 2
     norm = (np.clip(img, *clip) - mean) / std
-    out = np.zeros((crop,) * 3, np.float32)   # outside the volume: the normalised pad value 0
-    out_lab = np.zeros((crop,) * 3, np.uint8)
-    lo = np.maximum(origin, 0)
-    hi = np.minimum(origin + crop, img.shape)
-    if (hi > lo).all():
-        src = tuple(slice(a, b) for a, b in zip(lo, hi))
-        dst = tuple(slice(a - o, b - o) for a, b, o in zip(lo, hi, origin))
-        out[dst] = norm[src]
-        out_lab[dst] = lab[src]
+    out, out_lab = crop_at(norm, lab, origin, crop)
     return Sample(out, out_lab, name, info, tuple(int(v) for v in origin))

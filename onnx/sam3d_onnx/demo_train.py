@@ -24,6 +24,7 @@ import torch
 
 from . import checkpoint, dataset, lesions, pretrain2d, train
 from .config import DEMO
+from .model import Sam3D
 from .package import export_package
 
 ORIENTATION = ("S", "A", "R")     # slices (the first model axis) are axial
@@ -130,7 +131,6 @@ def main(argv=None):
         with open(record_path) as f:
             record = json.load(f)
         prev = torch.load(args.resume, weights_only=True)
-        from .model import Sam3D
         model = Sam3D(DEMO)
         model.load_state_dict(prev["state_dict"])
         volume, labels, spacing = dataset.load_labelled(*(os.path.join(args.data, p) for p in TRAIN_CT),
@@ -177,7 +177,6 @@ def main(argv=None):
             json.dump(record, f, indent=1)
     with open(record_path) as f:
         record = json.load(f)
-    from .model import Sam3D
     model = Sam3D(DEMO)
     model.load_state_dict(torch.load(model_path, weights_only=True)["state_dict"])
     model.eval()

@@ -71,18 +71,6 @@ class CaseCache:
         return arr, tumour
 
 
-def crop_around(arr, lab, centre, c):
-    origin = np.asarray(centre) - c // 2
-    out = np.zeros((c, c, c), np.float32)
-    out_lab = np.zeros((c, c, c), np.uint8)
-    lo, hi = np.maximum(origin, 0), np.minimum(origin + c, arr.shape)
-    if (hi > lo).all():
-        src = tuple(slice(a, b) for a, b in zip(lo, hi))
-        dst = tuple(slice(a - o, b - o) for a, b, o in zip(lo, hi, origin))
-        out[dst], out_lab[dst] = arr[src], lab[src]
-    return out, out_lab
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sam", required=True, help="SAM ViT-B checkpoint (sam_vit_b_01ec64.pth layout)")
@@ -116,7 +104,8 @@ def main(argv=None):
         fg = np.argwhere(tumour > 0)
         centre = fg[int(rng.integers(0, len(fg)))] if len(fg) else \
             np.array([int(rng.integers(0, s)) for s in arr.shape])
-        crop, lab = crop_around(arr, tumour, centre + rng.integers(-cfg.crop // 8, cfg.crop // 8 + 1, 3), cfg.crop)
+        centre = centre + rng.integers(-cfg.crop // 8, cfg.crop // 8 + 1, 3)
+        crop, lab = dataset.crop_at(arr, tumour, centre - cfg.crop // 2, cfg.crop)
         crop, lab = train.augment(crop, lab, rng, shift)
         losses.append(train.train_step(model, opt, sched, crop, lab, train.training_clicks(lab, rng)))
         if (step + 1) % args.log_every == 0 or step + 1 == args.steps:
