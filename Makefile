@@ -15,7 +15,7 @@ export SAM3D_ORT_LIBRARY := $(abspath $(ORT_LIB))
 
 .PHONY: all venv ort data build header test test-rust test-c test-integration test-python \
         test-python-fast fixtures demo demo-parity train-demo evaluate eval-data sample clean \
-        install uninstall test-install test-binding test-slicer bench
+        install uninstall test-install test-binding test-slicer bench bench-gpu
 
 all: build
 
@@ -165,10 +165,14 @@ evaluate: venv eval-data
 
 # Issue 6's benchmark: engine vs the straightforward PyTorch model and the fp32 floor, one run
 # (BENCH_CONFIGS=tiny,demo for a quick one; the paper size exports a random-weight package first).
-BENCH_CONFIGS ?= tiny,demo,paper
+BENCH_CONFIGS ?= tiny,demo,paper,paper-int8
 bench: venv ort build $(SAMPLE_CT)
 	cd onnx && ../$(PY) -m sam3d_onnx.bench --out ../build/bench --configs $(BENCH_CONFIGS) \
 	    --data ../$(DATA) --ort $(abspath $(ORT_LIB))
+
+# The GPU measurements (PyTorch on the GPU; see tools/gpu_check.sh), for a machine with a GPU.
+bench-gpu:
+	tools/gpu_check.sh
 
 # Regenerate the demo's sample volume (examples/data) from the held-out CT.
 sample: venv eval-data

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use sam3d::engine::{ModelOptions, Sam3dCoord, Sam3dDevice, Sam3dStage};
+use sam3d::engine::{GpuOptions, ModelOptions, Sam3dCoord, Sam3dDevice, Sam3dStage};
 use sam3d::{nifti_io, runtime, Model, Segmenter};
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -39,10 +39,25 @@ fn main() {
     let mut input = String::new();
     let mut click = [0.0f64; 3];
     let (mut repeat, mut threads, mut ort) = (3usize, 0usize, None::<String>);
+    let (mut device, mut gpu) = (Sam3dDevice::Cpu, GpuOptions::default());
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
+        if k == "--trt-fp16" {
+            gpu.fp16 = true;
+            continue;
+        }
         let v = it.next().unwrap_or_else(|| panic!("{k} needs a value"));
         match k.as_str() {
+            "--device" => {
+                device = match v.as_str() {
+                    "cpu" => Sam3dDevice::Cpu,
+                    "cuda" => Sam3dDevice::Cuda,
+                    "tensorrt" => Sam3dDevice::TensorRt,
+                    o => panic!("--device {o}: cpu, cuda or tensorrt"),
+                }
+            }
+            "--trt-cache" => gpu.trt_cache_dir = Some(v.into()),
+            "--gpu-mem-limit-mb" => gpu.memory_limit = v.parse::<usize>().expect("MB") << 20,
             "--model" => model_dir = v,
             "--input" => input = v,
             "--click" => {
@@ -60,9 +75,10 @@ fn main() {
     }
     let rt = runtime::load(ort.as_deref().map(std::path::Path::new)).expect("ONNX Runtime");
     let opts = ModelOptions {
-        device: Sam3dDevice::Cpu,
+        device,
         threads,
         verify_hashes: true,
+        gpu,
     };
     let (mut open, mut load) = (vec![], vec![]);
     let mut model = None;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use sam3d::engine::{ModelOptions, Sam3dCoord, Sam3dDevice, Sam3dStage};
+use sam3d::engine::{GpuOptions, ModelOptions, Sam3dCoord, Sam3dDevice, Sam3dStage};
 use sam3d::{nifti_io, runtime, Model, Segmenter};
 
 struct Args {
@@ -22,6 +22,7 @@ struct Args {
     device: Sam3dDevice,
     threads: usize,
     truth: Option<PathBuf>,
+    gpu: GpuOptions,
 }
 
 fn parse() -> Result<Args, String> {
@@ -35,6 +36,7 @@ fn parse() -> Result<Args, String> {
         device: Sam3dDevice::Cpu,
         threads: 0,
         truth: None,
+        gpu: GpuOptions::default(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -45,6 +47,14 @@ fn parse() -> Result<Args, String> {
             "--out" => a.out = v()?.into(),
             "--ort" => a.ort = Some(v()?.into()),
             "--truth" => a.truth = Some(v()?.into()),
+            "--gpu-mem-limit-mb" => {
+                let mb: usize = v()?
+                    .parse()
+                    .map_err(|e| format!("--gpu-mem-limit-mb: {e}"))?;
+                a.gpu.memory_limit = mb << 20;
+            }
+            "--trt-cache" => a.gpu.trt_cache_dir = Some(v()?.into()),
+            "--trt-fp16" => a.gpu.fp16 = true,
             "--threads" => a.threads = v()?.parse().map_err(|e| format!("--threads: {e}"))?,
             "--click" => {
                 let s = v()?;
@@ -109,7 +119,7 @@ fn main() {
     let args = match parse() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("{e}\nusage: segment --model DIR --input VOL.nii[.gz] --click X,Y,Z [--click ...] [--coord ijk|lps|ras] --out MASK.nii[.gz] [--ort LIB] [--device cpu|cuda|tensorrt] [--threads N] [--truth MASK.nii[.gz]]");
+            eprintln!("{e}\nusage: segment --model DIR --input VOL.nii[.gz] --click X,Y,Z [--click ...] [--coord ijk|lps|ras] --out MASK.nii[.gz] [--ort LIB] [--device cpu|cuda|tensorrt] [--threads N] [--truth MASK.nii[.gz]] [--gpu-mem-limit-mb MB] [--trt-cache DIR] [--trt-fp16]");
             std::process::exit(2);
         }
     };
@@ -126,6 +136,7 @@ fn run(args: Args) -> sam3d::Result<()> {
         device: args.device,
         threads: args.threads,
         verify_hashes: true,
+        gpu: args.gpu.clone(),
     };
     let model = Arc::new(Model::open(&rt, &args.model, &opts)?);
     let t_model = t0.elapsed();

@@ -130,6 +130,21 @@ typedef struct Sam3dModelOptions {
   int32_t skip_hash_check;
 } Sam3dModelOptions;
 
+// GPU provider settings for `sam3d_model_open_ex`. Zero-initialise, set `struct_size` to
+// `sizeof(Sam3dGpuOptions)`, then what you need; later versions only append fields.
+typedef struct Sam3dGpuOptions {
+  // `sizeof(Sam3dGpuOptions)` as the caller was compiled
+  uint32_t struct_size;
+  // CUDA device ordinal
+  int32_t device_id;
+  // cap on the CUDA memory arena (and TensorRT's workspace) in bytes; 0 = no cap
+  uint64_t memory_limit_bytes;
+  // 1 lets TensorRT choose fp16 kernels
+  int32_t trt_fp16;
+  // TensorRT engine and timing cache folder (created when missing); NULL = no cache
+  const char *trt_cache_dir;
+} Sam3dGpuOptions;
+
 // Facts about a model. Strings are owned by the model and valid until `sam3d_model_free`.
 typedef struct Sam3dModelInfo {
   const char *name;
@@ -225,6 +240,15 @@ enum Sam3dStatus sam3d_model_open(const struct Sam3dRuntime *rt,
                                   const char *package_dir,
                                   const struct Sam3dModelOptions *options,
                                   struct Sam3dModel **out);
+
+// `sam3d_model_open` with GPU provider settings (`gpu` may be NULL: defaults). The settings are
+// checked on every machine; on a machine without the requested provider the model runs on the
+// CPU and `Sam3dModelInfo.provider_note` says why.
+enum Sam3dStatus sam3d_model_open_ex(const struct Sam3dRuntime *rt,
+                                     const char *package_dir,
+                                     const struct Sam3dModelOptions *options,
+                                     const struct Sam3dGpuOptions *gpu,
+                                     struct Sam3dModel **out);
 
 // Facts about a model (strings owned by the model).
 enum Sam3dStatus sam3d_model_info(const struct Sam3dModel *model, struct Sam3dModelInfo *out);

@@ -55,15 +55,29 @@ private:
 };
 
 /// A model package. Thread-safe: share one between sessions and threads.
+/// GPU provider settings (see Sam3dGpuOptions); ignored on the CPU.
+struct GpuOptions {
+    int device_id = 0;
+    uint64_t memory_limit_bytes = 0;   // 0: no cap
+    bool trt_fp16 = false;
+    std::string trt_cache_dir;         // empty: no TensorRT engine cache
+};
+
 class Model {
 public:
     Model(const Runtime& rt, const std::string& package_dir, Sam3dDevice device = SAM3D_DEVICE_CPU,
-          unsigned threads = 0) {
+          unsigned threads = 0, const GpuOptions& gpu = GpuOptions{}) {
         Sam3dModelOptions o{};
         o.device = static_cast<int32_t>(device);
         o.threads = threads;
+        Sam3dGpuOptions g{};
+        g.struct_size = static_cast<uint32_t>(sizeof g);
+        g.device_id = gpu.device_id;
+        g.memory_limit_bytes = gpu.memory_limit_bytes;
+        g.trt_fp16 = gpu.trt_fp16 ? 1 : 0;
+        g.trt_cache_dir = gpu.trt_cache_dir.empty() ? nullptr : gpu.trt_cache_dir.c_str();
         Sam3dModel* p = nullptr;
-        detail::check(sam3d_model_open(rt.get(), package_dir.c_str(), &o, &p));
+        detail::check(sam3d_model_open_ex(rt.get(), package_dir.c_str(), &o, &g, &p));
         h_.reset(p);
     }
     Sam3dModelInfo info() const {

@@ -2,13 +2,14 @@
 //! shared by any number of `Segmenter`s on any threads) and a `Segmenter` (one volume, a cached
 //! encoder region, several objects with their clicks, undo and redo).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ort::ep::ExecutionProvider;
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{builder::GraphOptimizationLevel, RunOptions, Session};
-use ort::value::TensorRef;
+use ort::value::{DynValue, TensorRef};
 
 use crate::error::{err, Error, Result, Sam3dStatus};
 use crate::frame::FrameMap;
@@ -33,6 +34,8 @@ pub struct ModelOptions {
     pub threads: usize,
     /// Check every package file against its SHA-256 before loading (default true).
     pub verify_hashes: bool,
+    /// Settings of the CUDA and TensorRT providers (ignored on CPU).
+    pub gpu: GpuOptions,
 }
 
 impl Default for ModelOptions {
@@ -41,8 +44,25 @@ impl Default for ModelOptions {
             device: Sam3dDevice::Cpu,
             threads: 0,
             verify_hashes: true,
+            gpu: GpuOptions::default(),
         }
     }
+}
+
+/// Settings of the GPU execution providers.
+#[derive(Debug, Clone, Default)]
+pub struct GpuOptions {
+    /// CUDA device ordinal.
+    pub device_id: i32,
+    /// Cap on ONNX Runtime's CUDA memory arena in bytes (0: no cap). The cap bounds the arena, so a
+    /// run that needs more fails with `Runtime` instead of taking the host application's memory.
+    pub memory_limit: usize,
+    /// TensorRT: let TensorRT pick fp16 kernels (the graphs stay fp32; TensorRT keeps fp32 where
+    /// it must). Off by default: masks then match the CPU's within fp32 rounding.
+    pub fp16: bool,
+    /// TensorRT: folder for built engines and timing caches, reused by later opens of the same
+    /// model (building takes minutes at paper size). Created when missing.
+    pub trt_cache_dir: Option<PathBuf>,
 }
 
 /// A loaded model package.
@@ -57,6 +77,34 @@ pub struct Model {
     /// execution provider in use, and why it differs from the one asked for
     pub provider: String,
     pub provider_note: String,
+    /// where the encoder's outputs (the region cache) are kept: the provider's device, so the
+    /// decoder reads them there at every click instead of receiving a host copy
+    cache_memory: CacheMemory,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum CacheMemory {
+    Host,
+    Cuda(i32),
+}
+
+impl CacheMemory {
+    fn info(self) -> ort::Result<MemoryInfo<'static>> {
+        match self {
+            CacheMemory::Host => MemoryInfo::new(
+                AllocationDevice::CPU,
+                0,
+                AllocatorType::Device,
+                MemoryType::Default,
+            ),
+            CacheMemory::Cuda(id) => MemoryInfo::new(
+                AllocationDevice::CUDA,
+                id,
+                AllocatorType::Device,
+                MemoryType::Default,
+            ),
+        }
+    }
 }
 
 fn rt_err(what: &str, e: impl std::fmt::Display) -> Error {
@@ -66,6 +114,7 @@ fn rt_err(what: &str, e: impl std::fmt::Display) -> Error {
 impl Model {
     pub fn open(runtime: &Runtime, dir: &Path, opts: &ModelOptions) -> Result<Model> {
         let package = Package::open(dir, opts.verify_hashes)?;
+        check_gpu_options(opts)?;
         let m = &package.manifest;
         let crop = m.crop()?;
         let frame = m.frame_mode()?;
@@ -97,6 +146,11 @@ impl Model {
                 format!("{}: decoder graph lacks output `prob`", dir.display()),
             ));
         }
+        let cache_memory = if provider == "CPU" {
+            CacheMemory::Host
+        } else {
+            CacheMemory::Cuda(opts.gpu.device_id)
+        };
         Ok(Model {
             package,
             crop,
@@ -106,12 +160,35 @@ impl Model {
             cache_names,
             provider,
             provider_note,
+            cache_memory,
         })
     }
 
     pub fn manifest(&self) -> &crate::manifest::Manifest {
         &self.package.manifest
     }
+}
+
+/// GPU settings are checked on every machine, so a host sees the same error with or without a GPU.
+fn check_gpu_options(opts: &ModelOptions) -> Result<()> {
+    let g = &opts.gpu;
+    if g.device_id < 0 {
+        return Err(err(
+            Sam3dStatus::InvalidArgument,
+            format!("GPU device id {} is negative", g.device_id),
+        ));
+    }
+    if let Some(dir) = &g.trt_cache_dir {
+        if opts.device == Sam3dDevice::TensorRt {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                err(
+                    Sam3dStatus::Io,
+                    format!("TensorRT cache folder {}: {e}", dir.display()),
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 fn make_session(
@@ -122,7 +199,7 @@ fn make_session(
     let mut builder =
         Session::builder(runtime.environment()).map_err(|e| rt_err("session options", e))?;
     builder = builder
-        .with_optimization_level(GraphOptimizationLevel::Level3)
+        .with_optimization_level(GraphOptimizationLevel::All)
         .map_err(|e| rt_err("optimisation level", e))?;
     if opts.threads > 0 {
         builder = builder
@@ -131,13 +208,43 @@ fn make_session(
     }
     // Register GPU providers explicitly so a failure is seen (and reported), never silent.
     let (mut provider, mut note) = ("CPU".to_string(), String::new());
+    let g = &opts.gpu;
+    let cuda = || {
+        let ep = ort::ep::CUDA::default().with_device_id(g.device_id);
+        if g.memory_limit > 0 {
+            ep.with_memory_limit(g.memory_limit)
+        } else {
+            ep
+        }
+    };
     let attempt = match opts.device {
         Sam3dDevice::Cpu => None,
-        Sam3dDevice::Cuda => Some(("CUDA", ort::ep::CUDA::default().register(&mut builder))),
-        Sam3dDevice::TensorRt => Some((
-            "TensorRT",
-            ort::ep::TensorRT::default().register(&mut builder),
-        )),
+        Sam3dDevice::Cuda => Some(("CUDA", cuda().register(&mut builder))),
+        Sam3dDevice::TensorRt => {
+            let mut trt = ort::ep::TensorRT::default()
+                .with_device_id(g.device_id)
+                .with_fp16(g.fp16);
+            if g.memory_limit > 0 {
+                trt = trt.with_max_workspace_size(g.memory_limit);
+            }
+            if let Some(dir) = &g.trt_cache_dir {
+                let d = dir.display().to_string();
+                trt = trt
+                    .with_engine_cache(true)
+                    .with_engine_cache_path(&d)
+                    .with_timing_cache(true)
+                    .with_timing_cache_path(&d);
+            }
+            let res = trt.register(&mut builder);
+            // nodes TensorRT does not take run on CUDA rather than on the CPU
+            if res.is_ok() {
+                if let Err(e) = cuda().register(&mut builder) {
+                    note =
+                        format!("TensorRT without the CUDA provider for its leftover nodes: {e}");
+                }
+            }
+            Some(("TensorRT", res))
+        }
     };
     if let Some((name, res)) = attempt {
         match res {
@@ -223,7 +330,8 @@ struct ObjectState {
 
 struct Region {
     origin: [i64; 3],
-    cache: Vec<(String, Vec<i64>, Vec<f32>)>,
+    /// the encoder's outputs by name, in the memory of the model's provider
+    cache: Vec<(String, DynValue)>,
 }
 
 /// What one interaction did.
@@ -482,10 +590,8 @@ impl Segmenter {
             let mut dec = self.model.decoder.lock().unwrap_or_else(|p| p.into_inner());
             let mut inputs: Vec<(std::borrow::Cow<str>, ort::session::SessionInputValue)> =
                 Vec::new();
-            for (name, shape, data) in &region.cache {
-                let t = TensorRef::from_array_view((shape.clone(), &data[..]))
-                    .map_err(|e| rt_err("decoder input", e))?;
-                inputs.push((name.clone().into(), t.into()));
+            for (name, value) in &region.cache {
+                inputs.push((name.clone().into(), value.into()));
             }
             let pt = TensorRef::from_array_view(([1i64, clicks.len() as i64, 3], &pts[..]))
                 .map_err(|e| rt_err("points", e))?;
@@ -575,18 +681,45 @@ impl Segmenter {
         self.check_cancel()?;
         progress(Sam3dStage::Encode, false);
         let ci = c as i64;
-        let input = TensorRef::from_array_view(([1i64, 1, ci, ci, ci], &crop[..]))
+        // owned: IoBinding clones a borrowed input first (and ort rc.15 deadlocks doing so)
+        let input = ort::value::Tensor::from_array(([1i64, 1, ci, ci, ci], crop))
             .map_err(|e| rt_err("crop", e))?;
         let mut enc = self.model.encoder.lock().unwrap_or_else(|p| p.into_inner());
-        let out = enc
-            .run_with_options(ort::inputs!["crop" => input], &*self.run_options)
+        // IO binding: the outputs are allocated where the provider computes them (device memory
+        // on CUDA/TensorRT) and stay there for the decoder's runs
+        let mut binding = enc
+            .create_binding()
+            .map_err(|e| rt_err("encoder binding", e))?;
+        binding
+            .bind_input("crop", &input)
+            .map_err(|e| rt_err("crop", e))?;
+        let mem = self
+            .model
+            .cache_memory
+            .info()
+            .map_err(|e| rt_err("cache memory", e))?;
+        for name in &self.model.cache_names {
+            binding
+                .bind_output_to_device(name.as_str(), &mem)
+                .map_err(|e| rt_err("encoder output", e))?;
+        }
+        let mut out = enc
+            .run_binding_with_options(&binding, &*self.run_options)
             .map_err(|e| self.run_error("encoder", e))?;
         let mut cache = Vec::new();
         for name in &self.model.cache_names {
-            let (shape, data) = out[name.as_str()]
-                .try_extract_tensor::<f32>()
-                .map_err(|e| rt_err("encoder output", e))?;
-            cache.push((name.clone(), shape.to_vec(), data.to_vec()));
+            let value = out
+                .remove(name.as_str())
+                .ok_or_else(|| err(Sam3dStatus::BadModel, format!("encoder gave no `{name}`")))?;
+            let ok = matches!(value.dtype(), ort::value::ValueType::Tensor { ty, .. }
+                if *ty == ort::value::TensorElementType::Float32);
+            if !ok {
+                return Err(err(
+                    Sam3dStatus::BadModel,
+                    format!("encoder output `{name}` is not a float32 tensor"),
+                ));
+            }
+            cache.push((name.clone(), value));
         }
         progress(Sam3dStage::Encode, true);
         Ok(Region { origin, cache })

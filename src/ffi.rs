@@ -149,6 +149,22 @@ pub struct Sam3dModelOptions {
     pub skip_hash_check: i32,
 }
 
+/// GPU provider settings for `sam3d_model_open_ex`. Zero-initialise, set `struct_size` to
+/// `sizeof(Sam3dGpuOptions)`, then what you need; later versions only append fields.
+#[repr(C)]
+pub struct Sam3dGpuOptions {
+    /// `sizeof(Sam3dGpuOptions)` as the caller was compiled
+    pub struct_size: u32,
+    /// CUDA device ordinal
+    pub device_id: i32,
+    /// cap on the CUDA memory arena (and TensorRT's workspace) in bytes; 0 = no cap
+    pub memory_limit_bytes: u64,
+    /// 1 lets TensorRT choose fp16 kernels
+    pub trt_fp16: i32,
+    /// TensorRT engine and timing cache folder (created when missing); NULL = no cache
+    pub trt_cache_dir: *const c_char,
+}
+
 /// Facts about a model. Strings are owned by the model and valid until `sam3d_model_free`.
 #[repr(C)]
 pub struct Sam3dModelInfo {
@@ -339,6 +355,20 @@ pub unsafe extern "C" fn sam3d_model_open(
     options: *const Sam3dModelOptions,
     out: *mut *mut Sam3dModel,
 ) -> Sam3dStatus {
+    sam3d_model_open_ex(rt, package_dir, options, std::ptr::null(), out)
+}
+
+/// `sam3d_model_open` with GPU provider settings (`gpu` may be NULL: defaults). The settings are
+/// checked on every machine; on a machine without the requested provider the model runs on the
+/// CPU and `Sam3dModelInfo.provider_note` says why.
+#[no_mangle]
+pub unsafe extern "C" fn sam3d_model_open_ex(
+    rt: *const Sam3dRuntime,
+    package_dir: *const c_char,
+    options: *const Sam3dModelOptions,
+    gpu: *const Sam3dGpuOptions,
+    out: *mut *mut Sam3dModel,
+) -> Sam3dStatus {
     guard(|| {
         nonnull(rt, "runtime")?;
         nonnull(out, "out")?;
@@ -359,6 +389,25 @@ pub unsafe extern "C" fn sam3d_model_open(
             };
             opts.threads = o.threads as usize;
             opts.verify_hashes = o.skip_hash_check == 0;
+        }
+        if !gpu.is_null() {
+            let g = &*gpu;
+            if (g.struct_size as usize) < std::mem::size_of::<Sam3dGpuOptions>() {
+                return Err(err(
+                    Sam3dStatus::AbiMismatch,
+                    format!(
+                        "Sam3dGpuOptions.struct_size is {}, this library's is {}",
+                        g.struct_size,
+                        std::mem::size_of::<Sam3dGpuOptions>()
+                    ),
+                ));
+            }
+            opts.gpu.device_id = g.device_id;
+            opts.gpu.memory_limit = usize::try_from(g.memory_limit_bytes).unwrap_or(usize::MAX);
+            opts.gpu.fp16 = g.trt_fp16 != 0;
+            if !g.trt_cache_dir.is_null() {
+                opts.gpu.trt_cache_dir = Some(cstr_path(g.trt_cache_dir, "trt_cache_dir")?);
+            }
         }
         let model = Model::open(&(*rt).rt, &dir, &opts)?;
         let m = model.manifest();

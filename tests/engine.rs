@@ -344,3 +344,96 @@ fn a_borrowed_int16_buffer_with_padded_rows_gives_the_owned_volume_mask() {
     .unwrap_err();
     assert_eq!(e.status, Sam3dStatus::InvalidArgument);
 }
+
+/// Without a GPU (CI, this project's machines) every GPU request runs on the CPU, says why, and
+/// gives the CPU's masks; the GPU settings are still checked, so a host sees the same errors
+/// with or without a GPU.
+#[test]
+fn gpu_requests_fall_back_to_cpu_with_the_reason_and_the_same_masks() {
+    use sam3d::engine::{GpuOptions, Sam3dDevice};
+    let rt = runtime::load(None).unwrap();
+    let mut s = Segmenter::new(model("tiny-orient"), volume()).unwrap();
+    let o = s.add_object();
+    s.click(o, [24.0, 18.0, 15.0], Sam3dCoord::Ijk, &mut none())
+        .unwrap();
+    let want = s.mask_vec(o).unwrap();
+
+    let tmp = std::env::temp_dir().join(format!("sam3d-trt-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    for (device, name) in [
+        (Sam3dDevice::Cuda, "CUDA"),
+        (Sam3dDevice::TensorRt, "TensorRT"),
+    ] {
+        let opts = ModelOptions {
+            device,
+            threads: 1,
+            gpu: GpuOptions {
+                device_id: 0,
+                memory_limit: 2 << 30,
+                fp16: true,
+                trt_cache_dir: Some(tmp.join("engines")),
+            },
+            ..Default::default()
+        };
+        let m = Arc::new(Model::open(&rt, &fixture("tiny-orient"), &opts).unwrap());
+        if m.provider == "CPU" {
+            assert!(
+                m.provider_note
+                    .starts_with(&format!("{name} unavailable, running on CPU")),
+                "{}",
+                m.provider_note
+            );
+        } else {
+            assert_eq!(m.provider, name);
+        }
+        let provider = m.provider.clone();
+        let mut s = Segmenter::new(m, volume()).unwrap();
+        let o = s.add_object();
+        s.click(o, [24.0, 18.0, 15.0], Sam3dCoord::Ijk, &mut none())
+            .unwrap();
+        // the follow-up click reads the cached encoder outputs (IO-bound, kept by the provider)
+        s.click(o, [26.0, 19.0, 15.0], Sam3dCoord::Ijk, &mut none())
+            .unwrap();
+        s.undo(o, &mut none()).unwrap();
+        if provider == "CPU" {
+            assert_eq!(
+                s.mask_vec(o).unwrap(),
+                want,
+                "{name} fallback changed the mask"
+            );
+        }
+    }
+    assert!(
+        tmp.join("engines").is_dir(),
+        "TensorRT cache folder not created"
+    );
+
+    // settings errors are the same on every machine
+    let bad_id = ModelOptions {
+        device: Sam3dDevice::Cuda,
+        gpu: GpuOptions {
+            device_id: -1,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let e = Model::open(&rt, &fixture("tiny-orient"), &bad_id)
+        .err()
+        .expect("negative device id accepted");
+    assert_eq!(e.status, Sam3dStatus::InvalidArgument, "{}", e.message);
+    std::fs::write(tmp.join("a-file"), b"x").unwrap();
+    let bad_dir = ModelOptions {
+        device: Sam3dDevice::TensorRt,
+        gpu: GpuOptions {
+            trt_cache_dir: Some(tmp.join("a-file/engines")),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let e = Model::open(&rt, &fixture("tiny-orient"), &bad_dir)
+        .err()
+        .expect("uncreatable cache folder accepted");
+    assert_eq!(e.status, Sam3dStatus::Io, "{}", e.message);
+    assert!(e.message.contains("TensorRT cache folder"), "{}", e.message);
+    std::fs::remove_dir_all(&tmp).unwrap();
+}

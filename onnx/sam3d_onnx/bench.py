@@ -17,6 +17,7 @@ It prints medians, ratios (reference / engine, engine / floor) and writes `bench
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -58,7 +59,12 @@ def paper_package(out: str) -> str:
     from .package import export_package
 
     path = os.path.join(out, "paper-random")
-    if os.path.exists(os.path.join(path, "sam3d-model.json")):
+    # exported again when the export code changed since the cached copy
+    stamp = hashlib.sha256(b"".join(open(os.path.join(os.path.dirname(__file__), f), "rb").read()
+                                    for f in ("graphs.py", "model.py", "package.py"))).hexdigest()
+    stamp_file = os.path.join(out, "paper-random.source-sha256")
+    if os.path.exists(os.path.join(path, "sam3d-model.json")) and os.path.exists(stamp_file) \
+            and open(stamp_file).read().strip() == stamp:
         return path
     torch.manual_seed(0)
     model = random_init_(Sam3D(PAPER), seed=0).eval()
@@ -67,7 +73,22 @@ def paper_package(out: str) -> str:
                    frame={"mode": "orient", "orientation": "RAS", "array_transpose": None},
                    intensity={"clip": [-160.0, 240.0], "mean": 40.0, "std": 80.0, "nonfinite": "error"},
                    spacing_mm=(1.0, 1.0, 1.0))
+    with open(stamp_file, "w") as f:
+        f.write(stamp + "\n")
     return path
+
+
+def int8_package(pkg: str, out: str) -> str:
+    """The int8 variant of a package (`quantize.py`), cached next to the fp32 one."""
+    from .package import read_manifest
+    from .quantize import quantize_package
+
+    src = read_manifest(pkg, verify=False)["graphs"]["encoder"]["sha256"]
+    if os.path.exists(os.path.join(out, "sam3d-model.json")):
+        if read_manifest(out, verify=False).get("quantised_from", {}).get("encoder") == src:
+            return out
+    quantize_package(pkg, out)
+    return out
 
 
 def matmul_gflops(threads: int, n: int = 4096, reps: int = 5) -> float:
@@ -113,7 +134,7 @@ def reference(config: str, pkg: str, ct: str, click, threads: int, repeat: int) 
     t = time.perf_counter()
     model = random_init_(Sam3D(cfg), seed=0).eval()
     t_model = time.perf_counter() - t
-    load, prep, first, follow = [], [], [], []
+    load, prep, first, follow, encoder = [], [], [], [], []
     with open(os.path.join(pkg, "sam3d-model.json")) as f:
         spacing = float(json.load(f)["spacing_mm"][0])   # the packages here are isotropic
     for _ in range(repeat):
@@ -136,7 +157,11 @@ def reference(config: str, pkg: str, ct: str, click, threads: int, repeat: int) 
             with torch.no_grad():
                 model(crop, dhw_to_dwh(pts))
             times.append(time.perf_counter() - t)
-    return {"model_build_s": t_model, "nifti_load_s": float(np.median(load)), "preprocess_s": float(np.median(prep)),
+        t = time.perf_counter()
+        with torch.no_grad():
+            model.encoder(crop)
+        encoder.append(time.perf_counter() - t)
+    return {"model_build_s": t_model, "encoder_s": float(np.median(encoder)), "nifti_load_s": float(np.median(load)), "preprocess_s": float(np.median(prep)),
             "first_click_s": float(np.median(first)), "follow_up_click_s": float(np.median(follow)),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
 
@@ -174,17 +199,25 @@ def main(argv=None):
     record = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "threads": args.threads,
               "fp32_matmul_gflops": rate, "ct": list(SHAPE), "configs": {}}
     for name in args.configs.split(","):
-        rep = args.paper_repeat if name == "paper" else args.repeat
-        pkg = paper_package(args.out) if name == "paper" else PACKAGES[name]
+        base = name.removesuffix("-int8")       # "paper-int8": the int8 variant, same reference model
+        rep = args.paper_repeat if base == "paper" else args.repeat
+        pkg = paper_package(args.out) if base == "paper" else PACKAGES[base]
+        if name != base:
+            pkg = int8_package(pkg, os.path.join(args.out, os.path.basename(pkg) + "-int8"))
         eng = engine(pkg, ct, click, args.threads, rep, args.ort)
-        r = subprocess.run([sys.executable, "-m", "sam3d_onnx.bench", "--out", args.out, "--reference-only", name,
+        if name != base and base in record["configs"]:
+            ref = record["configs"][base]["reference"]
+            record["configs"][name] = {**record["configs"][base], "engine": eng}
+            print(f"{name}: engine encode {eng['encode_s']:.3f} s", flush=True)
+            continue
+        r = subprocess.run([sys.executable, "-m", "sam3d_onnx.bench", "--out", args.out, "--reference-only", base,
                             "--ct", ct, "--package", pkg, "--threads", str(args.threads), "--repeat", str(rep)],
                            capture_output=True, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
         if r.returncode != 0:
             raise SystemExit(f"reference run failed: {r.stderr[-2000:]}")
         ref = json.loads(r.stdout.strip().splitlines()[-1])
         from .config import NAMED
-        fl = graph_gflop(NAMED[name])
+        fl = graph_gflop(NAMED[base])
         floor_enc = fl["encoder_gflop"] / rate
         record["configs"][name] = {"engine": eng, "reference": ref, **fl, "floor_encoder_s": floor_enc,
                                    "floor_click_s": fl["click_gflop"] / rate}
@@ -205,7 +238,7 @@ def print_table(rec: dict):
         rows = [("model open", e["model_open_s"], r["model_build_s"], None),
                 ("NIfTI load (.nii.gz)", e["nifti_load_s"], r["nifti_load_s"], None),
                 ("preprocessing (resample, clip, normalise)", e["resample_s"], r["preprocess_s"], None),
-                ("encoder pass", e["encode_s"], None, c["floor_encoder_s"]),
+                ("encoder pass", e["encode_s"], r.get("encoder_s"), c["floor_encoder_s"]),
                 ("first click (all stages)", e["first_click_s"], r["first_click_s"], None),
                 ("follow-up click", e["follow_up_click_s"], r["follow_up_click_s"], c["floor_click_s"]),
                 ("paste-back", e["paste_s"], None, None),

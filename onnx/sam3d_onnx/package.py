@@ -126,17 +126,23 @@ def export_package(model: Sam3D, out_dir: str, *, name: str, description: str, l
         }
         if extra:
             manifest.update(extra)
-        with open(os.path.join(tmp, MANIFEST), "w") as f:
-            json.dump(manifest, f, indent=2)
-            f.write("\n")
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a package is an ordinary directory
-        if os.path.exists(out_dir):
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
+        publish(tmp, manifest, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def publish(tmp: str, manifest: dict, out_dir: str):
+    """Write the manifest into the finished temporary package folder and move it to `out_dir`
+    (replacing an older one), so `out_dir` is never half-written."""
+    with open(os.path.join(tmp, MANIFEST), "w") as f:
+        json.dump(manifest, f, indent=2)
+        f.write("\n")
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a package is an ordinary directory
+    if os.path.exists(out_dir):
+        shutil.rmtree(out_dir)
+    os.replace(tmp, out_dir)
 
 
 def read_manifest(pkg_dir: str, verify: bool = True) -> dict:

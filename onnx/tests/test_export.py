@@ -78,6 +78,7 @@ def test_graph_interface_follows_contract(tiny_pkg, tiny_model):
         m = onnx.load(str(path / f))
         ops = {n.op_type for n in m.graph.node}
         assert "GridSample" not in ops
+        assert "Einsum" not in ops        # relative position folded into the attention MatMul
         assert {o.domain: o.version for o in m.opset_import}.get("", None) == manifest["opset"] == 20
     # the manifest matches the graphs it describes
     assert manifest["graphs"]["encoder"]["outputs"] == [{"name": k, "shape": v} for k, v in enc_out.items()]

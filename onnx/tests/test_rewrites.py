@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from conftest import SMALL, nondegenerate
 from make_weights import shift_window_mask as official_mask
 from sam3d_onnx.config import PAPER, TINY
-from sam3d_onnx.graphs import folded_front_end, gather_trilinear, graphs, interp_taps
+from sam3d_onnx.graphs import (folded_attention, folded_front_end, gather_trilinear, graphs, interp_taps,
+                               key_position_onehots)
 from sam3d_onnx.model import Sam3D, dhw_to_dwh, random_init_, shift_window_mask
 
 
@@ -55,6 +56,25 @@ def test_gather_trilinear_equals_grid_sample(cfg):
     ref = F.grid_sample(f, grid[:, None, None], mode="bilinear", padding_mode="zeros",
                         align_corners=False)[:, :, 0, 0].transpose(1, 2)
     assert (got - ref).abs().max().item() < 1e-12
+
+
+@pytest.mark.parametrize("cfg,block", [(TINY, 0), (TINY, 1), (PAPER, 0), (PAPER, 2)],
+                         ids=["tiny-shifted", "tiny", "paper-shifted", "paper-global-table"])
+def test_folded_attention_equals_decomposed_rel_pos(cfg, block):
+    """Relative position inside the logits' MatMul (one-hot keys) = the three broadcast additions."""
+    torch.manual_seed(3 + block)
+    attn = random_init_(Sam3D(cfg), seed=7).encoder.blocks[block].attn.double()
+    w, c = cfg.window, cfg.embed_dim
+    nw = min(cfg.n_windows, 3)
+    x = torch.randn(nw, w, w, w, c, dtype=torch.float64)
+    mask = shift_window_mask(cfg)[-nw:].double()     # the last windows hold every region
+    tables = [r.double() for r in attn.rel_tables(w)]
+    for m in (mask, None):
+        with torch.no_grad():
+            ref = attn(x, m, tables)
+            got = folded_attention(attn, x, m, tables, key_position_onehots(w).double())
+        assert (got - ref).abs().max().item() < 1e-10 * ref.abs().max().item()
+    assert key_position_onehots(w).sum(1).eq(3).all()
 
 
 @pytest.mark.parametrize("which", ["tiny", "small"])

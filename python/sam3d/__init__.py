@@ -48,6 +48,11 @@ class _BufferDesc(C.Structure):
                 ("strides", C.c_int64 * 3), ("geometry", _Geometry)]
 
 
+class _GpuOptions(C.Structure):
+    _fields_ = [("struct_size", C.c_uint32), ("device_id", C.c_int32), ("memory_limit_bytes", C.c_uint64),
+                ("trt_fp16", C.c_int32), ("trt_cache_dir", C.c_char_p)]
+
+
 class _ModelOptions(C.Structure):
     _fields_ = [("device", C.c_int32), ("threads", C.c_uint32), ("skip_hash_check", C.c_int32)]
 
@@ -82,6 +87,8 @@ def _signatures(lib):
         "sam3d_runtime_path": (C.c_char_p, [_P]),
         "sam3d_runtime_free": (None, [_P]),
         "sam3d_model_open": (st, [_P, C.c_char_p, C.POINTER(_ModelOptions), C.POINTER(_P)]),
+        "sam3d_model_open_ex": (st, [_P, C.c_char_p, C.POINTER(_ModelOptions), C.POINTER(_GpuOptions),
+                                     C.POINTER(_P)]),
         "sam3d_model_info": (st, [_P, C.POINTER(_ModelInfo)]),
         "sam3d_model_free": (None, [_P]),
         "sam3d_volume_read_nifti": (st, [C.c_char_p, C.POINTER(_P)]),
@@ -249,17 +256,23 @@ class Runtime(_Handle):
 
 
 class Model(_Handle):
-    """A model package directory. `device`: "cpu", "cuda" or "tensorrt" (falls back to CPU; see `info`)."""
+    """A model package directory. `device`: "cpu", "cuda" or "tensorrt" (falls back to CPU; see `info`).
+    GPU settings (checked on every machine): `device_id`, `gpu_memory_limit` (bytes, 0: no cap),
+    `trt_fp16`, `trt_cache_dir` (TensorRT engine cache folder, created when missing)."""
     _free = "sam3d_model_free"
 
     def __init__(self, runtime: Runtime, package_dir: str, device: str = "cpu", threads: int = 0,
-                 check_hashes: bool = True):
+                 check_hashes: bool = True, *, device_id: int = 0, gpu_memory_limit: int = 0,
+                 trt_fp16: bool = False, trt_cache_dir: Optional[str] = None):
         super().__init__()
         if device not in _DEVICES:
             raise ValueError(f"device {device!r}: one of {sorted(_DEVICES)}")
         opts = _ModelOptions(_DEVICES[device], int(threads), 0 if check_hashes else 1)
+        gpu = _GpuOptions(C.sizeof(_GpuOptions), int(device_id), int(gpu_memory_limit), int(bool(trt_fp16)),
+                          None if trt_cache_dir is None else os.fsencode(trt_cache_dir))
         self._runtime = runtime
-        _check(library().sam3d_model_open(runtime._live(), os.fsencode(package_dir), C.byref(opts), C.byref(self._h)))
+        _check(library().sam3d_model_open_ex(runtime._live(), os.fsencode(package_dir), C.byref(opts),
+                                             C.byref(gpu), C.byref(self._h)))
 
     @property
     def info(self) -> dict:

@@ -136,3 +136,19 @@ def test_no_leak_over_1000_sessions(rt):
     cycles(1000)
     grown = _rss_kb() - before
     assert grown < 2 * 1024, f"RSS grew by {grown} kB over 1000 session cycles"   # measured: about 60 kB
+
+
+def test_gpu_settings_are_checked_and_fall_back_to_cpu(rt, tmp_path):
+    cache = tmp_path / "trt"
+    m = sam3d.Model(rt, TINY, device="tensorrt", threads=1, gpu_memory_limit=1 << 30, trt_fp16=True,
+                    trt_cache_dir=str(cache))
+    info = m.info
+    assert info["provider"] == "TensorRT" or "TensorRT unavailable" in info["provider_note"]
+    assert cache.is_dir()
+    with pytest.raises(sam3d.Error) as e:
+        sam3d.Model(rt, TINY, device="cuda", device_id=-1)
+    assert e.value.name == "SAM3D_STATUS_INVALID_ARGUMENT"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(sam3d.Error) as e:
+        sam3d.Model(rt, TINY, device="tensorrt", trt_cache_dir=str(tmp_path / "file" / "sub"))
+    assert e.value.name == "SAM3D_STATUS_IO" and "TensorRT cache folder" in e.value.message

@@ -114,6 +114,38 @@ int main(int argc, char **argv) {
     check("model: licence and hash", model && info.licence[0] != '\0' && strlen(info.hash) == 64);
     expect("model: info NULL out", sam3d_model_info(model, NULL), SAM3D_STATUS_NULL_POINTER);
 
+    /* GPU settings: checked on every machine; without a GPU TensorRT falls back to CPU */
+    Sam3dModel *gmodel = NULL;
+    Sam3dModelOptions gopts = {SAM3D_DEVICE_TENSOR_RT, 1, 0};
+    Sam3dGpuOptions gpu;
+    memset(&gpu, 0, sizeof gpu);
+    gpu.struct_size = (uint32_t)sizeof gpu - 1;
+    expect("gpu: struct_size too small", sam3d_model_open_ex(rt, model_dir, &gopts, &gpu, &gmodel),
+           SAM3D_STATUS_ABI_MISMATCH);
+    gpu.struct_size = (uint32_t)sizeof gpu;
+    gpu.device_id = -1;
+    expect("gpu: negative device", sam3d_model_open_ex(rt, model_dir, &gopts, &gpu, &gmodel),
+           SAM3D_STATUS_INVALID_ARGUMENT);
+    gpu.device_id = 0;
+    snprintf(path, sizeof path, "%s/trt-cache-file", argv[2]);
+    FILE *cf = fopen(path, "wb");
+    if (cf) fclose(cf);
+    snprintf(path, sizeof path, "%s/trt-cache-file/engines", argv[2]);
+    gpu.trt_cache_dir = path;
+    expect("gpu: cache folder under a file", sam3d_model_open_ex(rt, model_dir, &gopts, &gpu, &gmodel),
+           SAM3D_STATUS_IO);
+    check("gpu: output untouched on failure", gmodel == NULL);
+    snprintf(path, sizeof path, "%s/trt-cache", argv[2]);
+    gpu.memory_limit_bytes = 1ull << 31;
+    gpu.trt_fp16 = 1;
+    expect("gpu: open (TensorRT requested)", sam3d_model_open_ex(rt, model_dir, &gopts, &gpu, &gmodel),
+           SAM3D_STATUS_OK);
+    Sam3dModelInfo ginfo;
+    expect("gpu: info", sam3d_model_info(gmodel, &ginfo), SAM3D_STATUS_OK);
+    check("gpu: provider or reason", gmodel && (strcmp(ginfo.provider, "TensorRT") == 0 ||
+                                                 strstr(ginfo.provider_note, "TensorRT unavailable") != NULL));
+    sam3d_model_free(gmodel);
+
     /* --- volumes from files */
     Sam3dVolume *vol = NULL;
     expect("volume: NULL path", sam3d_volume_read_nifti(NULL, &vol), SAM3D_STATUS_NULL_POINTER);
