@@ -48,14 +48,7 @@ fn main() {
         }
         let v = it.next().unwrap_or_else(|| panic!("{k} needs a value"));
         match k.as_str() {
-            "--device" => {
-                device = match v.as_str() {
-                    "cpu" => Sam3dDevice::Cpu,
-                    "cuda" => Sam3dDevice::Cuda,
-                    "tensorrt" => Sam3dDevice::TensorRt,
-                    o => panic!("--device {o}: cpu, cuda or tensorrt"),
-                }
-            }
+            "--device" => device = v.parse().unwrap_or_else(|e| panic!("--{e}")),
             "--trt-cache" => gpu.trt_cache_dir = Some(v.into()),
             "--gpu-mem-limit-mb" => gpu.memory_limit = v.parse::<usize>().expect("MB") << 20,
             "--model" => model_dir = v,

@@ -76,14 +76,7 @@ fn parse() -> Result<Args, String> {
                     o => return Err(format!("--coord {o}: ijk, lps or ras")),
                 }
             }
-            "--device" => {
-                a.device = match v()?.as_str() {
-                    "cpu" => Sam3dDevice::Cpu,
-                    "cuda" => Sam3dDevice::Cuda,
-                    "tensorrt" => Sam3dDevice::TensorRt,
-                    o => return Err(format!("--device {o}: cpu, cuda or tensorrt")),
-                }
-            }
+            "--device" => a.device = v()?.parse().map_err(|e| format!("--{e}"))?,
             "-h" | "--help" => return Err(String::new()),
             o => return Err(format!("unknown argument {o}")),
         }

@@ -27,6 +27,19 @@ pub enum Sam3dDevice {
     TensorRt = 2,
 }
 
+impl std::str::FromStr for Sam3dDevice {
+    type Err = String;
+    /// "cpu", "cuda" or "tensorrt" (command lines, bindings).
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "cpu" => Ok(Sam3dDevice::Cpu),
+            "cuda" => Ok(Sam3dDevice::Cuda),
+            "tensorrt" => Ok(Sam3dDevice::TensorRt),
+            o => Err(format!("device {o}: cpu, cuda or tensorrt")),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ModelOptions {
     pub device: Sam3dDevice,
@@ -113,8 +126,9 @@ fn rt_err(what: &str, e: impl std::fmt::Display) -> Error {
 
 impl Model {
     pub fn open(runtime: &Runtime, dir: &Path, opts: &ModelOptions) -> Result<Model> {
-        let package = Package::open(dir, opts.verify_hashes)?;
+        // the cheap checks before the package's hashes are computed (seconds at paper size)
         check_gpu_options(opts)?;
+        let package = Package::open(dir, opts.verify_hashes)?;
         let m = &package.manifest;
         let crop = m.crop()?;
         let frame = m.frame_mode()?;

@@ -409,30 +409,28 @@ fn gpu_requests_fall_back_to_cpu_with_the_reason_and_the_same_masks() {
     );
 
     // settings errors are the same on every machine
-    let bad_id = ModelOptions {
-        device: Sam3dDevice::Cuda,
-        gpu: GpuOptions {
-            device_id: -1,
+    let open_err = |device, gpu| {
+        let opts = ModelOptions {
+            device,
+            gpu,
             ..Default::default()
-        },
+        };
+        Model::open(&rt, &fixture("tiny-orient"), &opts)
+            .err()
+            .expect("bad GPU settings accepted")
+    };
+    let bad_id = GpuOptions {
+        device_id: -1,
         ..Default::default()
     };
-    let e = Model::open(&rt, &fixture("tiny-orient"), &bad_id)
-        .err()
-        .expect("negative device id accepted");
+    let e = open_err(Sam3dDevice::Cuda, bad_id);
     assert_eq!(e.status, Sam3dStatus::InvalidArgument, "{}", e.message);
     std::fs::write(tmp.join("a-file"), b"x").unwrap();
-    let bad_dir = ModelOptions {
-        device: Sam3dDevice::TensorRt,
-        gpu: GpuOptions {
-            trt_cache_dir: Some(tmp.join("a-file/engines")),
-            ..Default::default()
-        },
+    let bad_dir = GpuOptions {
+        trt_cache_dir: Some(tmp.join("a-file/engines")),
         ..Default::default()
     };
-    let e = Model::open(&rt, &fixture("tiny-orient"), &bad_dir)
-        .err()
-        .expect("uncreatable cache folder accepted");
+    let e = open_err(Sam3dDevice::TensorRt, bad_dir);
     assert_eq!(e.status, Sam3dStatus::Io, "{}", e.message);
     assert!(e.message.contains("TensorRT cache folder"), "{}", e.message);
     std::fs::remove_dir_all(&tmp).unwrap();

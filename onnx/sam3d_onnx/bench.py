@@ -25,6 +25,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -60,11 +61,11 @@ def paper_package(out: str) -> str:
 
     path = os.path.join(out, "paper-random")
     # exported again when the export code changed since the cached copy
-    stamp = hashlib.sha256(b"".join(open(os.path.join(os.path.dirname(__file__), f), "rb").read()
-                                    for f in ("graphs.py", "model.py", "package.py"))).hexdigest()
-    stamp_file = os.path.join(out, "paper-random.source-sha256")
-    if os.path.exists(os.path.join(path, "sam3d-model.json")) and os.path.exists(stamp_file) \
-            and open(stamp_file).read().strip() == stamp:
+    here = Path(__file__).parent
+    stamp = hashlib.sha256(b"".join((here / f).read_bytes() for f in ("graphs.py", "model.py", "package.py")))
+    stamp_file = Path(out) / "paper-random.source-sha256"
+    if os.path.exists(os.path.join(path, "sam3d-model.json")) and stamp_file.exists() \
+            and stamp_file.read_text().strip() == stamp.hexdigest():
         return path
     torch.manual_seed(0)
     model = random_init_(Sam3D(PAPER), seed=0).eval()
@@ -73,8 +74,7 @@ def paper_package(out: str) -> str:
                    frame={"mode": "orient", "orientation": "RAS", "array_transpose": None},
                    intensity={"clip": [-160.0, 240.0], "mean": 40.0, "std": 80.0, "nonfinite": "error"},
                    spacing_mm=(1.0, 1.0, 1.0))
-    with open(stamp_file, "w") as f:
-        f.write(stamp + "\n")
+    stamp_file.write_text(stamp.hexdigest() + "\n")
     return path
 
 
@@ -206,7 +206,6 @@ def main(argv=None):
             pkg = int8_package(pkg, os.path.join(args.out, os.path.basename(pkg) + "-int8"))
         eng = engine(pkg, ct, click, args.threads, rep, args.ort)
         if name != base and base in record["configs"]:
-            ref = record["configs"][base]["reference"]
             record["configs"][name] = {**record["configs"][base], "engine": eng}
             print(f"{name}: engine encode {eng['encode_s']:.3f} s", flush=True)
             continue

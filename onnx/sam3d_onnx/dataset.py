@@ -27,21 +27,32 @@ class Sample:
     origin: tuple           # crop origin on the model grid
 
 
+def load_oriented(image_path: str, orientation=("S", "A", "R")):
+    """A volume as a float32 array in the model frame (`orientation`: the package's "orient" code),
+    with its voxel spacing along the model axes, its affine and the nibabel orientation transform."""
+    import nibabel as nib
+    from nibabel import orientations as nio
+
+    img = nib.load(image_path)
+    t = nio.ornt_transform(nio.io_orientation(img.affine), nio.axcodes2ornt(tuple(orientation)))
+    arr = nio.apply_orientation(np.asarray(img.get_fdata(dtype=np.float32)), t)
+    zooms = np.sqrt((img.affine[:3, :3] ** 2).sum(0))
+    perm = [int(np.where(t[:, 0] == a)[0][0]) for a in range(3)]
+    return np.ascontiguousarray(arr), tuple(float(z) for z in zooms[perm]), img.affine, t
+
+
 def load_labelled(image_path: str, label_path: str, orientation=("S", "A", "R")):
     """A CT and its label map (same grid) as float32 HU and uint8 arrays in the model frame
     (`orientation`: the package's "orient" code), with the voxel spacing along the model axes."""
     import nibabel as nib
     from nibabel import orientations as nio
 
-    img, lab = nib.load(image_path), nib.load(label_path)
-    if img.shape[:3] != lab.shape[:3] or not np.allclose(img.affine, lab.affine, atol=1e-3):
-        raise ValueError(f"{image_path} and {label_path} are not on the same grid")
-    t = nio.ornt_transform(nio.io_orientation(img.affine), nio.axcodes2ornt(tuple(orientation)))
-    arr = nio.apply_orientation(np.asarray(img.get_fdata(dtype=np.float32)), t)
+    arr, spacing, affine, t = load_oriented(image_path, orientation)
+    lab = nib.load(label_path)
     labels = nio.apply_orientation(np.asarray(lab.dataobj).astype(np.uint8), t)
-    zooms = np.sqrt((img.affine[:3, :3] ** 2).sum(0))
-    perm = [int(np.where(t[:, 0] == a)[0][0]) for a in range(3)]
-    return np.ascontiguousarray(arr), np.ascontiguousarray(labels), tuple(float(z) for z in zooms[perm])
+    if labels.shape[:3] != arr.shape or not np.allclose(affine, lab.affine, atol=1e-3):
+        raise ValueError(f"{image_path} and {label_path} are not on the same grid")
+    return arr, np.ascontiguousarray(labels), spacing
 
 
 def crop_at(image: np.ndarray, label: np.ndarray, origin, crop: int):
@@ -58,12 +69,18 @@ def crop_at(image: np.ndarray, label: np.ndarray, origin, crop: int):
     return out, out_lab
 
 
+def resample_image(image: np.ndarray, spacing, target) -> np.ndarray:
+    """Trilinear resampling from `spacing` to `target` mm (`F.interpolate` with scale factors, as
+    the official code)."""
+    scale = [float(s) / float(t) for s, t in zip(spacing, target)]
+    x = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None, None]
+    return F.interpolate(x, scale_factor=scale, mode="trilinear", align_corners=False)[0, 0].numpy()
+
+
 def to_model_grid(image: np.ndarray, label: np.ndarray, spacing, target) -> tuple:
     """Resample an image (trilinear, `F.interpolate` with scale factors as the official code) and
     its label (nearest) from `spacing` to `target` mm."""
-    scale = [float(s) / float(t) for s, t in zip(spacing, target)]
-    x = torch.from_numpy(np.ascontiguousarray(image, np.float32))[None, None]
-    img = F.interpolate(x, scale_factor=scale, mode="trilinear", align_corners=False)[0, 0].numpy()
+    img = resample_image(image, spacing, target)
     lab = F.interpolate(torch.from_numpy(np.ascontiguousarray(label, np.float32))[None, None],
                         size=img.shape, mode="nearest")[0, 0].numpy().astype(np.uint8)
     return img, lab

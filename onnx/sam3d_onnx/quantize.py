@@ -58,7 +58,7 @@ def quantize_package(pkg: str, out: str, graphs=("encoder",)) -> dict:
     """Write `out`: `pkg` with the named graphs quantised, the manifest's hashes and provenance updated.
     Written to a temporary folder next to `out` and renamed, so `out` is never half-written."""
     manifest = read_manifest(pkg)
-    manifest_src = json.loads(json.dumps(manifest["graphs"]))
+    quantised_from = {k: manifest["graphs"][k]["sha256"] for k in graphs}
     parent = os.path.dirname(os.path.abspath(out)) or "."
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".int8-", dir=parent)
@@ -78,7 +78,7 @@ def quantize_package(pkg: str, out: str, graphs=("encoder",)) -> dict:
         manifest["provenance"] += (f"; {'+'.join(graphs)} weight MatMuls quantised to int8 (ONNX Runtime dynamic "
                                    "quantisation, per-channel weights) by python -m sam3d_onnx.quantize")
         manifest["quantisation"] = record
-        manifest["quantised_from"] = {k: manifest_src[k]["sha256"] for k in graphs}
+        manifest["quantised_from"] = quantised_from
         publish(tmp, manifest, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -86,27 +86,19 @@ def quantize_package(pkg: str, out: str, graphs=("encoder",)) -> dict:
     return manifest
 
 
-def sessions(pkg: str, threads: int):
-    import onnxruntime as ort
-
-    m = read_manifest(pkg, verify=False)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    return [ort.InferenceSession(os.path.join(pkg, m["graphs"][k]["file"]), opts,
-                                 providers=["CPUExecutionProvider"]) for k in ("encoder", "decoder")]
-
-
 def compare(fp32: str, int8: str, crops: list, clicks: list, threads: int = 2) -> dict:
     """Probabilities of the two packages on the same normalised crops (1,1,C,C,C) and clicks (1,N,3):
     max and mean |p_int8 - p_fp32|, and the Dice of the masks at the manifest threshold."""
-    thr = read_manifest(fp32, verify=False)["threshold"]
-    runs = [sessions(p, threads) for p in (fp32, int8)]
+    from .reference_pipeline import Pipeline
+
+    runs = [Pipeline(p, threads) for p in (fp32, int8)]
+    thr = runs[0].manifest["threshold"]
     rows = []
     for crop, pts in zip(crops, clicks):
         probs = []
-        for enc, dec in runs:
-            f3, cls_partial = enc.run(None, {"crop": crop})
-            probs.append(dec.run(None, {"f3": f3, "cls_partial": cls_partial, "points": pts})[0])
+        for pipe in runs:
+            f3, cls_partial = pipe.enc.run(None, {"crop": crop})
+            probs.append(pipe.dec.run(None, {"f3": f3, "cls_partial": cls_partial, "points": pts})[0])
         a, b = (p > thr for p in probs)
         denom = int(a.sum()) + int(b.sum())
         rows.append({"max_abs": float(np.abs(probs[0] - probs[1]).max()),
@@ -121,37 +113,25 @@ def compare(fp32: str, int8: str, crops: list, clicks: list, threads: int = 2) -
 
 def volume_crops(pkg: str, volume: str, n: int, seed: int = 0):
     """`n` crops of a CT, preprocessed by the package's contract (model frame, spacing, intensity),
-    centred on random voxels above -300 HU (tissue), each with its centre as the click."""
-    import nibabel as nib
-
-    from .reference_pipeline import frame_transform
+    centred on random voxels above -300 HU (tissue), each with its centre as the click.
+    "orient"-frame packages only (the shipped and benchmark packages are)."""
+    from .dataset import crop_at, load_oriented, resample_image
 
     m = read_manifest(pkg, verify=False)
-    img = nib.load(volume)
-    arr = np.asarray(img.get_fdata(dtype=np.float32))
-    t = frame_transform(img.affine, m["frame"])
-    if t is not None:
-        from nibabel import orientations as nio
-        arr = nio.apply_orientation(arr, t)
-    zooms = np.sqrt((img.affine[:3, :3] ** 2).sum(0))
-    if t is not None:
-        zooms = zooms[[int(np.where(t[:, 0] == a)[0][0]) for a in range(3)]]
-    import torch
-    import torch.nn.functional as F
-    scale = [float(z) / float(s) for z, s in zip(zooms, m["spacing_mm"])]
-    arr = F.interpolate(torch.from_numpy(np.ascontiguousarray(arr))[None, None], scale_factor=scale,
-                        mode="trilinear", align_corners=False)[0, 0].numpy()
+    if m["frame"]["mode"] != "orient":
+        raise ValueError(f"{pkg}: --compare needs an \"orient\"-frame package")
+    arr, spacing, _, _ = load_oriented(volume, m["frame"]["orientation"])
+    arr = resample_image(arr, spacing, m["spacing_mm"])
     it = m["intensity"]
-    norm = (np.clip(arr, *it["clip"]) - it["mean"]) / it["std"]
+    norm = ((np.clip(arr, *it["clip"]) - it["mean"]) / it["std"]).astype(np.float32)
+    no_label = np.zeros(norm.shape, np.uint8)
     c = m["architecture"]["crop"]
     rng = np.random.default_rng(seed)
     tissue = np.argwhere(arr > -300.0)
-    from .dataset import crop_at
     crops, clicks = [], []
     for _ in range(n):
         centre = tissue[int(rng.integers(0, len(tissue)))]
-        crop, _ = crop_at(norm.astype(np.float32), np.zeros(norm.shape, np.uint8), centre - c // 2, c)
-        crops.append(crop[None, None])
+        crops.append(crop_at(norm, no_label, centre - c // 2, c)[0][None, None])
         clicks.append(np.full((1, 1, 3), c / 2.0, np.float32))
     return crops, clicks
 
