@@ -42,8 +42,9 @@ fn main() {
     let (mut device, mut gpu) = (Sam3dDevice::Cpu, GpuOptions::default());
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
-        if k == "--trt-fp16" {
-            gpu.fp16 = true;
+        if k == "--trt-fp16" || k == "--cuda-tf32" {
+            gpu.fp16 |= k == "--trt-fp16";
+            gpu.tf32 |= k == "--cuda-tf32";
             continue;
         }
         let v = it.next().unwrap_or_else(|| panic!("{k} needs a value"));

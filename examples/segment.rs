@@ -55,6 +55,7 @@ fn parse() -> Result<Args, String> {
             }
             "--trt-cache" => a.gpu.trt_cache_dir = Some(v()?.into()),
             "--trt-fp16" => a.gpu.fp16 = true,
+            "--cuda-tf32" => a.gpu.tf32 = true,
             "--threads" => a.threads = v()?.parse().map_err(|e| format!("--threads: {e}"))?,
             "--click" => {
                 let s = v()?;
@@ -112,7 +113,7 @@ fn main() {
     let args = match parse() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("{e}\nusage: segment --model DIR --input VOL.nii[.gz] --click X,Y,Z [--click ...] [--coord ijk|lps|ras] --out MASK.nii[.gz] [--ort LIB] [--device cpu|cuda|tensorrt] [--threads N] [--truth MASK.nii[.gz]] [--gpu-mem-limit-mb MB] [--trt-cache DIR] [--trt-fp16]");
+            eprintln!("{e}\nusage: segment --model DIR --input VOL.nii[.gz] --click X,Y,Z [--click ...] [--coord ijk|lps|ras] --out MASK.nii[.gz] [--ort LIB] [--device cpu|cuda|tensorrt] [--threads N] [--truth MASK.nii[.gz]] [--gpu-mem-limit-mb MB] [--trt-cache DIR] [--trt-fp16] [--cuda-tf32]");
             std::process::exit(2);
         }
     };

@@ -143,6 +143,10 @@ typedef struct Sam3dGpuOptions {
   int32_t trt_fp16;
   // TensorRT engine and timing cache folder (created when missing); NULL = no cache
   const char *trt_cache_dir;
+  // 1 lets the CUDA provider use TF32 tensor cores for fp32 MatMul/Conv (faster, about 1e-3
+  // relative error); 0 = exact fp32, masks as on the CPU. Appended after the first version of
+  // this struct: callers compiled against a header without it pass a smaller `struct_size`, get 0.
+  int32_t cuda_tf32;
 } Sam3dGpuOptions;
 
 // Facts about a model. Strings are owned by the model and valid until `sam3d_model_free`.

@@ -61,6 +61,7 @@ struct GpuOptions {
     uint64_t memory_limit_bytes = 0;   // 0: no cap
     bool trt_fp16 = false;
     std::string trt_cache_dir;         // empty: no TensorRT engine cache
+    bool cuda_tf32 = false;            // TF32 tensor cores on CUDA (faster, ~1e-3 relative error)
 };
 
 class Model {
@@ -76,6 +77,7 @@ public:
         g.memory_limit_bytes = gpu.memory_limit_bytes;
         g.trt_fp16 = gpu.trt_fp16 ? 1 : 0;
         g.trt_cache_dir = gpu.trt_cache_dir.empty() ? nullptr : gpu.trt_cache_dir.c_str();
+        g.cuda_tf32 = gpu.cuda_tf32 ? 1 : 0;
         Sam3dModel* p = nullptr;
         detail::check(sam3d_model_open_ex(rt.get(), package_dir.c_str(), &o, &g, &p));
         h_.reset(p);

@@ -163,6 +163,10 @@ pub struct Sam3dGpuOptions {
     pub trt_fp16: i32,
     /// TensorRT engine and timing cache folder (created when missing); NULL = no cache
     pub trt_cache_dir: *const c_char,
+    /// 1 lets the CUDA provider use TF32 tensor cores for fp32 MatMul/Conv (faster, about 1e-3
+    /// relative error); 0 = exact fp32, masks as on the CPU. Appended after the first version of
+    /// this struct: callers compiled against a header without it pass a smaller `struct_size`, get 0.
+    pub cuda_tf32: i32,
 }
 
 /// Facts about a model. Strings are owned by the model and valid until `sam3d_model_free`.
@@ -392,15 +396,22 @@ pub unsafe extern "C" fn sam3d_model_open_ex(
         }
         if !gpu.is_null() {
             let g = &*gpu;
-            if (g.struct_size as usize) < std::mem::size_of::<Sam3dGpuOptions>() {
+            // the first version of the struct ended after trt_cache_dir; fields appended since
+            // are read only when the caller's struct_size covers them
+            let first = std::mem::offset_of!(Sam3dGpuOptions, cuda_tf32);
+            let size = g.struct_size as usize;
+            if size < first {
                 return Err(err(
                     Sam3dStatus::AbiMismatch,
                     format!(
-                        "Sam3dGpuOptions.struct_size is {}, this library's is {}",
-                        g.struct_size,
+                        "Sam3dGpuOptions.struct_size is {size}, at least {first} expected (this library's is {})",
                         std::mem::size_of::<Sam3dGpuOptions>()
                     ),
                 ));
+            }
+            let covers = |offset: usize, len: usize| size >= offset + len;
+            if covers(std::mem::offset_of!(Sam3dGpuOptions, cuda_tf32), 4) {
+                opts.gpu.tf32 = g.cuda_tf32 != 0;
             }
             opts.gpu.device_id = g.device_id;
             opts.gpu.memory_limit = usize::try_from(g.memory_limit_bytes).unwrap_or(usize::MAX);

@@ -286,7 +286,10 @@ fn temp_path(path: &Path) -> PathBuf {
     } else {
         ".nii"
     };
-    path.with_file_name(format!(".{}.tmp-{}{}", name, std::process::id(), suffix))
+    // no dot before the suffix: the nifti crate replaces the last extension of the name it is
+    // given (".m.nii.tmp-1.nii" would become ".m.nii.nii", and the rename would find no file)
+    let stem = name.strip_suffix(suffix).unwrap_or(&name).replace('.', "_");
+    path.with_file_name(format!(".{}-tmp-{}{}", stem, std::process::id(), suffix))
 }
 
 /// Write a uint8 mask (i fastest) on `geom` atomically: a temporary file in the same directory is
@@ -385,21 +388,29 @@ mod tests {
         )
         .unwrap();
         let mask: Vec<u8> = (0..60).map(|i| (i % 3 == 0) as u8).collect();
-        let p = dir.join("m.nii.gz");
-        write_mask(&p, &geom, &mask).unwrap();
-        let v = read(&p).unwrap();
-        assert_eq!(v.geom.dims, geom.dims);
-        for (a, b) in v.to_vec().iter().zip(mask.iter()) {
-            assert_eq!(*a, *b as f32);
+        // compressed and plain, names with dots in them too
+        for name in ["m.nii.gz", "m.nii", "mask.v2.nii", "mask.v2.nii.gz"] {
+            let p = dir.join(name);
+            write_mask(&p, &geom, &mask).unwrap();
+            let v = read(&p).unwrap();
+            assert_eq!(v.geom.dims, geom.dims);
+            for (a, b) in v.to_vec().iter().zip(mask.iter()) {
+                assert_eq!(*a, *b as f32);
+            }
+            for r in 0..3 {
+                assert!((v.geom.origin[r] - geom.origin[r]).abs() < 1e-5);
+            }
         }
-        for r in 0..3 {
-            assert!((v.geom.origin[r] - geom.origin[r]).abs() < 1e-5);
-        }
-        assert!(std::fs::read_dir(&dir).unwrap().all(|e| !e
+        // nothing else left behind (no temporary files)
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
-            .file_name()
-            .to_string_lossy()
-            .contains(".tmp-")));
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["m.nii", "m.nii.gz", "mask.v2.nii", "mask.v2.nii.gz"]
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -41,6 +41,68 @@ pub fn trilinear(td: Tap, th: Tap, tw: Tap, read: &impl Fn(usize, usize, usize) 
     v0 + (lerp_hw(td.x1) - v0) * td.w1
 }
 
+/// `trilinear` at every combination of per-axis taps, over a C^3 block `vals` (D, H, W; W fastest)
+/// whose first voxel sits at grid index `origin`, zero outside it: calls `emit(kd, kh, kw, value)`.
+/// Separable (lerps along W for the block's rows, then H, then D), so each output costs three lerps
+/// instead of seven plus eight reads, with the very same arithmetic as `trilinear` (same operands, same
+/// order: the results are bit-identical, asserted by a test).
+pub fn trilinear_grid(
+    vals: &[f32],
+    c: usize,
+    origin: [i64; 3],
+    taps: [&[Tap]; 3],
+    mut emit: impl FnMut(usize, usize, usize, f32),
+) {
+    debug_assert_eq!(vals.len(), c * c * c);
+    // block-local index of grid index x along axis a, None outside the block (value 0)
+    let local = |a: usize, x: usize| {
+        let q = x as i64 - origin[a];
+        (0..c as i64).contains(&q).then_some(q as usize)
+    };
+    let lerp = |v0: f32, v1: f32, w: f32| v0 + (v1 - v0) * w;
+    let [td, th, tw] = taps;
+    let (nh, nw) = (th.len(), tw.len());
+    let w_idx: Vec<(Option<usize>, Option<usize>)> = tw
+        .iter()
+        .map(|t| (local(2, t.x0), local(2, t.x1)))
+        .collect();
+    // along W, for every row of the block: a[(d * c + h) * nw + kw]
+    let mut a = vec![0f32; c * c * nw];
+    for (row, out) in vals.chunks_exact(c).zip(a.chunks_exact_mut(nw)) {
+        for ((t, &(i0, i1)), o) in tw.iter().zip(&w_idx).zip(out.iter_mut()) {
+            let get = |i: Option<usize>| i.map_or(0.0, |i| row[i]);
+            *o = lerp(get(i0), get(i1), t.w1);
+        }
+    }
+    // along H: b[(d * nh + kh) * nw + kw]
+    let mut b = vec![0f32; c * nh * nw];
+    let zeros = vec![0f32; nw];
+    for d in 0..c {
+        for (kh, t) in th.iter().enumerate() {
+            let row = |x: usize| local(1, x).map_or(&zeros[..], |h| &a[(d * c + h) * nw..][..nw]);
+            let (r0, r1) = (row(t.x0), row(t.x1));
+            let out = &mut b[(d * nh + kh) * nw..][..nw];
+            for ((o, &v0), &v1) in out.iter_mut().zip(r0).zip(r1) {
+                *o = lerp(v0, v1, t.w1);
+            }
+        }
+    }
+    // along D, emitted
+    let plane_len = nh * nw;
+    let zero_plane = vec![0f32; plane_len];
+    for (kd, t) in td.iter().enumerate() {
+        let plane =
+            |x: usize| local(0, x).map_or(&zero_plane[..], |d| &b[d * plane_len..][..plane_len]);
+        let (p0, p1) = (plane(t.x0), plane(t.x1));
+        for kh in 0..nh {
+            for kw in 0..nw {
+                let i = kh * nw + kw;
+                emit(kd, kh, kw, lerp(p0[i], p1[i], t.w1));
+            }
+        }
+    }
+}
+
 /// Model-grid size along one axis: floor(n * s) (at least 1).
 pub fn model_size(n: usize, scale: f64) -> usize {
     ((n as f64 * scale).floor() as usize).max(1)
@@ -140,6 +202,54 @@ mod tests {
         );
         assert_eq!(model_size(48, 5.0 / 1.0), 240);
         assert_eq!(model_size(512, 0.7), 358);
+    }
+
+    #[test]
+    fn separable_grid_is_bit_identical_to_trilinear() {
+        // a block inside a 40-voxel grid, taps of an 0.8x resampling back to 50 voxels, some
+        // straddling the block's edges (where the outside counts as zero)
+        let (c, m, n) = (8usize, 40usize, 50usize);
+        let mut s = 12345u64;
+        let vals: Vec<f32> = (0..c * c * c)
+            .map(|_| {
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                (s >> 40) as f32 / (1u64 << 24) as f32
+            })
+            .collect();
+        let origin = [3i64, 30, 17];
+        let taps: Vec<Vec<Tap>> = (0..3)
+            .map(|a| {
+                back_taps(n, m, origin[a], origin[a] + c as i64)
+                    .into_iter()
+                    .map(|(_, t)| t)
+                    .collect()
+            })
+            .collect();
+        let read = |d: usize, h: usize, w: usize| {
+            let q = [d, h, w].map(|x| x as i64);
+            let l = [0, 1, 2].map(|a| q[a] - origin[a]);
+            if l.iter().all(|&v| (0..c as i64).contains(&v)) {
+                vals[((l[0] as usize * c) + l[1] as usize) * c + l[2] as usize]
+            } else {
+                0.0
+            }
+        };
+        let mut count = 0;
+        trilinear_grid(
+            &vals,
+            c,
+            origin,
+            [&taps[0], &taps[1], &taps[2]],
+            |kd, kh, kw, v| {
+                let want = trilinear(taps[0][kd], taps[1][kh], taps[2][kw], &read);
+                assert_eq!(v.to_bits(), want.to_bits(), "at {kd} {kh} {kw}");
+                count += 1;
+            },
+        );
+        assert_eq!(count, taps[0].len() * taps[1].len() * taps[2].len());
+        assert!(count > 500);
     }
 
     #[test]

@@ -371,6 +371,7 @@ fn gpu_requests_fall_back_to_cpu_with_the_reason_and_the_same_masks() {
                 device_id: 0,
                 memory_limit: 2 << 30,
                 fp16: true,
+                tf32: true,
                 trt_cache_dir: Some(tmp.join("engines")),
             },
             ..Default::default()

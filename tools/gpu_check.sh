@@ -1,17 +1,66 @@
 #!/usr/bin/env bash
 # The GPU measurements of issue 6, prepared to run once on a lent GPU machine (no package registry
-# there: it uses the machine's own python3 with PyTorch; nothing is installed). Writes under $OUT
-# (the device tool's result folder) or build/gpu:
-#   nvidia-smi.csv   the card
-#   gpu_bench.json   paper-size PyTorch model: official way (whole network per click), encoder once +
-#                    follow-up clicks, fp16/bf16 autocast against fp32, peak device memory
-# ONNX Runtime CUDA/TensorRT are measured only where onnxruntime-gpu is installed (`make bench` with
-# ORT_FLAVOR=gpu and the bench example's --device cuda|tensorrt); gpu_bench.json says which.
-set -euo pipefail
+# there: it uses the machine's own python3 with PyTorch and CUDA 13 libraries). Writes under $OUT (the
+# device tool's result folder) or build/gpu:
+#   nvidia-smi.csv         the card
+#   gpu_bench.json         paper-size PyTorch model: official way (whole network per click), encoder once +
+#                          follow-up clicks, fp16/bf16 autocast against fp32, peak device memory
+#   engine-<cfg>-<dev>.json  the Rust engine (examples/bench) on ONNX Runtime's CUDA provider, with the
+#                          peak device memory nvidia-smi saw during the run (engine-*.mem.csv)
+# The engine part needs the parts that `tools/gpu_carry.py pack` wrote (onnxruntime-gpu's libraries, the
+# bench example, the paper-size package without its weights): GPU_PARTS names the folder holding
+# part-*.xz there. Without it only the PyTorch part runs; GPU_SKIP_TORCH=1 skips the PyTorch part.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-build/gpu}"
 mkdir -p "$out"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/nvidia-smi.csv" 2>&1 || true
-cd onnx
-timeout "${GPU_CHECK_TIMEOUT:-480}" python3 -m sam3d_onnx.gpu_bench --config paper --device cuda --repeat 5 \
-    --out "$out/gpu_bench.json"
+cat "$out/nvidia-smi.csv"
+export PYTHONUNBUFFERED=1
+
+echo "== PyTorch reference on the GPU"
+[ -n "${GPU_SKIP_TORCH:-}" ] || (cd onnx && timeout "${GPU_TORCH_TIMEOUT:-240}" python3 -m sam3d_onnx.gpu_bench --config paper --device cuda \
+    --repeat 5 --out "$out/gpu_bench.json" | tail -45) || echo "PyTorch part failed: $?"
+
+[ -n "${GPU_PARTS:-}" ] || exit 0
+echo "== engine on ONNX Runtime CUDA"
+g=/tmp/sam3d-gpu
+[ -x $g/bench ] || timeout 120 python3 tools/gpu_carry.py unpack "$GPU_PARTS" $g || { echo "unpack failed"; exit 1; }
+[ -f $g/ct.nii ] || python3 tools/gpu_carry.py ct $g/ct.nii
+# the CUDA 13 libraries PyTorch's wheels brought (cuBLAS, cuDNN, cuRAND, cuFFT, runtime)
+libs=$(python3 - <<'PY'
+import pathlib, nvidia
+dirs = set()
+for root in nvidia.__path__:
+    dirs |= {str(p.parent) for p in pathlib.Path(root).rglob("lib*.so*")}
+print(":".join(sorted(dirs)))
+PY
+)
+export LD_LIBRARY_PATH="$libs:${LD_LIBRARY_PATH:-}"
+ortlib=$(ls $g/ort/libonnxruntime.so.*)
+engine() {   # engine CONFIG PACKAGE DEVICE REPEAT [extra args]
+    local name="engine-$1-$3" pkg=$2 dev=$3 rep=$4; shift 4
+    nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits -lms 100 > "$out/$name.mem.csv" 2>/dev/null &
+    local smi=$!
+    timeout "${GPU_ENGINE_TIMEOUT:-150}" $g/bench --model "$pkg" --input $g/ct.nii --click 256,256,150 \
+        --repeat "$rep" --threads "$(nproc)" --device "$dev" --ort "$ortlib" "$@" > "$out/$name.json" 2> "$out/$name.err"
+    echo "$name: rc=$? $(tail -c 600 "$out/$name.json") $(tail -c 400 "$out/$name.err")"
+    kill $smi 2>/dev/null; wait $smi 2>/dev/null
+    echo "$name: device memory used (MB) max $(sort -n "$out/$name.mem.csv" | tail -1), before $(head -1 "$out/$name.mem.csv")"
+}
+engine demo models/demo-lesion cuda 10
+engine paper $g/paper cuda 6
+engine paper-tf32 $g/paper cuda 6 --cuda-tf32
+engine paper-cap4g $g/paper cuda 3 --gpu-mem-limit-mb 4096
+engine paper $g/paper cpu 1
+# masks on the GPU against the CPU's: the demo model on the sample CT, fp32 and TF32 (segment --truth
+# prints the Dice of its mask against the given one)
+seg() {   # seg NAME DEVICE [extra args]
+    local name=$1 dev=$2; shift 2
+    timeout 60 $g/segment --model models/demo-lesion --input examples/data/sample_ct_lesion.nii.gz \
+        --click "$(sed -n 's/.*"click": "\([0-9,]*\)".*/\1/p' examples/data/sample_ct_lesion.json)" --coord ijk \
+        --out "$g/mask-$name.nii" --device "$dev" --ort "$ortlib" "$@" 2>&1 | tail -4
+}
+seg cpu cpu
+seg cuda cuda --truth $g/mask-cpu.nii
+seg cuda-tf32 cuda --cuda-tf32 --truth $g/mask-cpu.nii

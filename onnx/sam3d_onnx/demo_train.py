@@ -81,8 +81,25 @@ def scanner_augment(crop, label, rng):
     return np.ascontiguousarray(crop, np.float32), label
 
 
+def phase_augment(crop, rng, shift_hu: float = 60.0):
+    """Other contrast phases and reconstruction kernels than the training CT's (a non-contrast scan:
+    liver about 45 HU, 3 mm): with p 0.8 the crop's soft tissue moves by up to +-shift_hu (portal-venous
+    enhancement raises the liver by 40-60 HU; the crop is 64 mm, so one shift stands for its organ) and
+    its contrast scales by 0.85-1.15 about the crop's median, values kept inside the intensity window;
+    with p 0.3 a sharper kernel (unsharp mask, amount 0.3-1)."""
+    lo = (INTENSITY["clip"][0] - INTENSITY["mean"]) / INTENSITY["std"]
+    hi = (INTENSITY["clip"][1] - INTENSITY["mean"]) / INTENSITY["std"]
+    if rng.random() < 0.8:
+        med = float(np.median(crop))
+        crop = (crop - med) * rng.uniform(0.85, 1.15) + med + rng.uniform(-shift_hu, shift_hu) / INTENSITY["std"]
+    if rng.random() < 0.3:
+        crop = crop + rng.uniform(0.3, 1.0) * (crop - lesions.gaussian_blur(crop, 1.0))
+    return np.ascontiguousarray(np.clip(crop, lo, hi), np.float32)
+
+
 def adapt(model, volume, labels, spacing, steps: int, log_every: int = 100, lr: float = 4e-4,
-          ckpt: str = None, log: list = None, first_sample: int = 0, scanner_aug: bool = False):
+          ckpt: str = None, log: list = None, first_sample: int = 0, scanner_aug: bool = False,
+          phase_aug: bool = False):
     """`steps` steps of the recipe on training samples first_sample, first_sample + 1, ..."""
     train.freeze_for_adaptation(model)
     opt, sched = train.make_optimizer(model, steps, lr)
@@ -91,6 +108,8 @@ def adapt(model, volume, labels, spacing, steps: int, log_every: int = 100, lr: 
     for step in range(steps):
         crop, label, rng = training_sample(volume, labels, spacing, first_sample + step)
         crop, label = train.augment(crop, label, rng, shift=20.0 / INTENSITY["std"])
+        if phase_aug:
+            crop = phase_augment(crop, rng)
         if scanner_aug:
             crop, label = scanner_augment(crop, label, rng)
         if not label.any():
@@ -120,6 +139,8 @@ def main(argv=None):
     ap.add_argument("--resume", help="continue from this model.pt (stage 2 only): --steps more steps on new "
                                      "samples, with the scanner augmentation")
     ap.add_argument("--lr", type=float, default=4e-4)
+    ap.add_argument("--phase-aug", action="store_true", help="with --resume: also the contrast-phase / kernel "
+                                                              "augmentation (phase_augment)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
@@ -138,10 +159,11 @@ def main(argv=None):
         done = int(record["adaptation"]["steps"]) + sum(int(c["steps"]) for c in record.get("continued", []))
         log = []
         losses = adapt(model, volume, labels, spacing, args.steps, ckpt=model_path + ".resume", log=log, lr=args.lr,
-                       first_sample=done, scanner_aug=True)
+                       first_sample=done, scanner_aug=True, phase_aug=args.phase_aug)
         record.setdefault("continued", []).append({
             "command": "python -m sam3d_onnx.demo_train " + " ".join(argv if argv is not None else os.sys.argv[1:]),
             "steps": args.steps, "lr": args.lr, "first_sample": done, "scanner_augmentation": True,
+            "phase_augmentation": args.phase_aug,
             "loss_first100": float(np.mean(losses[:100])), "loss_last100": float(np.mean(losses[-100:])),
             "wall_s": round(time.time() - t0, 1), "log": log})
         record["wall_s"] = round(record["wall_s"] + time.time() - t0, 1)
@@ -189,7 +211,9 @@ def main(argv=None):
         provenance=(f"{record['command']}; 2D ViT pretrained by libsam3d on slices of the training CT "
                     f"({record['pretrain2d']['steps']} steps; no SAM weights), adapted to 3D with the paper's "
                     f"recipe ({record['adaptation']['steps']} steps"
-                    + "".join(f", then {c['steps']} more with the scanner augmentation" for c in record.get("continued", []))
+                    + "".join(f", then {c['steps']} more with the scanner"
+                              + (" and contrast-phase" if c.get("phase_augmentation") else "") + " augmentation"
+                              for c in record.get("continued", []))
                     + f"); {record['wall_s']:.0f} s on "
                     f"{record['threads']} CPU threads"),
         frame={"mode": "orient", "orientation": "".join(ORIENTATION), "array_transpose": None},

@@ -140,7 +140,7 @@ def test_no_leak_over_1000_sessions(rt):
 
 def test_gpu_settings_are_checked_and_fall_back_to_cpu(rt, tmp_path):
     cache = tmp_path / "trt"
-    m = sam3d.Model(rt, TINY, device="tensorrt", threads=1, gpu_memory_limit=1 << 30, trt_fp16=True,
+    m = sam3d.Model(rt, TINY, device="tensorrt", threads=1, gpu_memory_limit=1 << 30, trt_fp16=True, cuda_tf32=True,
                     trt_cache_dir=str(cache))
     info = m.info
     assert info["provider"] == "TensorRT" or "TensorRT unavailable" in info["provider_note"]

@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "sam3d.h"
@@ -119,10 +120,19 @@ int main(int argc, char **argv) {
     Sam3dModelOptions gopts = {SAM3D_DEVICE_TENSOR_RT, 1, 0};
     Sam3dGpuOptions gpu;
     memset(&gpu, 0, sizeof gpu);
-    gpu.struct_size = (uint32_t)sizeof gpu - 1;
+    /* the first version of the struct ended before cuda_tf32: that size is accepted (the field
+       beyond it is not read), anything shorter is not */
+    gpu.struct_size = (uint32_t)offsetof(Sam3dGpuOptions, cuda_tf32) - 1;
     expect("gpu: struct_size too small", sam3d_model_open_ex(rt, model_dir, &gopts, &gpu, &gmodel),
            SAM3D_STATUS_ABI_MISMATCH);
+    gpu.struct_size = (uint32_t)offsetof(Sam3dGpuOptions, cuda_tf32);
+    gpu.cuda_tf32 = 12345;
+    expect("gpu: first-version struct_size", sam3d_model_open_ex(rt, model_dir, &gopts, &gpu, &gmodel),
+           SAM3D_STATUS_OK);
+    sam3d_model_free(gmodel);
+    gmodel = NULL;
     gpu.struct_size = (uint32_t)sizeof gpu;
+    gpu.cuda_tf32 = 1;
     gpu.device_id = -1;
     expect("gpu: negative device", sam3d_model_open_ex(rt, model_dir, &gopts, &gpu, &gmodel),
            SAM3D_STATUS_INVALID_ARGUMENT);
