@@ -10,6 +10,17 @@
 # The engine part needs the parts that `tools/gpu_carry.py pack` wrote (onnxruntime-gpu's libraries, the
 # bench example, the paper-size package without its weights): GPU_PARTS names the folder holding
 # part-*.xz there. Without it only the PyTorch part runs; GPU_SKIP_TORCH=1 skips the PyTorch part.
+#
+# The recipe of 2026-11-27 (two calls, about 2.5 minutes of device time with the machine's start):
+#   here:  python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
+#              --platform manylinux_2_28_x86_64 -d /tmp/ortgpu onnxruntime-gpu==1.31.1
+#          (cd onnx && ../.venv/bin/python -c "from sam3d_onnx.bench import paper_package; paper_package('../build/bench')")
+#          cargo build --release --examples
+#          .venv/bin/python tools/gpu_carry.py pack /tmp/ortgpu/onnxruntime_gpu-*.whl build/bench/paper-random \
+#              target/release/examples .gpu          (.gpu/ is listed in .git/info/exclude)
+#   there: call 1, carrying .gpu/part-0.xz:  mkdir -p /tmp/parts && cp .gpu/part-0.xz /tmp/parts/ && tools/gpu_check.sh
+#          call 2 at once (the machine stays warm 30 s), carrying .gpu/part-1.xz and .gpu/part-2.xz:
+#                cp .gpu/part-[12].xz /tmp/parts/ && GPU_SKIP_TORCH=1 GPU_PARTS=/tmp/parts tools/gpu_check.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-build/gpu}"
