@@ -64,14 +64,20 @@ engine paper $g/paper cuda 6
 engine paper-tf32 $g/paper cuda 6 --cuda-tf32
 engine paper-cap4g $g/paper cuda 3 --gpu-mem-limit-mb 4096
 engine paper $g/paper cpu 1
+# fp16 packages, converted here from the fp32 ones (python -m sam3d_onnx.quantize --precision fp16)
+(cd onnx && timeout 240 python3 -m sam3d_onnx.quantize $g/paper $g/paper-fp16 --precision fp16 \
+    && timeout 60 python3 -m sam3d_onnx.quantize ../models/demo-lesion $g/demo-fp16 --precision fp16) | tail -2
+engine paper-fp16 $g/paper-fp16 cuda 6
+engine demo-fp16 $g/demo-fp16 cuda 10
 # masks on the GPU against the CPU's: the demo model on the sample CT, fp32 and TF32 (segment --truth
 # prints the Dice of its mask against the given one)
-seg() {   # seg NAME DEVICE [extra args]
-    local name=$1 dev=$2; shift 2
-    timeout 60 $g/segment --model models/demo-lesion --input examples/data/sample_ct_lesion.nii.gz \
+seg() {   # seg NAME PACKAGE DEVICE [extra args]
+    local name=$1 pkg=$2 dev=$3; shift 3
+    timeout 60 $g/segment --model "$pkg" --input examples/data/sample_ct_lesion.nii.gz \
         --click "$(sed -n 's/.*"click": "\([0-9,]*\)".*/\1/p' examples/data/sample_ct_lesion.json)" --coord ijk \
         --out "$g/mask-$name.nii" --device "$dev" --ort "$ortlib" "$@" 2>&1 | tail -4
 }
-seg cpu cpu
-seg cuda cuda --truth $g/mask-cpu.nii
-seg cuda-tf32 cuda --cuda-tf32 --truth $g/mask-cpu.nii
+seg cpu models/demo-lesion cpu
+seg cuda models/demo-lesion cuda --truth $g/mask-cpu.nii
+seg cuda-tf32 models/demo-lesion cuda --cuda-tf32 --truth $g/mask-cpu.nii
+seg cuda-fp16 $g/demo-fp16 cuda --truth $g/mask-cpu.nii

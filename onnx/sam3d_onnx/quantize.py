@@ -1,6 +1,7 @@
-"""An int8 variant of a model package, and its accuracy against the fp32 package it came from.
+"""int8 and fp16 variants of a model package, and their accuracy against the fp32 package.
 
     python -m sam3d_onnx.quantize PKG OUT [--graphs encoder]          # write the int8 package
+    python -m sam3d_onnx.quantize PKG OUT --precision fp16            # fp16 (for GPUs), both graphs
     python -m sam3d_onnx.quantize --compare PKG OUT --volume CT.nii.gz  # probabilities and masks
 
 The encoder's weight MatMuls (qkv, proj, MLP, adapters: about 70 % of an encoding's FLOPs) become
@@ -8,6 +9,10 @@ ONNX Runtime's dynamic int8 quantisation (weights int8 per output channel, activ
 tensor at run time): the package contract is unchanged (same inputs, outputs, manifest), so the engine
 runs it like any package. The attention products (activation x activation), the convolutions and the
 decoder stay fp32: quantising them costs accuracy for little time (measured: `make bench-int8`).
+
+fp16 (ONNX Runtime's float16 converter): every float weight and activation in fp16, the graphs' inputs
+and outputs kept float32 (Casts at the edges), so the engine and the manifest's graph interface are
+unchanged too. Meant for CUDA/TensorRT (tensor cores); on a CPU it runs, slower than fp32.
 """
 from __future__ import annotations
 
@@ -54,29 +59,66 @@ def quantize_graph(src: str, dst: str) -> dict:
     return {"quantised_matmuls": len(weights), "fp32_matmuls": len(others)}
 
 
-def quantize_package(pkg: str, out: str, graphs=("encoder",)) -> dict:
-    """Write `out`: `pkg` with the named graphs quantised, the manifest's hashes and provenance updated.
-    Written to a temporary folder next to `out` and renamed, so `out` is never half-written."""
+def drop_repeated_nodes(graph) -> int:
+    """Remove nodes that repeat an earlier node exactly (same name, op, inputs, outputs, attributes).
+    ONNX Runtime 1.30's float16 converter inserts the Cast of a graph output once per consumer, all
+    three the same node, which ONNX Runtime then rejects ("two nodes with same node name"); 1.32's does
+    not. Returns how many were removed."""
+    seen, keep = set(), []
+    for n in graph.node:
+        key = n.SerializeToString(deterministic=True)
+        if key not in seen:
+            seen.add(key)
+            keep.append(n)
+    removed = len(graph.node) - len(keep)
+    if removed:
+        del graph.node[:]
+        graph.node.extend(keep)
+    return removed
+
+
+def half_graph(src: str, dst: str) -> dict:
+    """fp16 copy of one graph file (external data is read; the result is one file: fp16 halves it)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(src), keep_io_types=True)
+    drop_repeated_nodes(model.graph)
+    onnx.save(model, dst)
+    ops = [n.op_type for n in model.graph.node]
+    return {"fp16_nodes": len(ops) - ops.count("Cast"), "casts": ops.count("Cast")}
+
+
+PRECISIONS = {"int8": ("int8-dynamic", quantize_graph,
+                       "weight MatMuls quantised to int8 (ONNX Runtime dynamic quantisation, per-channel weights)"),
+              "fp16": ("fp16", half_graph, "converted to fp16, inputs and outputs float32 (ONNX Runtime's float16 "
+                                           "converter)")}
+
+
+def quantize_package(pkg: str, out: str, graphs=("encoder",), precision: str = "int8") -> dict:
+    """Write `out`: `pkg` with the named graphs quantised (int8) or halved (fp16), the manifest's hashes and
+    provenance updated. Written to a temporary folder next to `out` and renamed, so `out` is never
+    half-written."""
+    label, convert, what = PRECISIONS[precision]
     manifest = read_manifest(pkg)
     quantised_from = {k: manifest["graphs"][k]["sha256"] for k in graphs}
     parent = os.path.dirname(os.path.abspath(out)) or "."
     os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".int8-", dir=parent)
+    tmp = tempfile.mkdtemp(prefix=f".{precision}-", dir=parent)
     try:
         record = {}
         for key, g in manifest["graphs"].items():
             src = os.path.join(pkg, g["file"])
             if key in graphs:
-                record[key] = quantize_graph(src, os.path.join(tmp, g["file"]))
+                record[key] = convert(src, os.path.join(tmp, g["file"]))
                 g["data_files"] = []
             else:
                 for f in [g["file"]] + g["data_files"]:
                     shutil.copy2(os.path.join(pkg, f), os.path.join(tmp, f))
             g["sha256"] = {f: sha256_file(os.path.join(tmp, f)) for f in [g["file"]] + g["data_files"]}
-        manifest["name"] = manifest["name"] + "-int8"
-        manifest["precision"] = {k: ("int8-dynamic" if k in graphs else "fp32") for k in manifest["graphs"]}
-        manifest["provenance"] += (f"; {'+'.join(graphs)} weight MatMuls quantised to int8 (ONNX Runtime dynamic "
-                                   "quantisation, per-channel weights) by python -m sam3d_onnx.quantize")
+        manifest["name"] = manifest["name"] + "-" + precision
+        manifest["precision"] = {k: (label if k in graphs else "fp32") for k in manifest["graphs"]}
+        manifest["provenance"] += f"; {'+'.join(graphs)} {what} by python -m sam3d_onnx.quantize"
         manifest["quantisation"] = record
         manifest["quantised_from"] = quantised_from
         publish(tmp, manifest, out)
@@ -86,12 +128,12 @@ def quantize_package(pkg: str, out: str, graphs=("encoder",)) -> dict:
     return manifest
 
 
-def compare(fp32: str, int8: str, crops: list, clicks: list, threads: int = 2) -> dict:
+def compare(fp32: str, variant: str, crops: list, clicks: list, threads: int = 2) -> dict:
     """Probabilities of the two packages on the same normalised crops (1,1,C,C,C) and clicks (1,N,3):
-    max and mean |p_int8 - p_fp32|, and the Dice of the masks at the manifest threshold."""
+    max and mean |p_variant - p_fp32|, and the Dice of the masks at the manifest threshold."""
     from .reference_pipeline import Pipeline
 
-    runs = [Pipeline(p, threads) for p in (fp32, int8)]
+    runs = [Pipeline(p, threads) for p in (fp32, variant)]
     thr = runs[0].manifest["threshold"]
     rows = []
     for crop, pts in zip(crops, clicks):
@@ -104,7 +146,7 @@ def compare(fp32: str, int8: str, crops: list, clicks: list, threads: int = 2) -
         rows.append({"max_abs": float(np.abs(probs[0] - probs[1]).max()),
                      "mean_abs": float(np.abs(probs[0] - probs[1]).mean()),
                      "dice": 1.0 if denom == 0 else 2.0 * int((a & b).sum()) / denom,
-                     "fp32_voxels": int(a.sum()), "int8_voxels": int(b.sum())})
+                     "fp32_voxels": int(a.sum()), "variant_voxels": int(b.sum())})
     return {"crops": len(rows), "max_abs": max(r["max_abs"] for r in rows),
             "mean_abs": float(np.mean([r["mean_abs"] for r in rows])),
             "dice_mean": float(np.mean([r["dice"] for r in rows])),
@@ -140,8 +182,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("package")
     ap.add_argument("out")
-    ap.add_argument("--graphs", default="encoder", help="comma-separated: encoder, decoder")
-    ap.add_argument("--compare", action="store_true", help="compare OUT (int8) with PACKAGE (fp32) instead")
+    ap.add_argument("--precision", choices=sorted(PRECISIONS), default="int8")
+    ap.add_argument("--graphs", help="comma-separated: encoder, decoder (default: encoder for int8, both for fp16)")
+    ap.add_argument("--compare", action="store_true", help="compare OUT (int8 or fp16) with PACKAGE (fp32) instead")
     ap.add_argument("--volume", help="CT (.nii.gz) whose crops --compare uses")
     ap.add_argument("--crops", type=int, default=8)
     ap.add_argument("--threads", type=int, default=2)
@@ -152,13 +195,14 @@ def main(argv=None):
             ap.error("--compare needs --volume")
         crops, clicks = volume_crops(args.package, args.volume, args.crops)
         res = compare(args.package, args.out, crops, clicks, args.threads)
-        print(f"{res['crops']} crops: |p_int8 - p_fp32| max {res['max_abs']:.4f} mean {res['mean_abs']:.5f}; "
-              f"mask Dice int8 vs fp32 mean {res['dice_mean']:.4f} min {res['dice_min']:.4f}")
+        print(f"{res['crops']} crops: |p_variant - p_fp32| max {res['max_abs']:.4f} mean {res['mean_abs']:.5f}; "
+              f"mask Dice variant vs fp32 mean {res['dice_mean']:.4f} min {res['dice_min']:.4f}")
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(res, f, indent=1)
         return
-    m = quantize_package(args.package, args.out, tuple(g for g in args.graphs.split(",") if g))
+    graphs = args.graphs or ("encoder" if args.precision == "int8" else "encoder,decoder")
+    m = quantize_package(args.package, args.out, tuple(g for g in graphs.split(",") if g), args.precision)
     print(f"wrote {args.out}: {m['quantisation']}")
 
 

@@ -4,9 +4,10 @@ import os
 
 import numpy as np
 import onnx
+import pytest
 
 from sam3d_onnx.package import read_manifest
-from sam3d_onnx.quantize import compare, quantize_package, weight_matmuls
+from sam3d_onnx.quantize import compare, drop_repeated_nodes, quantize_package, weight_matmuls
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(REPO, "tests", "fixtures", "models", "tiny-orient")
@@ -31,3 +32,46 @@ def test_int8_package_is_valid_and_close_to_fp32(tmp_path):
     assert 0 < res["max_abs"] < 0.2, res["max_abs"]
     assert res["dice_mean"] > 0.8, res["dice_mean"]
     assert not any(f.startswith(".int8-") for f in os.listdir(tmp_path))   # no temporary left behind
+
+
+def test_fp16_package_keeps_the_interface_and_stays_close_to_fp32(tmp_path):
+    out = str(tmp_path / "tiny-fp16")
+    m = quantize_package(TINY, out, graphs=("encoder", "decoder"), precision="fp16")
+    again = read_manifest(out)                      # hashes verified
+    assert again["precision"] == {"encoder": "fp16", "decoder": "fp16"} and again["name"].endswith("-fp16")
+    for g in ("encoder", "decoder"):
+        model = onnx.load(os.path.join(out, f"{g}.onnx"))
+        ref = onnx.load(os.path.join(TINY, f"{g}.onnx"))
+        # the graph interface of the package contract: same names, float32 in and out
+        assert [(i.name, i.type.tensor_type.elem_type) for i in model.graph.input] == \
+            [(i.name, i.type.tensor_type.elem_type) for i in ref.graph.input]
+        assert [(o.name, o.type.tensor_type.elem_type) for o in model.graph.output] == \
+            [(o.name, o.type.tensor_type.elem_type) for o in ref.graph.output]
+        types = {t.data_type for t in model.graph.initializer if len(t.dims) >= 2}
+        assert onnx.TensorProto.FLOAT16 in types and onnx.TensorProto.FLOAT not in types   # int/bool stay
+        assert m["quantisation"][g]["casts"] > 0
+    rng = np.random.default_rng(1)
+    crops = [rng.standard_normal((1, 1, 32, 32, 32)).astype(np.float32) for _ in range(3)]
+    clicks = [np.full((1, 1, 3), 16.0, np.float32) for _ in crops]
+    res = compare(TINY, out, crops, clicks, threads=1)
+    assert 0 < res["max_abs"] < 0.02, res["max_abs"]
+    assert res["dice_mean"] > 0.97, res["dice_mean"]
+
+
+def test_repeated_nodes_are_dropped_so_onnx_runtime_loads_the_graph():
+    """What ONNX Runtime 1.30's float16 converter writes: one Cast node three times."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT16, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
+    cast = helper.make_node("Cast", ["x"], ["y"], name="x_cast_to_fp32_node", to=TensorProto.FLOAT)
+    graph = helper.make_graph([cast, cast, cast], "g", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    with pytest.raises(Exception, match="same node name"):
+        ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    assert drop_repeated_nodes(model.graph) == 2
+    s = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    out = s.run(None, {"x": np.array([1.5, -2.0], np.float16)})[0]
+    assert out.dtype == np.float32 and out.tolist() == [1.5, -2.0]
