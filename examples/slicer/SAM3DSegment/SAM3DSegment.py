@@ -44,6 +44,13 @@ class SAM3DSegmentWidget(ScriptedLoadableModuleWidget):
         self.device = qt.QComboBox()
         self.device.addItems(["cpu", "cuda", "tensorrt"])
         form.addRow("Device:", self.device)
+        self.memory = qt.QSpinBox()
+        self.memory.setRange(0, 1 << 20)
+        self.memory.setSuffix(" MB")
+        self.memory.setToolTip("cap on the GPU memory arena; 0: no cap")
+        form.addRow("GPU memory cap:", self.memory)
+        self.tf32 = qt.QCheckBox("TF32 on CUDA (faster, ~1e-3 relative error)")
+        form.addRow(self.tf32)
         self.status = qt.QLabel("")
         form.addRow(self.status)
         apply = qt.QPushButton("Segment")
@@ -57,10 +64,12 @@ class SAM3DSegmentWidget(ScriptedLoadableModuleWidget):
         slicer.app.processEvents()
 
     def onApply(self):
-        key = (self.model.text, self.device.currentText)
+        gpu = {"gpu_memory_limit": int(self.memory.value) << 20, "cuda_tf32": bool(self.tf32.checked)}
+        key = (self.model.text, self.device.currentText, tuple(sorted(gpu.items())))
         with slicer.util.tryWithErrorDisplay("SAM3D segmentation failed", waitCursor=True):
             if self._logic is None or self._logic_key != key:
-                self._logic = SAM3DSegmentLogic(self.model.text, device=self.device.currentText, progress=self._progress)
+                self._logic = SAM3DSegmentLogic(self.model.text, device=self.device.currentText,
+                                                progress=self._progress, **gpu)
                 self._logic_key = key
             seg, segment_id, result = self._logic.segment(self.volume.currentNode(), self.point.currentNode())
             note = f" ({self._logic.provider_note})" if self._logic.provider_note else ""

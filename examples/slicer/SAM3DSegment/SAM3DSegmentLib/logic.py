@@ -31,12 +31,13 @@ class SAM3DSegmentLogic:
     """Segment from one click: `segment(volume_node, point_node)` -> (segmentation node, segment id).
 
     model_dir: a libsam3d model package; device: "cpu", "cuda" or "tensorrt" (falls back to CPU,
-    `provider_note` says why); progress: callable(stage, done) for the five pipeline stages."""
+    `provider_note` says why); progress: callable(stage, done) for the five pipeline stages; gpu: the
+    binding's GPU settings (`device_id`, `gpu_memory_limit`, `trt_fp16`, `trt_cache_dir`, `cuda_tf32`)."""
 
     def __init__(self, model_dir: str, device: str = "cpu", threads: int = 0, runtime_library: str = None,
-                 progress=None):
+                 progress=None, **gpu):
         self.runtime = sam3d.Runtime(runtime_library)
-        self.model = sam3d.Model(self.runtime, model_dir, device=device, threads=threads)
+        self.model = sam3d.Model(self.runtime, model_dir, device=device, threads=threads, **gpu)
         info = self.model.info
         self.provider, self.provider_note = info["provider"], info["provider_note"]
         self.progress = progress

@@ -41,7 +41,8 @@ def click_ras():
 @pytest.fixture(scope="module")
 def logic():
     stages = []
-    lg = SAM3DSegmentLogic(MODEL, device="cuda", threads=1, progress=lambda s, d: stages.append((s, d)))
+    lg = SAM3DSegmentLogic(MODEL, device="cuda", threads=1, progress=lambda s, d: stages.append((s, d)),
+                           gpu_memory_limit=1 << 30, cuda_tf32=True)
     lg.stages = stages
     return lg
 
