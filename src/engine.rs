@@ -677,9 +677,13 @@ impl Segmenter {
         let vol = &self.volume;
         let map = &self.map;
         let zero_bad = self.replace_nonfinite;
+        // innermost loop along the model axis that reads the source's fastest axis (i, as stored)
+        let mut loops = [0usize, 1, 2];
+        loops.sort_by_key(|&a| std::cmp::Reverse(map.perm[a]));
         let crop = extract_crop(
             &plan,
             c,
+            loops,
             m.pad_value_normalised as f32,
             |v| (v.clamp(lo, hi) - mean) / std,
             |a, b, e| {

@@ -133,22 +133,32 @@ impl CropPlan {
 }
 
 /// Trilinear crop extraction; `read(i0, i1, i2)` returns the source voxel at model-frame indices.
+/// `loops` names the model axes from the outermost loop to the innermost. The innermost should be
+/// the axis along which the source is contiguous, so that neighbouring outputs read neighbouring
+/// memory: for the paper-size crop of a 512 x 512 x 300 CT in RAS that is 0.14-0.29 s instead of
+/// 0.77-0.82 s (W, the model's innermost axis, is the source's slowest there). Each output is computed
+/// on its own, so the order changes no value (asserted by a test).
 pub fn extract_crop(
     plan: &CropPlan,
     crop: usize,
+    loops: [usize; 3],
     pad: f32,
     post: impl Fn(f32) -> f32,
     read: impl Fn(usize, usize, usize) -> f32,
 ) -> Vec<f32> {
     let mut out = vec![pad; crop * crop * crop];
-    for (d, td) in plan.taps[0].iter().enumerate() {
-        let Some(td) = td else { continue };
-        for (h, th) in plan.taps[1].iter().enumerate() {
-            let Some(th) = th else { continue };
-            let row = &mut out[(d * crop + h) * crop..(d * crop + h + 1) * crop];
-            for (w, tw) in plan.taps[2].iter().enumerate() {
-                let Some(tw) = tw else { continue };
-                row[w] = post(trilinear(*td, *th, *tw, &read));
+    let stride = [crop * crop, crop, 1];
+    let [a0, a1, a2] = loops;
+    for (i0, t0) in plan.taps[a0].iter().enumerate() {
+        let Some(t0) = t0 else { continue };
+        for (i1, t1) in plan.taps[a1].iter().enumerate() {
+            let Some(t1) = t1 else { continue };
+            for (i2, t2) in plan.taps[a2].iter().enumerate() {
+                let Some(t2) = t2 else { continue };
+                let mut t = [*t0; 3];
+                (t[a1], t[a2]) = (*t1, *t2);
+                let o = i0 * stride[a0] + i1 * stride[a1] + i2 * stride[a2];
+                out[o] = post(trilinear(t[0], t[1], t[2], &read));
             }
         }
     }
@@ -253,9 +263,30 @@ mod tests {
     }
 
     #[test]
+    fn crop_values_do_not_depend_on_the_loop_order() {
+        let n = [23usize, 19, 29];
+        let read =
+            |a: usize, b: usize, e: usize| ((a * 31 + b * 17 + e * 7) % 13) as f32 * 0.37 - 1.0;
+        // a crop that overhangs the grid on one side (pad) at a 0.8 / 1.3 / 1.0 scale
+        let plan = CropPlan::new([-3, 4, 10], 12, n, [0.8, 1.3, 1.0]);
+        let first = extract_crop(&plan, 12, [0, 1, 2], -7.0, |v| v * 2.0, read);
+        assert!(first.contains(&-7.0) && first.iter().any(|&v| v != -7.0));
+        for loops in [[2, 1, 0], [1, 2, 0], [0, 2, 1]] {
+            let other = extract_crop(&plan, 12, loops, -7.0, |v| v * 2.0, read);
+            assert!(
+                first
+                    .iter()
+                    .zip(&other)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{loops:?}"
+            );
+        }
+    }
+
+    #[test]
     fn constant_volume_stays_constant() {
         let plan = CropPlan::new([-2, 0, 3], 8, [5, 6, 7], [1.5, 0.8, 2.0]);
-        let c = extract_crop(&plan, 8, -1.0, |v| v, |_, _, _| 3.0);
+        let c = extract_crop(&plan, 8, [0, 1, 2], -1.0, |v| v, |_, _, _| 3.0);
         assert!(c[..].iter().all(|&v| v == 3.0 || v == -1.0));
         assert_eq!(c[0], -1.0); // d = -2 is outside
         assert_eq!(c[2 * 64], 3.0);
