@@ -143,3 +143,21 @@ def test_scanner_augmentation_ends_the_scan_around_the_click():
             zero = (out == 0.0)
             assert (lab[zero] == 0).all()
     assert 5 <= cut <= 30
+
+
+def test_contrast_phase_augmentation_moves_tissue_within_the_window():
+    from sam3d_onnx.demo_train import INTENSITY, phase_augment
+    rng = np.random.default_rng(0)
+    crop = rng.normal(0.1, 0.3, (16, 16, 16)).astype(np.float32)    # soft tissue around 48 HU
+    lo = (INTENSITY["clip"][0] - INTENSITY["mean"]) / INTENSITY["std"]
+    hi = (INTENSITY["clip"][1] - INTENSITY["mean"]) / INTENSITY["std"]
+    shifts = []
+    for seed in range(60):
+        out = phase_augment(crop, np.random.default_rng(seed))
+        assert out.shape == crop.shape and out.dtype == np.float32
+        assert out.min() >= lo and out.max() <= hi                   # stays inside the CT window
+        shifts.append(float(np.median(out) - np.median(crop)) * INTENSITY["std"])   # HU
+    shifts = np.array(shifts)
+    assert np.abs(shifts).max() <= 60.0 + 1.0                        # at most +-60 HU
+    assert (np.abs(shifts) > 20.0).sum() >= 15                       # most draws move it visibly
+    assert (np.abs(shifts) < 1e-3).sum() >= 3                        # p 0.2: some keep the phase
