@@ -17,7 +17,7 @@
 #          (cd onnx && ../.venv/bin/python -c "from sam3d_onnx.bench import paper_package; paper_package('../build/bench')")
 #          cargo build --release --examples
 #          .venv/bin/python tools/gpu_carry.py pack /tmp/ortgpu/onnxruntime_gpu-*.whl build/bench/paper-random \
-#              target/release/examples .gpu          (.gpu/ is listed in .git/info/exclude)
+#              target/release/examples .gpu          (.gpu/ is git-ignored: it travels only as carry)
 #   there: call 1, carrying .gpu/part-0.xz:  mkdir -p /tmp/parts && cp .gpu/part-0.xz /tmp/parts/ && tools/gpu_check.sh
 #          call 2 at once (the machine stays warm 30 s), carrying .gpu/part-1.xz and .gpu/part-2.xz:
 #                cp .gpu/part-[12].xz /tmp/parts/ && GPU_SKIP_TORCH=1 GPU_PARTS=/tmp/parts tools/gpu_check.sh
