@@ -42,9 +42,14 @@ fn main() {
     let (mut device, mut gpu) = (Sam3dDevice::Cpu, GpuOptions::default());
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
-        if k == "--trt-fp16" || k == "--cuda-tf32" {
-            gpu.fp16 |= k == "--trt-fp16";
-            gpu.tf32 |= k == "--cuda-tf32";
+        // flags without a value
+        let flag = match k.as_str() {
+            "--trt-fp16" => Some(&mut gpu.fp16),
+            "--cuda-tf32" => Some(&mut gpu.tf32),
+            _ => None,
+        };
+        if let Some(flag) = flag {
+            *flag = true;
             continue;
         }
         let v = it.next().unwrap_or_else(|| panic!("{k} needs a value"));

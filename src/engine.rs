@@ -107,20 +107,11 @@ enum CacheMemory {
 
 impl CacheMemory {
     fn info(self) -> ort::Result<MemoryInfo<'static>> {
-        match self {
-            CacheMemory::Host => MemoryInfo::new(
-                AllocationDevice::CPU,
-                0,
-                AllocatorType::Device,
-                MemoryType::Default,
-            ),
-            CacheMemory::Cuda(id) => MemoryInfo::new(
-                AllocationDevice::CUDA,
-                id,
-                AllocatorType::Device,
-                MemoryType::Default,
-            ),
-        }
+        let (device, id) = match self {
+            CacheMemory::Host => (AllocationDevice::CPU, 0),
+            CacheMemory::Cuda(id) => (AllocationDevice::CUDA, id),
+        };
+        MemoryInfo::new(device, id, AllocatorType::Device, MemoryType::Default)
     }
 }
 

@@ -83,16 +83,19 @@ def pack(args):
                 open(os.path.join(stage, "ort", base), "wb").write(data)
     for exe in ("bench", "segment"):          # target/release/examples/
         shutil.copy(os.path.join(args.examples, exe), os.path.join(stage, exe))
-    for f in os.listdir(args.package):
-        src, dst = os.path.join(args.package, f), os.path.join(stage, "paper", f)
-        if not f.endswith(".data"):
-            shutil.copy(src, dst)
+    # external data files with their float weights zeroed; every other package file as it is
+    zeroed_data = {}
     for g in ("encoder", "decoder"):
-        onnx_file = os.path.join(args.package, g + ".onnx")
-        data = bytearray(open(os.path.join(args.package, g + ".onnx.data"), "rb").read())
-        for loc, off, n in float_ranges(onnx_file):
-            data[off:off + n] = bytes(n)
-        open(os.path.join(stage, "paper", g + ".onnx.data"), "wb").write(data)
+        for loc, off, n in float_ranges(os.path.join(args.package, g + ".onnx")):
+            if loc not in zeroed_data:
+                zeroed_data[loc] = bytearray(open(os.path.join(args.package, loc), "rb").read())
+            zeroed_data[loc][off:off + n] = bytes(n)
+    for f in os.listdir(args.package):
+        dst = os.path.join(stage, "paper", f)
+        if f in zeroed_data:
+            open(dst, "wb").write(zeroed_data[f])
+        else:
+            shutil.copy(os.path.join(args.package, f), dst)
     # one tar-like stream: name, size, bytes; xz; split
     blob = os.path.join(args.dir, "all.xz")
     with lzma.open(blob, "wb", preset=6) as out:
@@ -141,11 +144,11 @@ def unpack(args):
     pkg = os.path.join(args.dest, "paper")
     rng = np.random.default_rng(0)
     for g in ("encoder", "decoder"):
-        mm = np.memmap(os.path.join(pkg, g + ".onnx.data"), dtype=np.uint8, mode="r+")
-        for _, off, n in float_ranges(os.path.join(pkg, g + ".onnx")):
-            mm[off:off + n] = (rng.standard_normal(n // 4, dtype=np.float32) * 0.02).view(np.uint8)
-        mm.flush()
-        del mm
+        for loc, off, n in float_ranges(os.path.join(pkg, g + ".onnx")):
+            mm = np.memmap(os.path.join(pkg, loc), dtype=np.uint8, mode="r+", offset=off, shape=(n,))
+            mm[:] = (rng.standard_normal(n // 4, dtype=np.float32) * 0.02).view(np.uint8)
+            mm.flush()
+            del mm
     man_path = os.path.join(pkg, "sam3d-model.json")
     man = json.load(open(man_path))
     for g in man["graphs"].values():

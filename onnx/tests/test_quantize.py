@@ -13,6 +13,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TINY = os.path.join(REPO, "tests", "fixtures", "models", "tiny-orient")
 
 
+def compare_on_random_crops(variant: str, seed: int) -> dict:
+    """`compare` of a variant of the tiny fixture with it on three random crops, clicked at the centre."""
+    rng = np.random.default_rng(seed)
+    crops = [rng.standard_normal((1, 1, 32, 32, 32)).astype(np.float32) for _ in range(3)]
+    clicks = [np.full((1, 1, 3), 16.0, np.float32) for _ in crops]
+    return compare(TINY, variant, crops, clicks, threads=1)
+
+
 def test_int8_package_is_valid_and_close_to_fp32(tmp_path):
     out = str(tmp_path / "tiny-int8")
     m = quantize_package(TINY, out)
@@ -25,10 +33,7 @@ def test_int8_package_is_valid_and_close_to_fp32(tmp_path):
     weights, others = weight_matmuls(enc)
     assert weights == []                            # every weight MatMul was quantised
     assert len(others) == m["quantisation"]["encoder"]["fp32_matmuls"] > 0   # attention stays fp32
-    rng = np.random.default_rng(0)
-    crops = [rng.standard_normal((1, 1, 32, 32, 32)).astype(np.float32) for _ in range(3)]
-    clicks = [np.full((1, 1, 3), 16.0, np.float32) for _ in crops]
-    res = compare(TINY, out, crops, clicks, threads=1)
+    res = compare_on_random_crops(out, seed=0)
     assert 0 < res["max_abs"] < 0.2, res["max_abs"]
     assert res["dice_mean"] > 0.8, res["dice_mean"]
     assert not any(f.startswith(".int8-") for f in os.listdir(tmp_path))   # no temporary left behind
@@ -50,10 +55,7 @@ def test_fp16_package_keeps_the_interface_and_stays_close_to_fp32(tmp_path):
         types = {t.data_type for t in model.graph.initializer if len(t.dims) >= 2}
         assert onnx.TensorProto.FLOAT16 in types and onnx.TensorProto.FLOAT not in types   # int/bool stay
         assert m["quantisation"][g]["casts"] > 0
-    rng = np.random.default_rng(1)
-    crops = [rng.standard_normal((1, 1, 32, 32, 32)).astype(np.float32) for _ in range(3)]
-    clicks = [np.full((1, 1, 3), 16.0, np.float32) for _ in crops]
-    res = compare(TINY, out, crops, clicks, threads=1)
+    res = compare_on_random_crops(out, seed=1)
     assert 0 < res["max_abs"] < 0.02, res["max_abs"]
     assert res["dice_mean"] > 0.97, res["dice_mean"]
 
