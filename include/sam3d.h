@@ -124,7 +124,7 @@ typedef struct Sam3dVolume Sam3dVolume;
 typedef struct Sam3dModelOptions {
   // `Sam3dDevice`: 0 CPU, 1 CUDA, 2 TensorRT (falls back to CPU with the reason reported)
   int32_t device;
-  // ONNX Runtime intra-op threads; 0 = all cores
+  // ONNX Runtime intra-op threads, also the engine's resampling workers; 0 = all cores
   uint32_t threads;
   // 1 skips the SHA-256 check of the package files (faster open of trusted packages)
   int32_t skip_hash_check;

@@ -14,7 +14,9 @@ use ort::value::{DynValue, TensorRef};
 use crate::error::{err, Error, Result, Sam3dStatus};
 use crate::frame::FrameMap;
 use crate::manifest::{FrameMode, Package};
-use crate::resample::{back_taps, extract_crop, model_size, trilinear_grid, CropPlan};
+use crate::resample::{
+    back_taps, extract_crop, model_size, paste_threshold, worker_threads, CropPlan,
+};
 use crate::runtime::Runtime;
 use crate::volume::Volume;
 
@@ -43,7 +45,8 @@ impl std::str::FromStr for Sam3dDevice {
 #[derive(Debug, Clone)]
 pub struct ModelOptions {
     pub device: Sam3dDevice,
-    /// ONNX Runtime intra-op threads (0: ONNX Runtime's default, all cores).
+    /// ONNX Runtime intra-op threads, also the workers of the engine's crop resampling and
+    /// paste-back (0: all cores).
     pub threads: usize,
     /// Check every package file against its SHA-256 before loading (default true).
     pub verify_hashes: bool,
@@ -94,6 +97,9 @@ pub struct Model {
     /// execution provider in use, and why it differs from the one asked for
     pub provider: String,
     pub provider_note: String,
+    /// threads of the engine's own CPU loops (crop resampling, paste-back): the ONNX Runtime
+    /// thread setting, every core for 0 (a segmenter runs them between its ONNX Runtime runs)
+    pub cpu_threads: usize,
     /// where the encoder's outputs (the region cache) are kept: the provider's device, so the
     /// decoder reads them there at every click instead of receiving a host copy
     cache_memory: CacheMemory,
@@ -169,6 +175,7 @@ impl Model {
             cache_names,
             provider,
             provider_note,
+            cpu_threads: worker_threads(opts.threads),
             cache_memory,
         })
     }
@@ -675,6 +682,7 @@ impl Segmenter {
             &plan,
             c,
             loops,
+            self.model.cpu_threads,
             m.pad_value_normalised as f32,
             |v| (v.clamp(lo, hi) - mean) / std,
             |a, b, e| {
@@ -784,16 +792,19 @@ impl Segmenter {
         let t = taps
             .each_ref()
             .map(|v| v.iter().map(|&(_, t)| t).collect::<Vec<_>>());
-        trilinear_grid(
+        // workers split the source's slowest axis (k): each owns whole k-slabs of the sub-mask
+        let split = (0..3).find(|&a| self.map.perm[a] == 2).unwrap_or(0);
+        paste_threshold(
             prob,
             c as usize,
             origin,
             [&t[0], &t[1], &t[2]],
-            |kd, kh, kw, v| {
-                if v > thr {
-                    data[offs[0][kd] + offs[1][kh] + offs[2][kw]] = 1;
-                }
-            },
+            [&offs[0], &offs[1], &offs[2]],
+            split,
+            ext[0] * ext[1],
+            thr,
+            self.model.cpu_threads,
+            &mut data,
         );
         SubMask { bbox, data }
     }

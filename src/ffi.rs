@@ -143,7 +143,7 @@ pub struct Sam3dMask {
 pub struct Sam3dModelOptions {
     /// `Sam3dDevice`: 0 CPU, 1 CUDA, 2 TensorRT (falls back to CPU with the reason reported)
     pub device: i32,
-    /// ONNX Runtime intra-op threads; 0 = all cores
+    /// ONNX Runtime intra-op threads, also the engine's resampling workers; 0 = all cores
     pub threads: u32,
     /// 1 skips the SHA-256 check of the package files (faster open of trusted packages)
     pub skip_hash_check: i32,

@@ -41,24 +41,25 @@ pub fn trilinear(td: Tap, th: Tap, tw: Tap, read: &impl Fn(usize, usize, usize) 
     v0 + (lerp_hw(td.x1) - v0) * td.w1
 }
 
-/// `trilinear` at every combination of per-axis taps, over a C^3 block `vals` (D, H, W; W fastest)
-/// whose first voxel sits at grid index `origin`, zero outside it: calls `emit(kd, kh, kw, value)`.
-/// Separable (lerps along W for the block's rows, then H, then D), so each output costs three lerps
-/// instead of seven plus eight reads, with the very same arithmetic as `trilinear` (same operands, same
-/// order: the results are bit-identical, asserted by a test).
+/// `trilinear` at every combination of per-axis taps, over a block `vals` of `dims` (D, H, W; W
+/// fastest) whose first voxel sits at grid index `origin`, zero outside it: calls
+/// `emit(kd, kh, kw, value)`. Separable (lerps along W for the block's rows, then H, then D), so each
+/// output costs three lerps instead of seven plus eight reads, with the very same arithmetic as
+/// `trilinear` (same operands, same order: the results are bit-identical, asserted by a test).
 pub fn trilinear_grid(
     vals: &[f32],
-    c: usize,
+    dims: [usize; 3],
     origin: [i64; 3],
     taps: [&[Tap]; 3],
     mut emit: impl FnMut(usize, usize, usize, f32),
 ) {
-    debug_assert_eq!(vals.len(), c * c * c);
+    debug_assert_eq!(vals.len(), dims[0] * dims[1] * dims[2]);
     // block-local index of grid index x along axis a, None outside the block (value 0)
     let local = |a: usize, x: usize| {
         let q = x as i64 - origin[a];
-        (0..c as i64).contains(&q).then_some(q as usize)
+        (0..dims[a] as i64).contains(&q).then_some(q as usize)
     };
+    let [c0, c1, c2] = dims;
     let lerp = |v0: f32, v1: f32, w: f32| v0 + (v1 - v0) * w;
     let [td, th, tw] = taps;
     let (nh, nw) = (th.len(), tw.len());
@@ -66,20 +67,23 @@ pub fn trilinear_grid(
         .iter()
         .map(|t| (local(2, t.x0), local(2, t.x1)))
         .collect();
-    // along W, for every row of the block: a[(d * c + h) * nw + kw]
-    let mut a = vec![0f32; c * c * nw];
-    for (row, out) in vals.chunks_exact(c).zip(a.chunks_exact_mut(nw)) {
+    // along W, for every row of the block: a[(d * c1 + h) * nw + kw]
+    let mut a = vec![0f32; c0 * c1 * nw];
+    for (row, out) in vals
+        .chunks_exact(c2.max(1))
+        .zip(a.chunks_exact_mut(nw.max(1)))
+    {
         for ((t, &(i0, i1)), o) in tw.iter().zip(&w_idx).zip(out.iter_mut()) {
             let get = |i: Option<usize>| i.map_or(0.0, |i| row[i]);
             *o = lerp(get(i0), get(i1), t.w1);
         }
     }
     // along H: b[(d * nh + kh) * nw + kw]
-    let mut b = vec![0f32; c * nh * nw];
+    let mut b = vec![0f32; c0 * nh * nw];
     let zeros = vec![0f32; nw];
-    for d in 0..c {
+    for d in 0..c0 {
         for (kh, t) in th.iter().enumerate() {
-            let row = |x: usize| local(1, x).map_or(&zeros[..], |h| &a[(d * c + h) * nw..][..nw]);
+            let row = |x: usize| local(1, x).map_or(&zeros[..], |h| &a[(d * c1 + h) * nw..][..nw]);
             let (r0, r1) = (row(t.x0), row(t.x1));
             let out = &mut b[(d * nh + kh) * nw..][..nw];
             for ((o, &v0), &v1) in out.iter_mut().zip(r0).zip(r1) {
@@ -101,6 +105,94 @@ pub fn trilinear_grid(
             }
         }
     }
+}
+
+/// Paste-back: threshold (`> thr`) the trilinear resampling of a C^3 probability block whose first
+/// voxel sits at model-grid index `origin` (zero outside it) at the per-axis taps, setting
+/// `data[offs[0][kd] + offs[1][kh] + offs[2][kw]] = 1`. Tap k of axis `split` must write only into
+/// slab `offs[split][k] / slab` of `data` (`slab`-long runs, one per tap: the mask's slowest axis),
+/// so `threads` workers can each own a run of slabs; each resamples only the block planes its taps
+/// read, with `trilinear_grid`'s arithmetic, so the mask does not depend on `threads` (tested).
+#[allow(clippy::too_many_arguments)]
+pub fn paste_threshold(
+    prob: &[f32],
+    c: usize,
+    origin: [i64; 3],
+    taps: [&[Tap]; 3],
+    offs: [&[usize]; 3],
+    split: usize,
+    slab: usize,
+    thr: f32,
+    threads: usize,
+    data: &mut [u8],
+) {
+    debug_assert_eq!(data.len() % slab.max(1), 0);
+    let fill = |first: usize, part: &mut [u8]| {
+        let slabs = first..first + part.len() / slab;
+        let mine: Vec<usize> = (0..taps[split].len())
+            .filter(|&k| slabs.contains(&(offs[split][k] / slab)))
+            .collect();
+        if mine.is_empty() {
+            return;
+        }
+        // the block planes along `split` these taps read, clipped to the block
+        let local = |x: usize| x as i64 - origin[split];
+        let lo = mine
+            .iter()
+            .map(|&k| local(taps[split][k].x0))
+            .min()
+            .unwrap()
+            .max(0);
+        let hi = mine
+            .iter()
+            .map(|&k| local(taps[split][k].x1))
+            .max()
+            .unwrap()
+            .min(c as i64 - 1);
+        // (none inside the block: an empty block, every value 0)
+        let (lo, n) = if hi >= lo {
+            (lo, (hi - lo + 1) as usize)
+        } else {
+            (0, 0)
+        };
+        let mut dims = [c; 3];
+        dims[split] = n;
+        let mut sub_origin = origin;
+        sub_origin[split] += lo;
+        let sub = sub_block(prob, c, split, lo as usize, n);
+        let my_taps: Vec<Tap> = mine.iter().map(|&k| taps[split][k]).collect();
+        let my_offs: Vec<usize> = mine
+            .iter()
+            .map(|&k| offs[split][k] - first * slab)
+            .collect();
+        let mut t = taps;
+        let mut o = offs;
+        t[split] = &my_taps;
+        o[split] = &my_offs;
+        trilinear_grid(&sub, dims, sub_origin, t, |kd, kh, kw, v| {
+            if v > thr {
+                part[o[0][kd] + o[1][kh] + o[2][kw]] = 1;
+            }
+        });
+    };
+    par_chunks(data, slab, threads, |first, part| fill(first, part));
+}
+
+/// Planes [lo, lo + n) along `axis` of a C^3 block (D, H, W; W fastest), as a block of their own.
+fn sub_block(vals: &[f32], c: usize, axis: usize, lo: usize, n: usize) -> Vec<f32> {
+    let mut out = Vec::with_capacity(n * c * c);
+    for d in 0..c {
+        for h in 0..c {
+            let row = &vals[(d * c + h) * c..][..c];
+            match axis {
+                0 if (lo..lo + n).contains(&d) => out.extend_from_slice(row),
+                1 if (lo..lo + n).contains(&h) => out.extend_from_slice(row),
+                2 => out.extend_from_slice(&row[lo..lo + n]),
+                _ => {}
+            }
+        }
+    }
+    out
 }
 
 /// Model-grid size along one axis: floor(n * s) (at least 1).
@@ -138,31 +230,77 @@ impl CropPlan {
 /// memory: for the paper-size crop of a 512 x 512 x 300 CT in RAS that is 0.14-0.29 s instead of
 /// 0.77-0.82 s (W, the model's innermost axis, is the source's slowest there). Each output is computed
 /// on its own, so the order changes no value (asserted by a test).
+/// `threads` workers each fill a run of whole D planes of the crop (same loops, same values).
 pub fn extract_crop(
     plan: &CropPlan,
     crop: usize,
     loops: [usize; 3],
+    threads: usize,
     pad: f32,
-    post: impl Fn(f32) -> f32,
-    read: impl Fn(usize, usize, usize) -> f32,
+    post: impl Fn(f32) -> f32 + Sync,
+    read: impl Fn(usize, usize, usize) -> f32 + Sync,
 ) -> Vec<f32> {
     let mut out = vec![pad; crop * crop * crop];
-    let stride = [crop * crop, crop, 1];
+    let plane = crop * crop;
+    let stride = [plane, crop, 1];
     let [a0, a1, a2] = loops;
-    for (i0, t0) in plan.taps[a0].iter().enumerate() {
-        let Some(t0) = t0 else { continue };
-        for (i1, t1) in plan.taps[a1].iter().enumerate() {
-            let Some(t1) = t1 else { continue };
-            for (i2, t2) in plan.taps[a2].iter().enumerate() {
-                let Some(t2) = t2 else { continue };
-                let mut t = [*t0; 3];
-                (t[a1], t[a2]) = (*t1, *t2);
-                let o = i0 * stride[a0] + i1 * stride[a1] + i2 * stride[a2];
-                out[o] = post(trilinear(t[0], t[1], t[2], &read));
+    let fill = |first: usize, part: &mut [f32]| {
+        // this part holds D planes first..first + n: axis 0's loop covers only those
+        let n = part.len() / plane;
+        let range = |a: usize| if a == 0 { first..first + n } else { 0..crop };
+        for i0 in range(a0) {
+            let Some(t0) = plan.taps[a0][i0] else {
+                continue;
+            };
+            for i1 in range(a1) {
+                let Some(t1) = plan.taps[a1][i1] else {
+                    continue;
+                };
+                for i2 in range(a2) {
+                    let Some(t2) = plan.taps[a2][i2] else {
+                        continue;
+                    };
+                    let mut t = [t0; 3];
+                    (t[a1], t[a2]) = (t1, t2);
+                    let o = i0 * stride[a0] + i1 * stride[a1] + i2 * stride[a2] - first * plane;
+                    part[o] = post(trilinear(t[0], t[1], t[2], &read));
+                }
             }
         }
-    }
+    };
+    par_chunks(&mut out, plane, threads, |first, part| fill(first, part));
     out
+}
+
+/// Worker threads for the resampling loops: `requested`, or every core for 0.
+pub fn worker_threads(requested: usize) -> usize {
+    if requested > 0 {
+        requested
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
+
+/// Run `f(first_unit, part)` on `threads` consecutive parts of `data`, each a whole number of
+/// `unit`-long units (the first unit's index is passed), in scoped threads (inline for one part).
+pub fn par_chunks<T: Send>(
+    data: &mut [T],
+    unit: usize,
+    threads: usize,
+    f: impl Fn(usize, &mut [T]) + Sync,
+) {
+    let units = data.len() / unit.max(1);
+    let per = units.div_ceil(threads.clamp(1, units.max(1))).max(1);
+    if per >= units {
+        f(0, data);
+        return;
+    }
+    std::thread::scope(|s| {
+        for (i, part) in data.chunks_mut(per * unit).enumerate() {
+            let f = &f;
+            s.spawn(move || f(i * per, part));
+        }
+    });
 }
 
 /// For one axis: the original (model-frame) indices whose resampled value can be non-zero when only
@@ -214,30 +352,38 @@ mod tests {
         assert_eq!(model_size(512, 0.7), 358);
     }
 
-    #[test]
-    fn separable_grid_is_bit_identical_to_trilinear() {
-        // a block inside a 40-voxel grid, taps of an 0.8x resampling back to 50 voxels, some
-        // straddling the block's edges (where the outside counts as zero)
-        let (c, m, n) = (8usize, 40usize, 50usize);
-        let mut s = 12345u64;
-        let vals: Vec<f32> = (0..c * c * c)
+    /// A C^3 block of seeded values in [0, 1).
+    fn random_block(c: usize, seed: u64) -> Vec<f32> {
+        let mut s = seed;
+        (0..c * c * c)
             .map(|_| {
                 s = s
                     .wrapping_mul(6364136223846793005)
                     .wrapping_add(1442695040888963407);
                 (s >> 40) as f32 / (1u64 << 24) as f32
             })
-            .collect();
-        let origin = [3i64, 30, 17];
-        let taps: Vec<Vec<Tap>> = (0..3)
+            .collect()
+    }
+
+    /// Taps back to an n-voxel axis from an m-voxel model grid where a C^3 block sits at `origin`
+    /// (clipped to the grid), and a reader of the block at grid indices (zero outside it).
+    fn block_taps(
+        vals: &[f32],
+        c: usize,
+        origin: [i64; 3],
+        m: usize,
+        n: usize,
+    ) -> (Vec<Vec<Tap>>, impl Fn(usize, usize, usize) -> f32 + '_) {
+        let taps = (0..3)
             .map(|a| {
-                back_taps(n, m, origin[a], origin[a] + c as i64)
+                let hi = (origin[a] + c as i64).min(m as i64);
+                back_taps(n, m, origin[a].max(0), hi)
                     .into_iter()
                     .map(|(_, t)| t)
                     .collect()
             })
             .collect();
-        let read = |d: usize, h: usize, w: usize| {
+        let read = move |d: usize, h: usize, w: usize| {
             let q = [d, h, w].map(|x| x as i64);
             let l = [0, 1, 2].map(|a| q[a] - origin[a]);
             if l.iter().all(|&v| (0..c as i64).contains(&v)) {
@@ -246,10 +392,21 @@ mod tests {
                 0.0
             }
         };
+        (taps, read)
+    }
+
+    #[test]
+    fn separable_grid_is_bit_identical_to_trilinear() {
+        // a block inside a 40-voxel grid, taps of an 0.8x resampling back to 50 voxels, some
+        // straddling the block's edges (where the outside counts as zero)
+        let c = 8;
+        let vals = random_block(c, 12345);
+        let origin = [3i64, 30, 17];
+        let (taps, read) = block_taps(&vals, c, origin, 40, 50);
         let mut count = 0;
         trilinear_grid(
             &vals,
-            c,
+            [c; 3],
             origin,
             [&taps[0], &taps[1], &taps[2]],
             |kd, kh, kw, v| {
@@ -263,22 +420,87 @@ mod tests {
     }
 
     #[test]
+    fn paste_does_not_depend_on_the_workers() {
+        // an 8^3 block in a 40-voxel model grid pasted back to 50 voxels, for several source layouts
+        // (model axis -> source axis, one axis flipped): every worker count gives the mask that
+        // per-voxel `trilinear` + threshold gives
+        let c = 8;
+        let vals = random_block(c, 99);
+        let origin = [35i64, 0, 17]; // overhangs the grid's end along D
+        let (taps, read) = block_taps(&vals, c, origin, 40, 50);
+        for (perm, flip) in [
+            ([0, 1, 2], 1),
+            ([2, 1, 0], 0),
+            ([1, 2, 0], 2),
+            ([2, 0, 1], 0),
+        ] {
+            let mut ext = [0usize; 3];
+            for a in 0..3 {
+                ext[perm[a]] = taps[a].len();
+            }
+            let stride = [1, ext[0], ext[0] * ext[1]];
+            let offs: Vec<Vec<usize>> = (0..3)
+                .map(|a| {
+                    let len = taps[a].len();
+                    (0..len)
+                        .map(|k| if a == flip { len - 1 - k } else { k } * stride[perm[a]])
+                        .collect()
+                })
+                .collect();
+            let mut want = vec![0u8; ext[0] * ext[1] * ext[2]];
+            for (kd, &td) in taps[0].iter().enumerate() {
+                for (kh, &th) in taps[1].iter().enumerate() {
+                    for (kw, &tw) in taps[2].iter().enumerate() {
+                        if trilinear(td, th, tw, &read) > 0.5 {
+                            want[offs[0][kd] + offs[1][kh] + offs[2][kw]] = 1;
+                        }
+                    }
+                }
+            }
+            assert!(want.contains(&0) && want.contains(&1));
+            let split = (0..3).find(|&a| perm[a] == 2).unwrap();
+            for threads in [1, 2, 3, 7, 64] {
+                let mut got = vec![0u8; want.len()];
+                paste_threshold(
+                    &vals,
+                    c,
+                    origin,
+                    [&taps[0], &taps[1], &taps[2]],
+                    [&offs[0], &offs[1], &offs[2]],
+                    split,
+                    ext[0] * ext[1],
+                    0.5,
+                    threads,
+                    &mut got,
+                );
+                assert!(got == want, "perm {perm:?} threads {threads}");
+            }
+        }
+    }
+
+    #[test]
     fn crop_values_do_not_depend_on_the_loop_order() {
         let n = [23usize, 19, 29];
         let read =
             |a: usize, b: usize, e: usize| ((a * 31 + b * 17 + e * 7) % 13) as f32 * 0.37 - 1.0;
         // a crop that overhangs the grid on one side (pad) at a 0.8 / 1.3 / 1.0 scale
         let plan = CropPlan::new([-3, 4, 10], 12, n, [0.8, 1.3, 1.0]);
-        let first = extract_crop(&plan, 12, [0, 1, 2], -7.0, |v| v * 2.0, read);
+        let first = extract_crop(&plan, 12, [0, 1, 2], 1, -7.0, |v| v * 2.0, read);
         assert!(first.contains(&-7.0) && first.iter().any(|&v| v != -7.0));
-        for loops in [[2, 1, 0], [1, 2, 0], [0, 2, 1]] {
-            let other = extract_crop(&plan, 12, loops, -7.0, |v| v * 2.0, read);
+        // every loop order, one to more workers than D planes
+        for (loops, threads) in [
+            ([2, 1, 0], 1),
+            ([1, 2, 0], 3),
+            ([0, 2, 1], 5),
+            ([0, 1, 2], 20),
+        ] {
+            let other = extract_crop(&plan, 12, loops, threads, -7.0, |v| v * 2.0, read);
             assert!(
                 first
                     .iter()
                     .zip(&other)
                     .all(|(a, b)| a.to_bits() == b.to_bits()),
-                "{loops:?}"
+                "{loops:?} {threads}"
             );
         }
     }
@@ -286,7 +508,7 @@ mod tests {
     #[test]
     fn constant_volume_stays_constant() {
         let plan = CropPlan::new([-2, 0, 3], 8, [5, 6, 7], [1.5, 0.8, 2.0]);
-        let c = extract_crop(&plan, 8, [0, 1, 2], -1.0, |v| v, |_, _, _| 3.0);
+        let c = extract_crop(&plan, 8, [0, 1, 2], 2, -1.0, |v| v, |_, _, _| 3.0);
         assert!(c[..].iter().all(|&v| v == 3.0 || v == -1.0));
         assert_eq!(c[0], -1.0); // d = -2 is outside
         assert_eq!(c[2 * 64], 3.0);

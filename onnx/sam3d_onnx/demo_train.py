@@ -38,12 +38,31 @@ LICENCE = ("Apache-2.0: weights trained by the libsam3d project (onnx/sam3d_onnx
            "own 2D pretraining, on the Apache-2.0 TotalSegmentator example CT with synthetic lesions")
 
 
-def training_sample(volume, labels, spacing, i: int):
+# with fine lesions (--fine-lesions): the grids lesions are drawn on, in the model frame (slices first),
+# and how often; the rest are drawn on the training CT's own 3 mm grid as before
+FINE_GRIDS = (((1.0, 1.0, 1.0), 0.4), ((2.0, 1.0, 1.0), 0.35))
+
+
+def training_sample(volume, labels, spacing, i: int, fine: bool = False, target=SPACING):
+    """Training sample i (its own seed) on the `target` model grid. `fine`: most lesions are drawn on
+    a 1 mm or 2x1x1 mm grid (`dataset.make_sample_fine`; thin-slice scans as the held-out CT), the
+    others on the CT's grid."""
     rng = np.random.default_rng([TRAIN_STREAM, i])
     centring = "voxel" if rng.random() < 0.5 else "centroid"
-    s = dataset.make_sample_at(volume, labels, spacing, rng, crop=DEMO.crop, target_spacing=SPACING,
-                               clip=INTENSITY["clip"], mean=INTENSITY["mean"], std=INTENSITY["std"],
-                               jitter=0.1, centring=centring)
+    kw = dict(crop=DEMO.crop, target_spacing=target, clip=INTENSITY["clip"], mean=INTENSITY["mean"],
+              std=INTENSITY["std"], jitter=0.1, centring=centring)
+    grid = None
+    if fine:
+        u = rng.random()
+        for g, p in FINE_GRIDS:
+            if u < p:
+                grid = g
+                break
+            u -= p
+    if grid is None:
+        s = dataset.make_sample_at(volume, labels, spacing, rng, **kw)
+    else:
+        s = dataset.make_sample_fine(volume, labels, spacing, rng, fine_spacing=grid, **kw)
     return s.crop, s.label, rng
 
 
@@ -99,14 +118,14 @@ def phase_augment(crop, rng, shift_hu: float = 60.0):
 
 def adapt(model, volume, labels, spacing, steps: int, log_every: int = 100, lr: float = 4e-4,
           ckpt: str = None, log: list = None, first_sample: int = 0, scanner_aug: bool = False,
-          phase_aug: bool = False):
+          phase_aug: bool = False, fine: bool = False, target=SPACING):
     """`steps` steps of the recipe on training samples first_sample, first_sample + 1, ..."""
     train.freeze_for_adaptation(model)
     opt, sched = train.make_optimizer(model, steps, lr)
     losses = []
     t0 = time.time()
     for step in range(steps):
-        crop, label, rng = training_sample(volume, labels, spacing, first_sample + step)
+        crop, label, rng = training_sample(volume, labels, spacing, first_sample + step, fine=fine, target=target)
         crop, label = train.augment(crop, label, rng, shift=20.0 / INTENSITY["std"])
         if phase_aug:
             crop = phase_augment(crop, rng)
@@ -141,6 +160,10 @@ def main(argv=None):
     ap.add_argument("--lr", type=float, default=4e-4)
     ap.add_argument("--phase-aug", action="store_true", help="with --resume: also the contrast-phase / kernel "
                                                               "augmentation (phase_augment)")
+    ap.add_argument("--fine-lesions", action="store_true", help="with --resume: draw most lesions on a finer "
+                                                                 "grid than the CT's (training_sample)")
+    ap.add_argument("--spacing", type=float, help="with --resume: move the model to this isotropic grid (mm); "
+                                                  "later stages and the package keep it")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
@@ -157,13 +180,17 @@ def main(argv=None):
         volume, labels, spacing = dataset.load_labelled(*(os.path.join(args.data, p) for p in TRAIN_CT),
                                                         orientation=ORIENTATION)
         done = int(record["adaptation"]["steps"]) + sum(int(c["steps"]) for c in record.get("continued", []))
+        if args.spacing:
+            record["spacing_mm"] = [args.spacing] * 3
+        target = tuple(record.get("spacing_mm", SPACING))
         log = []
         losses = adapt(model, volume, labels, spacing, args.steps, ckpt=model_path + ".resume", log=log, lr=args.lr,
-                       first_sample=done, scanner_aug=True, phase_aug=args.phase_aug)
+                       first_sample=done, scanner_aug=True, phase_aug=args.phase_aug, fine=args.fine_lesions,
+                       target=target)
         record.setdefault("continued", []).append({
             "command": "python -m sam3d_onnx.demo_train " + " ".join(argv if argv is not None else os.sys.argv[1:]),
             "steps": args.steps, "lr": args.lr, "first_sample": done, "scanner_augmentation": True,
-            "phase_augmentation": args.phase_aug,
+            "phase_augmentation": args.phase_aug, "fine_lesions": args.fine_lesions, "spacing_mm": list(target),
             "loss_first100": float(np.mean(losses[:100])), "loss_last100": float(np.mean(losses[-100:])),
             "wall_s": round(time.time() - t0, 1), "log": log})
         record["wall_s"] = round(record["wall_s"] + time.time() - t0, 1)
@@ -203,9 +230,10 @@ def main(argv=None):
     model.load_state_dict(torch.load(model_path, weights_only=True)["state_dict"])
     model.eval()
     pkg = os.path.join(args.out, "demo-lesion")
+    target = tuple(record.get("spacing_mm", SPACING))
     export_package(
         model, pkg, name="demo-lesion",
-        description="libsam3d demo: 3DSAM-adapter (DEMO configuration, 32^3 crop at 2 mm) for abdominal CT "
+        description=f"libsam3d demo: 3DSAM-adapter (DEMO configuration, 32^3 crop at {target[0]:g} mm) for abdominal CT "
                     "lesions, trained on one CT with synthetic lesions; not for clinical use",
         licence=LICENCE,
         provenance=(f"{record['command']}; 2D ViT pretrained by libsam3d on slices of the training CT "
@@ -213,11 +241,14 @@ def main(argv=None):
                     f"recipe ({record['adaptation']['steps']} steps"
                     + "".join(f", then {c['steps']} more with the scanner"
                               + (" and contrast-phase" if c.get("phase_augmentation") else "") + " augmentation"
+                              + (" on lesions drawn on finer grids" if c.get("fine_lesions") else "")
+                              + (f" at {c['spacing_mm'][0]:g} mm" if c.get("spacing_mm", list(SPACING)) != list(SPACING)
+                                 else "")
                               for c in record.get("continued", []))
                     + f"); {record['wall_s']:.0f} s on "
                     f"{record['threads']} CPU threads"),
         frame={"mode": "orient", "orientation": "".join(ORIENTATION), "array_transpose": None},
-        intensity=INTENSITY, spacing_mm=SPACING,
+        intensity=INTENSITY, spacing_mm=target,
         extra={"training": {k: v for k, v in record.items() if k not in ("adaptation", "continued")} |
                {"adaptation": {k: v for k, v in record["adaptation"].items() if k != "log"},
                 "continued": [{k: v for k, v in c.items() if k != "log"} for c in record.get("continued", [])]}})

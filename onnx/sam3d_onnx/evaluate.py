@@ -30,6 +30,7 @@ from .reference_pipeline import Pipeline
 
 EVAL_STREAM = 4_000_002       # held-out lesions; demo_train.TRAIN_STREAM is 4_000_001
 TUNE_STREAM = 4_000_001       # the baseline is tuned on lesions of the training stream (training data only)
+THRESHOLD_STREAM = 4_000_003  # the model's threshold is tuned on other new lesions of the training CT
 RANDOM_SEEDS = 5
 ORGAN_SETS = {"heldout-ct": ("spleen", "liver", "pancreas", "kidney_right", "kidney_left", "colon"),
               "train-ct": tuple(dataset.ORGANS)}
@@ -112,6 +113,7 @@ def region_grow(image: np.ndarray, spacing, click, tol: float, sigma_mm: float, 
 
 
 BASELINE_GRID = {"tol": (10.0, 20.0, 30.0, 45.0), "sigma_mm": (0.0, 1.5, 3.0), "radius_mm": (15.0, 25.0, np.inf)}
+THRESHOLD_GRID = (0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -146,6 +148,20 @@ def tune_baseline(data: str, n: int = 24):
         if best is None or d > best[0]:
             best = (float(d), {"tol": tol, "sigma_mm": sig, "radius_mm": rad})
     return best
+
+
+def tune_threshold(pipe: Pipeline, data: str, n: int = 40, grid=THRESHOLD_GRID):
+    """Mean Dice (EDT clicks) at each candidate threshold on `n` new lesions of the training CT
+    (THRESHOLD_STREAM: neither training nor evaluation lesions): the package's `threshold` is chosen
+    on training data only, as the baseline's parameters are."""
+    image, labels, affine, sp = load_volume(data, "train-ct")
+    scores = {t: [] for t in grid}
+    for i in range(n):
+        img, mask, _, _ = lesion_case(image, labels, sp, ORGAN_SETS["train-ct"], THRESHOLD_STREAM, i)
+        prob = pipe.probability_array(img, affine, edt_click(mask, sp)[None])
+        for t in grid:
+            scores[t].append(dice(prob > t, mask))
+    return {t: float(np.mean(v)) for t, v in scores.items()}
 
 
 def summary(values):
@@ -216,6 +232,18 @@ def print_tables(res: dict):
             cells.append(f"{np.mean(v):.3f} (n={len(v)})" if v else "-")
         print(f"| {name} | " + " | ".join(cells) + " |")
     print()
+    print("By organ (edt click): model / region growing")
+    organs = sorted({r["organ"] for rows in res["synthetic"].values() for r in rows})
+    print("| set | " + " | ".join(organs) + " |")
+    print("|---|" + "---|" * len(organs))
+    for name, rows in res["synthetic"].items():
+        cells = []
+        for o in organs:
+            sel = [r for r in rows if r["organ"] == o]
+            cells.append(f"{np.mean([r['model_edt'] for r in sel]):.3f} / {np.mean([r['grow_edt'] for r in sel]):.3f} "
+                         f"(n={len(sel)})" if sel else "-")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+    print()
     print("| real tumour | voxels | model, edt click | model, random click (5 seeds) | growing, edt | growing, random |")
     print("|---|---|---|---|---|---|")
     for name, r in res["real"].items():
@@ -232,9 +260,17 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--tune-threshold", action="store_true",
+                    help="only print the mean Dice per threshold on threshold-tuning lesions of the training CT")
     args = ap.parse_args(argv)
     t0 = time.time()
     pipe = Pipeline(args.package, args.threads)
+    if args.tune_threshold:
+        scores = tune_threshold(pipe, args.data)
+        for t, d in scores.items():
+            print(f"threshold {t:.2f}: Dice {d:.4f}")
+        print(f"best: {max(scores, key=scores.get):.2f} (manifest: {pipe.manifest['threshold']})")
+        return
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     tuning_dice, base = tune_baseline(args.data)
     log(f"baseline tuned: {base} (Dice {tuning_dice:.3f} on training lesions)")

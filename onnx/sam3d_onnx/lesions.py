@@ -51,11 +51,12 @@ def _rotation(rng) -> np.ndarray:
 
 def insert_lesion(image: np.ndarray, organ: np.ndarray, spacing, rng: np.random.Generator,
                   diameter_mm=(8.0, 40.0), contrast_hu=(-60.0, 60.0), min_contrast_hu=15.0,
-                  texture_hu=(4.0, 12.0)):
+                  texture_hu=(4.0, 12.0), centre=None):
     """Insert one lesion into `image` (HU, any axis order) inside the boolean `organ` mask.
 
     Returns (new image, lesion mask, Lesion). The mask is the lesion's extent inside the organ; the
-    image changes only within a few voxels of it (blurred edge)."""
+    image changes only within a few voxels of it (blurred edge). `centre` (a voxel index) fixes the
+    lesion's centre instead of drawing it (`dataset.make_sample_fine` picks it on the coarse grid)."""
     spacing = np.asarray(spacing, float)
     organ = organ.astype(bool)
     cand = np.argwhere(organ)
@@ -66,15 +67,17 @@ def insert_lesion(image: np.ndarray, organ: np.ndarray, spacing, rng: np.random.
         contrast = float(rng.uniform(*contrast_hu))
         if abs(contrast) >= min_contrast_hu:
             break
-    # prefer centres at least a quarter diameter inside the organ and the volume (blurred-mask test)
-    # (blurred over the organ's bounding box + the kernel radius only: the same values, much faster)
-    sigma = diam / 4 / spacing
-    r = np.ceil(3 * sigma).astype(int) + 1
-    blo, bhi = np.maximum(cand.min(0) - r, 0), np.minimum(cand.max(0) + r + 1, organ.shape)
-    bbox = tuple(slice(a, b) for a, b in zip(blo, bhi))
-    inner = gaussian_blur(organ[bbox].astype(np.float32), sigma, mode="constant") > 0.9
-    pool = np.argwhere(inner & organ[bbox]) + blo
-    centre = (pool if len(pool) else cand)[rng.integers(0, len(pool) if len(pool) else len(cand))]
+    if centre is None:
+        # prefer centres at least a quarter diameter inside the organ and the volume (blurred-mask
+        # test; blurred over the organ's bounding box + the kernel radius only: same values, faster)
+        sigma = diam / 4 / spacing
+        r = np.ceil(3 * sigma).astype(int) + 1
+        blo, bhi = np.maximum(cand.min(0) - r, 0), np.minimum(cand.max(0) + r + 1, organ.shape)
+        bbox = tuple(slice(a, b) for a, b in zip(blo, bhi))
+        inner = gaussian_blur(organ[bbox].astype(np.float32), sigma, mode="constant") > 0.9
+        pool = np.argwhere(inner & organ[bbox]) + blo
+        centre = (pool if len(pool) else cand)[rng.integers(0, len(pool) if len(pool) else len(cand))]
+    centre = np.asarray(centre, int)
 
     # work in a box around the centre
     half = np.ceil(0.75 * diam / spacing).astype(int) + 3

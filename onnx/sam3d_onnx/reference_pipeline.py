@@ -42,6 +42,10 @@ class Pipeline:
 
     def segment_array(self, arr: np.ndarray, affine: np.ndarray, clicks_ijk) -> np.ndarray:
         """uint8 mask on the grid of `arr` (i, j, k) whose voxel-to-RAS matrix is `affine`."""
+        return (self.probability_array(arr, affine, clicks_ijk) > self.manifest["threshold"]).astype(np.uint8)
+
+    def probability_array(self, arr: np.ndarray, affine: np.ndarray, clicks_ijk) -> np.ndarray:
+        """The lesion probability resampled to the grid of `arr` (the mask before the threshold)."""
         m = self.manifest
         zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
         shape0 = arr.shape
@@ -85,15 +89,14 @@ class Pipeline:
         if (src_hi > src_lo).all():
             full[tuple(slice(a, b) for a, b in zip(src_lo, src_hi))] = torch.from_numpy(
                 prob[tuple(slice(a - o, b - o) for a, b, o in zip(src_lo, src_hi, origin))])
-        back = F.interpolate(full[None, None], size=vol.shape, mode="trilinear", align_corners=False)[0, 0]
-        mask = (back > m["threshold"]).numpy().astype(np.uint8)
+        back = F.interpolate(full[None, None], size=vol.shape, mode="trilinear", align_corners=False)[0, 0].numpy()
         if t is None:
-            mask = mask.transpose(np.argsort(perm))
+            back = back.transpose(np.argsort(perm))
         else:
-            mask = nio.apply_orientation(mask, nio.ornt_transform(nio.axcodes2ornt(tuple(m["frame"]["orientation"])),
+            back = nio.apply_orientation(back, nio.ornt_transform(nio.axcodes2ornt(tuple(m["frame"]["orientation"])),
                                                                   nio.io_orientation(affine)))
-        assert mask.shape == shape0[:3]
-        return mask
+        assert back.shape == shape0[:3]
+        return back
 
 
 def segment(pkg_dir: str, path: str, clicks_ijk, threads: int = 1):

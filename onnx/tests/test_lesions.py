@@ -77,3 +77,38 @@ def test_training_samples_hold_the_lesion_at_model_spacing():
     assert im2.shape == (36, 32, 56)
     with pytest.raises(ValueError, match="none of the organs"):
         make_sample(img, np.zeros_like(labels), sp, np.random.default_rng(0), crop=32)
+
+
+def test_a_given_centre_keeps_the_other_draws():
+    img, organ, sp = _phantom()
+    free = insert_lesion(img, organ, sp, np.random.default_rng(5))[2]
+    out, lesion, fixed = insert_lesion(img, organ, sp, np.random.default_rng(5), centre=(20, 30, 25))
+    assert fixed.centre_vox == (20, 30, 25) and lesion[20, 30, 25]
+    assert (fixed.diameter_mm, fixed.contrast_hu) == (free.diameter_mm, free.contrast_hu)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fine_samples_draw_the_lesion_finer_than_the_ct(seed):
+    """make_sample_fine on a 3 mm CT: the lesion is drawn on a 1 mm box and its model-grid label is
+    the fraction of lesion >= 0.5, so the label's volume matches the drawn lesion's; the crop shows
+    the lesion where the label is (contrast of the drawn sign against the organ around it)."""
+    from sam3d_onnx.dataset import ORGANS, make_sample_fine
+
+    rng0 = np.random.default_rng(11)
+    d, h, w = np.mgrid[:40, :40, :40]
+    organ = ((d - 20) / 15.0) ** 2 + ((h - 20) / 14.0) ** 2 + ((w - 20) / 16.0) ** 2 <= 1
+    img = (np.where(organ, 50.0, -100.0) + rng0.normal(0, 3, organ.shape)).astype(np.float32)
+    labels = np.where(organ, ORGANS["spleen"], 0).astype(np.uint8)
+    kw = dict(crop=32, target_spacing=(2.0, 2.0, 2.0), fine_spacing=(1.0, 1.0, 1.0), jitter=0.1)
+    s = make_sample_fine(img, labels, (3.0,) * 3, np.random.default_rng(seed), **kw)
+    again = make_sample_fine(img, labels, (3.0,) * 3, np.random.default_rng(seed), **kw)
+    assert np.array_equal(s.crop, again.crop) and np.array_equal(s.label, again.label)
+    assert s.organ == "spleen" and s.crop.shape == s.label.shape == (32, 32, 32)
+    drawn_mm3 = s.lesion.voxels * 1.0               # voxels of the 1 mm box
+    assert abs(s.label.sum() * 8.0 - drawn_mm3) <= 0.2 * drawn_mm3 + 24, (s.label.sum(), s.lesion)
+    lab = s.label.astype(bool)
+    ring = (gaussian_blur(lab.astype(np.float32), 1.5) > 0.02) & ~lab & (s.crop > -1.0)  # organ side
+    core = gaussian_blur(lab.astype(np.float32), 0.7) > 0.9
+    if core.sum() > 8 and ring.sum() > 8:
+        measured = (s.crop[core].mean() - s.crop[ring].mean()) * 80.0
+        assert np.sign(measured) == np.sign(s.lesion.contrast_hu) and abs(measured) > 5.0, (measured, s.lesion)
