@@ -222,6 +222,13 @@ fn make_session(
             .with_intra_threads(opts.threads)
             .map_err(|e| rt_err("threads", e))?;
     }
+    // ONNX Runtime's intra-op workers spin after each run by default; on the 2-core development
+    // machine that took the cores from the next short run and from the engine's own loops (demo click
+    // 0.065 s without spinning vs 0.11 s with). SAM3D_INTRA_OP_SPINNING=1 restores ONNX Runtime's default.
+    let spin = std::env::var("SAM3D_INTRA_OP_SPINNING").is_ok_and(|v| v == "1");
+    builder = builder
+        .with_intra_op_spinning(spin)
+        .map_err(|e| rt_err("spinning", e))?;
     // Register GPU providers explicitly so a failure is seen (and reported), never silent.
     let (mut provider, mut note) = ("CPU".to_string(), String::new());
     let g = &opts.gpu;

@@ -179,9 +179,10 @@ def evaluate_synthetic(pipe: Pipeline, data: str, name: str, n: int, base: dict,
         img, mask, organ, info = lesion_case(image, labels, sp, ORGAN_SETS[name], EVAL_STREAM, i)
         e = edt_click(mask, sp)
         rnd = random_clicks(mask, RANDOM_SEEDS, i)
+        pred = pipe.segment_array(img, affine, e[None])
         row = {"i": i, "organ": organ, "voxels": int(mask.sum()), "diameter_mm": info.diameter_mm,
                "equivalent_diameter_mm": info.equivalent_diameter_mm, "contrast_hu": info.contrast_hu,
-               "model_edt": dice(pipe.segment_array(img, affine, e[None]), mask),
+               "model_edt": dice(pred, mask), "model_edt_voxels": int(pred.sum()),
                "model_random": float(np.mean([dice(pipe.segment_array(img, affine, c[None]), mask) for c in rnd])),
                "grow_edt": dice(region_grow(img, sp, e, **base), mask),
                "grow_random": float(np.mean([dice(region_grow(img, sp, c, **base), mask) for c in rnd]))}
@@ -231,6 +232,12 @@ def print_tables(res: dict):
             v = [r["model_edt"] for r in rows if lo <= r["equivalent_diameter_mm"] < hi]
             cells.append(f"{np.mean(v):.3f} (n={len(v)})" if v else "-")
         print(f"| {name} | " + " | ".join(cells) + " |")
+        cells = []
+        for lo, hi in ((0, 12), (12, 20), (20, 30), (30, 1e9)):
+            v = [r["model_edt_voxels"] / r["voxels"] for r in rows
+                 if lo <= r["equivalent_diameter_mm"] < hi and "model_edt_voxels" in r]
+            cells.append(f"{np.median(v):.2f}" if v else "-")
+        print(f"| {name}: median mask / lesion volume | " + " | ".join(cells) + " |")
     print()
     print("By organ (edt click): model / region growing")
     organs = sorted({r["organ"] for rows in res["synthetic"].values() for r in rows})
