@@ -103,7 +103,7 @@ def scanner_augment(crop, label, rng):
 def phase_augment(crop, rng, shift_hu: float = 60.0):
     """Other contrast phases and reconstruction kernels than the training CT's (a non-contrast scan:
     liver about 45 HU, 3 mm): with p 0.8 the crop's soft tissue moves by up to +-shift_hu (portal-venous
-    enhancement raises the liver by 40-60 HU; the crop is 64 mm, so one shift stands for its organ) and
+    enhancement raises the liver by 40-60 HU; the crop is 48-64 mm, so one shift stands for its organ) and
     its contrast scales by 0.85-1.15 about the crop's median, values kept inside the intensity window;
     with p 0.3 a sharper kernel (unsharp mask, amount 0.3-1)."""
     lo = (INTENSITY["clip"][0] - INTENSITY["mean"]) / INTENSITY["std"]
