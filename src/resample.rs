@@ -175,7 +175,7 @@ pub fn paste_threshold(
             }
         });
     };
-    par_chunks(data, slab, threads, |first, part| fill(first, part));
+    par_chunks(data, slab, threads, fill);
 }
 
 /// Planes [lo, lo + n) along `axis` of a C^3 block (D, H, W; W fastest), as a block of their own.
@@ -268,7 +268,7 @@ pub fn extract_crop(
             }
         }
     };
-    par_chunks(&mut out, plane, threads, |first, part| fill(first, part));
+    par_chunks(&mut out, plane, threads, fill);
     out
 }
 

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .lesions import Lesion, gaussian_blur, insert_lesion
+from .lesions import Lesion, insert_lesion, interior_voxel
 
 # TotalSegmentator 'total' label ids of the organs the paper's tumours live in
 ORGANS = {"spleen": 1, "kidney_right": 2, "kidney_left": 3, "liver": 5, "pancreas": 7, "colon": 20}
@@ -101,21 +101,33 @@ def make_sample_at(image, organs, spacing, rng, *, crop, target_spacing=(1.0, 1.
     """`make_sample` with a choice of crop centre: "centroid" (the lesion's centre of mass + up to
     `jitter` of the crop edge) or "voxel" (a uniformly random lesion voxel, as the engine centres its
     crop on a click drawn by the official protocol)."""
+    name = _pick_organ(organs, organ_names, rng)
+    img, lesion, info = insert_lesion(image, organs == ORGANS[name], spacing, rng)
+    img, lab = to_model_grid(img, lesion.astype(np.uint8), spacing, target_spacing)
+    empty_centre = np.asarray(info.centre_vox) * np.asarray(spacing) / np.asarray(target_spacing)
+    return _crop_sample(img, lab, name, info, rng, crop, clip, mean, std, jitter, centring, empty_centre)
+
+
+def _pick_organ(organs, organ_names, rng) -> str:
+    """One of `organ_names` labelled in `organs`, uniformly."""
     present = [n for n in organ_names if (organs == ORGANS[n]).any()]
     if not present:
         raise ValueError(f"none of the organs {list(organ_names)} is labelled in this volume")
-    name = present[int(rng.integers(0, len(present)))]
-    img, lesion, info = insert_lesion(image, organs == ORGANS[name], spacing, rng)
-    img, lab = to_model_grid(img, lesion.astype(np.uint8), spacing, target_spacing)
+    return present[int(rng.integers(0, len(present)))]
+
+
+def _crop_sample(img, lab, name, info, rng, crop, clip, mean, std, jitter, centring, empty_centre) -> Sample:
+    """The normalised crop of a model-grid image and lesion label around the lesion: centred on a
+    random lesion voxel ("voxel") or its centroid + up to `jitter` of the crop ("centroid");
+    `empty_centre` when the label is empty."""
     idx = np.argwhere(lab > 0)
     if not len(idx):
-        centre = np.asarray(info.centre_vox) * np.asarray(spacing) / np.asarray(target_spacing)
+        centre = empty_centre
     elif centring == "voxel":
         centre = idx[int(rng.integers(0, len(idx)))].astype(float)
     else:
         centre = idx.mean(0) + rng.uniform(-jitter, jitter, 3) * crop
-    centre = np.round(centre).astype(int)
-    origin = centre - crop // 2
+    origin = np.round(centre).astype(int) - crop // 2
     norm = (np.clip(img, *clip) - mean) / std
     out, out_lab = crop_at(norm, lab, origin, crop)
     return Sample(out, out_lab, name, info, tuple(int(v) for v in origin))
@@ -136,19 +148,9 @@ def make_sample_fine(image, organs, spacing, rng, *, crop, target_spacing, fine_
     box's voxels and `origin` on the box's model grid."""
     spacing, fine = np.asarray(spacing, float), np.asarray(fine_spacing, float)
     target = np.asarray(target_spacing, float)
-    present = [n for n in organ_names if (organs == ORGANS[n]).any()]
-    if not present:
-        raise ValueError(f"none of the organs {list(organ_names)} is labelled in this volume")
-    name = present[int(rng.integers(0, len(present)))]
+    name = _pick_organ(organs, organ_names, rng)
     organ = organs == ORGANS[name]
-    # a centre voxel, preferably at least a voxel inside the organ (blurred-mask test over its bbox)
-    cand = np.argwhere(organ)
-    blo, bhi = np.maximum(cand.min(0) - 4, 0), np.minimum(cand.max(0) + 5, organ.shape)
-    bbox = tuple(slice(a, b) for a, b in zip(blo, bhi))
-    inner = gaussian_blur(organ[bbox].astype(np.float32), 1.0, mode="constant") > 0.9
-    pool = np.argwhere(inner & organ[bbox]) + blo
-    pool = pool if len(pool) else cand
-    c = pool[int(rng.integers(0, len(pool)))]
+    c = interior_voxel(organ, 1.0, rng)        # preferably at least a voxel inside the organ
 
     half = np.ceil((crop * target / 2 + margin_mm) / spacing).astype(int)
     lo, hi = np.maximum(c - half, 0), np.minimum(c + half + 1, organ.shape)
@@ -171,12 +173,4 @@ def make_sample_fine(image, organs, spacing, rng, *, crop, target_spacing, fine_
     lab = (frac >= 0.5).astype(np.uint8)
     if not lab.any():  # a lesion smaller than half a model voxel: keep its most covered voxel
         lab[np.unravel_index(int(np.argmax(frac)), frac.shape)] = 1
-    idx = np.argwhere(lab > 0)
-    if centring == "voxel":
-        centre = idx[int(rng.integers(0, len(idx)))].astype(float)
-    else:
-        centre = idx.mean(0) + rng.uniform(-jitter, jitter, 3) * crop
-    origin = np.round(centre).astype(int) - crop // 2
-    norm = (np.clip(img, *clip) - mean) / std
-    out, out_lab = crop_at(norm, lab, origin, crop)
-    return Sample(out, out_lab, name, info, tuple(int(v) for v in origin))
+    return _crop_sample(img, lab, name, info, rng, crop, clip, mean, std, jitter, centring, None)

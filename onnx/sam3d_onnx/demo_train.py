@@ -43,6 +43,11 @@ LICENCE = ("Apache-2.0: weights trained by the libsam3d project (onnx/sam3d_onnx
 FINE_GRIDS = (((1.0, 1.0, 1.0), 0.4), ((2.0, 1.0, 1.0), 0.35))
 
 
+def model_spacing(record: dict) -> tuple:
+    """The model grid of a training record: the last `--spacing` given, else SPACING."""
+    return tuple(record.get("spacing_mm", SPACING))
+
+
 def training_sample(volume, labels, spacing, i: int, fine: bool = False, target=SPACING):
     """Training sample i (its own seed) on the `target` model grid. `fine`: most lesions are drawn on
     a 1 mm or 2x1x1 mm grid (`dataset.make_sample_fine`; thin-slice scans as the held-out CT), the
@@ -182,7 +187,7 @@ def main(argv=None):
         done = int(record["adaptation"]["steps"]) + sum(int(c["steps"]) for c in record.get("continued", []))
         if args.spacing:
             record["spacing_mm"] = [args.spacing] * 3
-        target = tuple(record.get("spacing_mm", SPACING))
+        target = model_spacing(record)
         log = []
         losses = adapt(model, volume, labels, spacing, args.steps, ckpt=model_path + ".resume", log=log, lr=args.lr,
                        first_sample=done, scanner_aug=True, phase_aug=args.phase_aug, fine=args.fine_lesions,
@@ -230,7 +235,7 @@ def main(argv=None):
     model.load_state_dict(torch.load(model_path, weights_only=True)["state_dict"])
     model.eval()
     pkg = os.path.join(args.out, "demo-lesion")
-    target = tuple(record.get("spacing_mm", SPACING))
+    target = model_spacing(record)
     export_package(
         model, pkg, name="demo-lesion",
         description=f"libsam3d demo: 3DSAM-adapter (DEMO configuration, 32^3 crop at {target[0]:g} mm) for abdominal CT "

@@ -114,6 +114,7 @@ def region_grow(image: np.ndarray, spacing, click, tol: float, sigma_mm: float, 
 
 BASELINE_GRID = {"tol": (10.0, 20.0, 30.0, 45.0), "sigma_mm": (0.0, 1.5, 3.0), "radius_mm": (15.0, 25.0, np.inf)}
 THRESHOLD_GRID = (0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
+SIZE_BINS = ((0, 12), (12, 20), (20, 30), (30, 1e9))   # equivalent diameter, mm
 
 
 # ------------------------------------------------------------------------------------------------
@@ -227,16 +228,11 @@ def print_tables(res: dict):
     print("| set | < 12 mm | 12-20 mm | 20-30 mm | >= 30 mm |")
     print("|---|---|---|---|---|")
     for name, rows in res["synthetic"].items():
-        cells = []
-        for lo, hi in ((0, 12), (12, 20), (20, 30), (30, 1e9)):
-            v = [r["model_edt"] for r in rows if lo <= r["equivalent_diameter_mm"] < hi]
-            cells.append(f"{np.mean(v):.3f} (n={len(v)})" if v else "-")
+        bins = [[r for r in rows if lo <= r["equivalent_diameter_mm"] < hi] for lo, hi in SIZE_BINS]
+        cells = [f"{np.mean([r['model_edt'] for r in b]):.3f} (n={len(b)})" if b else "-" for b in bins]
         print(f"| {name} | " + " | ".join(cells) + " |")
-        cells = []
-        for lo, hi in ((0, 12), (12, 20), (20, 30), (30, 1e9)):
-            v = [r["model_edt_voxels"] / r["voxels"] for r in rows
-                 if lo <= r["equivalent_diameter_mm"] < hi and "model_edt_voxels" in r]
-            cells.append(f"{np.median(v):.2f}" if v else "-")
+        ratios = [[r["model_edt_voxels"] / r["voxels"] for r in b if "model_edt_voxels" in r] for b in bins]
+        cells = [f"{np.median(v):.2f}" if v else "-" for v in ratios]
         print(f"| {name}: median mask / lesion volume | " + " | ".join(cells) + " |")
     print()
     print("By organ (edt click): model / region growing")

@@ -49,6 +49,22 @@ def _rotation(rng) -> np.ndarray:
                      [2 * (b * d - a * c), 2 * (c * d + a * b), a * a - b * b - c * c + d * d]])
 
 
+def interior_voxel(organ: np.ndarray, sigma_vox, rng: np.random.Generator, cand: np.ndarray = None) -> np.ndarray:
+    """A random voxel of the boolean `organ` mask whose Gaussian-blurred mask (sigma per axis in
+    voxels, the volume's outside counting as outside) is above 0.9, i.e. about sigma inside; any organ
+    voxel when none is. Blurred over the organ's bounding box + the kernel radius only (same values,
+    much faster). `cand`: np.argwhere(organ) when the caller has it."""
+    cand = np.argwhere(organ) if cand is None else cand
+    sigma = np.broadcast_to(np.asarray(sigma_vox, float), 3)
+    r = np.ceil(3 * sigma).astype(int) + 1
+    blo, bhi = np.maximum(cand.min(0) - r, 0), np.minimum(cand.max(0) + r + 1, organ.shape)
+    bbox = tuple(slice(a, b) for a, b in zip(blo, bhi))
+    inner = gaussian_blur(organ[bbox].astype(np.float32), sigma, mode="constant") > 0.9
+    pool = np.argwhere(inner & organ[bbox]) + blo
+    pool = pool if len(pool) else cand
+    return pool[rng.integers(0, len(pool))]
+
+
 def insert_lesion(image: np.ndarray, organ: np.ndarray, spacing, rng: np.random.Generator,
                   diameter_mm=(8.0, 40.0), contrast_hu=(-60.0, 60.0), min_contrast_hu=15.0,
                   texture_hu=(4.0, 12.0), centre=None):
@@ -68,15 +84,8 @@ def insert_lesion(image: np.ndarray, organ: np.ndarray, spacing, rng: np.random.
         if abs(contrast) >= min_contrast_hu:
             break
     if centre is None:
-        # prefer centres at least a quarter diameter inside the organ and the volume (blurred-mask
-        # test; blurred over the organ's bounding box + the kernel radius only: same values, faster)
-        sigma = diam / 4 / spacing
-        r = np.ceil(3 * sigma).astype(int) + 1
-        blo, bhi = np.maximum(cand.min(0) - r, 0), np.minimum(cand.max(0) + r + 1, organ.shape)
-        bbox = tuple(slice(a, b) for a, b in zip(blo, bhi))
-        inner = gaussian_blur(organ[bbox].astype(np.float32), sigma, mode="constant") > 0.9
-        pool = np.argwhere(inner & organ[bbox]) + blo
-        centre = (pool if len(pool) else cand)[rng.integers(0, len(pool) if len(pool) else len(cand))]
+        # prefer centres at least a quarter diameter inside the organ and the volume
+        centre = interior_voxel(organ, diam / 4 / spacing, rng, cand)
     centre = np.asarray(centre, int)
 
     # work in a box around the centre
