@@ -22,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-from . import checkpoint, dataset, lesions, pretrain2d, train
+from . import checkpoint, dataset, lesions, phases, pretrain2d, train
 from .config import DEMO
 from .model import Sam3D
 from .package import export_package
@@ -41,6 +41,12 @@ LICENCE = ("Apache-2.0: weights trained by the libsam3d project (onnx/sam3d_onnx
 # with fine lesions (--fine-lesions): the grids lesions are drawn on, in the model frame (slices first),
 # and how often; the rest are drawn on the training CT's own 3 mm grid as before
 FINE_GRIDS = (((1.0, 1.0, 1.0), 0.4), ((2.0, 1.0, 1.0), 0.35))
+# the lesion generator's version in the training record: 2 = a bowel lesion is a soft-tissue mass
+# (lesions.tissue_level); stages recorded without it drew bowel lesions at their lumen's gas level
+LESION_GENERATOR = 2
+# with contrast phases (--contrast-phases): how often the training CT is shown as a contrast-enhanced
+# scan (phases.enhance) instead of its own non-contrast phase
+CONTRAST_P = 0.7
 
 
 def model_spacing(record: dict) -> tuple:
@@ -48,10 +54,15 @@ def model_spacing(record: dict) -> tuple:
     return tuple(record.get("spacing_mm", SPACING))
 
 
-def training_sample(volume, labels, spacing, i: int, fine: bool = False, target=SPACING):
+def training_sample(volume, labels, spacing, i: int, fine: bool = False, target=SPACING, contrast: bool = False):
     """Training sample i (its own seed) on the `target` model grid. `fine`: most lesions are drawn on
     a 1 mm or 2x1x1 mm grid (`dataset.make_sample_fine`; thin-slice scans as the held-out CT), the
-    others on the CT's grid."""
+    others on the CT's grid. `contrast`: with p CONTRAST_P the CT is first shown in a contrast phase
+    (`phases.enhance`, from its own stream, so the lesion draws are those of the sample without it)."""
+    if contrast:
+        crng = np.random.default_rng([TRAIN_STREAM, i, 1])
+        if crng.random() < CONTRAST_P:
+            volume = phases.enhance(volume, labels, crng)
     rng = np.random.default_rng([TRAIN_STREAM, i])
     centring = "voxel" if rng.random() < 0.5 else "centroid"
     kw = dict(crop=DEMO.crop, target_spacing=target, clip=INTENSITY["clip"], mean=INTENSITY["mean"],
@@ -123,14 +134,15 @@ def phase_augment(crop, rng, shift_hu: float = 60.0):
 
 def adapt(model, volume, labels, spacing, steps: int, log_every: int = 100, lr: float = 4e-4,
           ckpt: str = None, log: list = None, first_sample: int = 0, scanner_aug: bool = False,
-          phase_aug: bool = False, fine: bool = False, target=SPACING):
+          phase_aug: bool = False, fine: bool = False, target=SPACING, contrast: bool = False):
     """`steps` steps of the recipe on training samples first_sample, first_sample + 1, ..."""
     train.freeze_for_adaptation(model)
     opt, sched = train.make_optimizer(model, steps, lr)
     losses = []
     t0 = time.time()
     for step in range(steps):
-        crop, label, rng = training_sample(volume, labels, spacing, first_sample + step, fine=fine, target=target)
+        crop, label, rng = training_sample(volume, labels, spacing, first_sample + step, fine=fine, target=target,
+                                           contrast=contrast)
         crop, label = train.augment(crop, label, rng, shift=20.0 / INTENSITY["std"])
         if phase_aug:
             crop = phase_augment(crop, rng)
@@ -167,6 +179,8 @@ def main(argv=None):
                                                               "augmentation (phase_augment)")
     ap.add_argument("--fine-lesions", action="store_true", help="with --resume: draw most lesions on a finer "
                                                                  "grid than the CT's (training_sample)")
+    ap.add_argument("--contrast-phases", action="store_true", help="with --resume: show the non-contrast "
+                    "training CT in simulated contrast phases (phases.enhance) in CONTRAST_P of the samples")
     ap.add_argument("--spacing", type=float, help="with --resume: move the model to this isotropic grid (mm); "
                                                   "later stages and the package keep it")
     args = ap.parse_args(argv)
@@ -191,11 +205,12 @@ def main(argv=None):
         log = []
         losses = adapt(model, volume, labels, spacing, args.steps, ckpt=model_path + ".resume", log=log, lr=args.lr,
                        first_sample=done, scanner_aug=True, phase_aug=args.phase_aug, fine=args.fine_lesions,
-                       target=target)
+                       target=target, contrast=args.contrast_phases)
         record.setdefault("continued", []).append({
             "command": "python -m sam3d_onnx.demo_train " + " ".join(argv if argv is not None else os.sys.argv[1:]),
             "steps": args.steps, "lr": args.lr, "first_sample": done, "scanner_augmentation": True,
             "phase_augmentation": args.phase_aug, "fine_lesions": args.fine_lesions, "spacing_mm": list(target),
+            "contrast_phases": args.contrast_phases, "lesion_generator": LESION_GENERATOR,
             "loss_first100": float(np.mean(losses[:100])), "loss_last100": float(np.mean(losses[-100:])),
             "wall_s": round(time.time() - t0, 1), "log": log})
         record["wall_s"] = round(record["wall_s"] + time.time() - t0, 1)
@@ -224,7 +239,7 @@ def main(argv=None):
                            "loss_last100": float(np.mean(losses[-100:])), "log": log},
             "trainable": train.trainable_counts(model),
             "wall_s": round(t_all, 1), "threads": args.threads, "machine": platform.processor() or platform.machine(),
-            "training_data": list(TRAIN_CT), "train_stream": TRAIN_STREAM,
+            "training_data": list(TRAIN_CT), "train_stream": TRAIN_STREAM, "lesion_generator": LESION_GENERATOR,
         }
         torch.save({"state_dict": model.state_dict(), "step": args.steps}, model_path)
         with open(record_path, "w") as f:
@@ -247,6 +262,8 @@ def main(argv=None):
                     + "".join(f", then {c['steps']} more with the scanner"
                               + (" and contrast-phase" if c.get("phase_augmentation") else "") + " augmentation"
                               + (" on lesions drawn on finer grids" if c.get("fine_lesions") else "")
+                              + (" in simulated contrast phases" if c.get("contrast_phases") else "")
+                              + (" (bowel lesions as soft-tissue masses)" if c.get("lesion_generator", 1) >= 2 else "")
                               + (f" at {c['spacing_mm'][0]:g} mm" if c.get("spacing_mm", list(SPACING)) != list(SPACING)
                                  else "")
                               for c in record.get("continued", []))

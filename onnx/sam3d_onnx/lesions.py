@@ -65,6 +65,27 @@ def interior_voxel(organ: np.ndarray, sigma_vox, rng: np.random.Generator, cand:
     return pool[rng.integers(0, len(pool))]
 
 
+# a hollow organ's label (bowel) also holds its lumen: voxels at or below GAS_HU are gas; its wall is
+# the voxels above WALL_HU (soft tissue, not the gas/wall partial-volume mix)
+GAS_HU = -200.0
+WALL_HU = -50.0
+SOFT_TISSUE_HU = 40.0   # the level when an organ shows no soft tissue at all
+
+
+def tissue_level(ring: np.ndarray, organ: np.ndarray) -> float:
+    """The HU a lesion's contrast is measured against: the median of the ring around it (else of the
+    whole organ); where that holds gas (bowel), the median of its wall's soft tissue only."""
+    for vals in (ring, organ):
+        if vals.size == 0:
+            continue
+        if (vals > GAS_HU).all():
+            return float(np.median(vals))         # a solid organ: its plain median
+        wall = vals[vals > WALL_HU]
+        if wall.size:
+            return float(np.median(wall))
+    return SOFT_TISSUE_HU
+
+
 def insert_lesion(image: np.ndarray, organ: np.ndarray, spacing, rng: np.random.Generator,
                   diameter_mm=(8.0, 40.0), contrast_hu=(-60.0, 60.0), min_contrast_hu=15.0,
                   texture_hu=(4.0, 12.0), centre=None):
@@ -109,15 +130,17 @@ def insert_lesion(image: np.ndarray, organ: np.ndarray, spacing, rng: np.random.
     if lesion.sum() == 0:  # the organ is thinner than the lesion here: keep at least the centre
         lesion[tuple(centre)] = True
 
-    # intensities: organ level around the lesion + contrast + texture, blended over a soft edge
-    ring = organ[box] & ~lesion[box]
-    level = float(np.median(image[box][ring])) if ring.any() else float(np.median(image[organ]))
+    # intensities: organ level around the lesion + contrast + texture, blended over a soft edge.
+    # The level is the organ's soft tissue: a bowel label also holds its lumen's gas, and a tumour there
+    # is a soft-tissue mass against the wall, not a pocket of gas (which no CT window would show).
+    level = tissue_level(image[box][organ[box] & ~lesion[box]], image[organ])
     tex = gaussian_blur(rng.normal(size=field.shape).astype(np.float32), 1.0)
     tex *= rng.uniform(*texture_hu) / (tex.std() + 1e-6)
     alpha = gaussian_blur(lesion[box].astype(np.float32), rng.uniform(0.5, 1.2) / spacing * spacing.min())
     alpha = np.where(organ[box] | lesion[box], alpha, 0.0)
     out = image.astype(np.float32, copy=True)
     sub = out[box]
+    sub = np.where(lesion[box] & (sub <= GAS_HU), level, sub)   # the mass displaces the gas it fills
     out[box] = (1 - alpha) * sub + alpha * (level + contrast + tex)
     n = int(lesion.sum())
     eq = float((6.0 * n * np.prod(spacing) / np.pi) ** (1.0 / 3.0))

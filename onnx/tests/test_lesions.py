@@ -112,3 +112,73 @@ def test_fine_samples_draw_the_lesion_finer_than_the_ct(seed):
     if core.sum() > 8 and ring.sum() > 8:
         measured = (s.crop[core].mean() - s.crop[ring].mean()) * 80.0
         assert np.sign(measured) == np.sign(s.lesion.contrast_hu) and abs(measured) > 5.0, (measured, s.lesion)
+
+
+@pytest.mark.parametrize("phase", ["arterial", "portal-venous", "delayed"])
+def test_contrast_phases_raise_each_structure_within_its_phase_range(phase):
+    """phases.enhance: every labelled group gains one increment from its phase's range (checked in the
+    group's interior, away from the 0.7-voxel edge blur); unlabelled tissue and bone stay as they were."""
+    from sam3d_onnx import phases
+
+    rng0 = np.random.default_rng(2)
+    labels = np.zeros((30, 40, 50), np.uint8)
+    blocks = {52: (slice(2, 12), slice(2, 12), slice(2, 12)), 5: (slice(2, 14), slice(20, 36), slice(2, 20)),
+              7: (slice(16, 28), slice(2, 14), slice(25, 45)), 2: (slice(16, 28), slice(20, 36), slice(2, 14)),
+              25: (slice(16, 28), slice(20, 36), slice(30, 48))}   # 25: sacrum, never enhanced
+    for lab, sl in blocks.items():
+        labels[sl] = lab
+    vol = rng0.normal(40.0, 10.0, labels.shape).astype(np.float32)
+    out = phases.enhance(vol, labels, np.random.default_rng(9), phase)
+    ranges = {ids: r for ids, r in phases.PHASES[phase].items()}
+    for lab in blocks:
+        core = np.zeros(labels.shape, bool)
+        core[tuple(slice(s.start + 3, s.stop - 3) for s in blocks[lab])] = True
+        inc = out[core] - vol[core]
+        assert inc.std() < 1e-3, lab                                # one increment per structure
+        lo, hi = next((r for ids, r in ranges.items() if lab in ids), (0.0, 0.0))
+        assert lo - 1e-3 <= inc.mean() <= hi + 1e-3, (lab, inc.mean(), lo, hi)
+    far = gaussian_blur((labels > 0).astype(np.float32), 1.0) == 0      # 3 voxels from every structure
+    assert np.abs(out[far] - vol[far]).max() < 1e-3
+
+
+def test_contrast_phases_keep_the_lesion_draws_of_the_sample():
+    """demo_train.training_sample with contrast phases: the same lesion (its own stream), another image."""
+    from sam3d_onnx import demo_train
+    from sam3d_onnx.dataset import ORGANS
+
+    rng0 = np.random.default_rng(4)
+    d, h, w = np.mgrid[:40, :40, :40]
+    organ = ((d - 20) / 15.0) ** 2 + ((h - 20) / 14.0) ** 2 + ((w - 20) / 16.0) ** 2 <= 1
+    img = (np.where(organ, 50.0, -100.0) + rng0.normal(0, 3, organ.shape)).astype(np.float32)
+    labels = np.where(organ, ORGANS["liver"], 0).astype(np.uint8)
+    changed = 0
+    for i in range(6):
+        plain, lab, _ = demo_train.training_sample(img, labels, (3.0,) * 3, i)
+        phased, lab2, _ = demo_train.training_sample(img, labels, (3.0,) * 3, i, contrast=True)
+        assert np.array_equal(lab, lab2)
+        changed += not np.array_equal(plain, phased)
+    assert changed >= 2                                              # CONTRAST_P of 0.7 over 6 samples
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_a_bowel_lesion_is_a_soft_tissue_mass_not_gas(seed):
+    """A bowel label holds its lumen's gas: the lesion's contrast is against the wall's soft tissue and
+    the mass fills the gas it covers (before the fix, such lesions sat at -700 to -900 HU)."""
+    from sam3d_onnx.lesions import tissue_level
+
+    rng0 = np.random.default_rng(seed)
+    d, h, w = np.mgrid[:40, :48, :48]
+    r = np.hypot(h - 24.0, w - 24.0)
+    bowel = r <= 16                                                   # the label: wall and lumen
+    img = np.where(r <= 12, -950.0, np.where(bowel, 40.0, -100.0)) + rng0.normal(0, 5, bowel.shape)
+    img = img.astype(np.float32)
+    out, lesion, info = insert_lesion(img, bowel, (2.0, 1.0, 1.0), np.random.default_rng(seed))
+    core = gaussian_blur(lesion.astype(np.float32), 1.0) > 0.95
+    assert core.sum() >= 5
+    assert abs(out[core].mean() - (40.0 + info.contrast_hu)) < 15.0, (out[core].mean(), info)
+    assert (img[core] < -500).any()                                   # it does cover lumen
+    # the level: a solid organ's plain median; a hollow one's wall; no tissue at all: soft tissue
+    assert tissue_level(np.array([10.0, 20.0, -150.0]), np.array([0.0])) == 10.0
+    assert tissue_level(np.array([-900.0, 45.0, 35.0, -120.0]), np.array([0.0])) == 40.0
+    assert tissue_level(np.array([-900.0, -950.0]), np.array([-900.0, 30.0])) == 30.0
+    assert tissue_level(np.array([]), np.array([-999.0])) == 40.0
