@@ -41,9 +41,6 @@ LICENCE = ("Apache-2.0: weights trained by the libsam3d project (onnx/sam3d_onnx
 # with fine lesions (--fine-lesions): the grids lesions are drawn on, in the model frame (slices first),
 # and how often; the rest are drawn on the training CT's own 3 mm grid as before
 FINE_GRIDS = (((1.0, 1.0, 1.0), 0.4), ((2.0, 1.0, 1.0), 0.35))
-# the lesion generator's version in the training record: 2 = a bowel lesion is a soft-tissue mass
-# (lesions.tissue_level); stages recorded without it drew bowel lesions at their lumen's gas level
-LESION_GENERATOR = 2
 # with contrast phases (--contrast-phases): how often the training CT is shown as a contrast-enhanced
 # scan (phases.enhance) instead of its own non-contrast phase
 CONTRAST_P = 0.7
@@ -210,7 +207,7 @@ def main(argv=None):
             "command": "python -m sam3d_onnx.demo_train " + " ".join(argv if argv is not None else os.sys.argv[1:]),
             "steps": args.steps, "lr": args.lr, "first_sample": done, "scanner_augmentation": True,
             "phase_augmentation": args.phase_aug, "fine_lesions": args.fine_lesions, "spacing_mm": list(target),
-            "contrast_phases": args.contrast_phases, "lesion_generator": LESION_GENERATOR,
+            "contrast_phases": args.contrast_phases, "lesion_generator": lesions.GENERATOR_VERSION,
             "loss_first100": float(np.mean(losses[:100])), "loss_last100": float(np.mean(losses[-100:])),
             "wall_s": round(time.time() - t0, 1), "log": log})
         record["wall_s"] = round(record["wall_s"] + time.time() - t0, 1)
@@ -239,7 +236,7 @@ def main(argv=None):
                            "loss_last100": float(np.mean(losses[-100:])), "log": log},
             "trainable": train.trainable_counts(model),
             "wall_s": round(t_all, 1), "threads": args.threads, "machine": platform.processor() or platform.machine(),
-            "training_data": list(TRAIN_CT), "train_stream": TRAIN_STREAM, "lesion_generator": LESION_GENERATOR,
+            "training_data": list(TRAIN_CT), "train_stream": TRAIN_STREAM, "lesion_generator": lesions.GENERATOR_VERSION,
         }
         torch.save({"state_dict": model.state_dict(), "step": args.steps}, model_path)
         with open(record_path, "w") as f:

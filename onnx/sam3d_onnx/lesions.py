@@ -65,6 +65,10 @@ def interior_voxel(organ: np.ndarray, sigma_vox, rng: np.random.Generator, cand:
     return pool[rng.integers(0, len(pool))]
 
 
+# the generator's version, recorded with what it made: 2 = a bowel lesion is a soft-tissue mass
+# (tissue_level); version 1 drew bowel lesions at their lumen's gas level
+GENERATOR_VERSION = 2
+
 # a hollow organ's label (bowel) also holds its lumen: voxels at or below GAS_HU are gas; its wall is
 # the voxels above WALL_HU (soft tissue, not the gas/wall partial-volume mix)
 GAS_HU = -200.0
@@ -72,10 +76,13 @@ WALL_HU = -50.0
 SOFT_TISSUE_HU = 40.0   # the level when an organ shows no soft tissue at all
 
 
-def tissue_level(ring: np.ndarray, organ: np.ndarray) -> float:
+def tissue_level(ring: np.ndarray, organ) -> float:
     """The HU a lesion's contrast is measured against: the median of the ring around it (else of the
-    whole organ); where that holds gas (bowel), the median of its wall's soft tissue only."""
+    whole organ); where that holds gas (bowel), the median of its wall's soft tissue only. `organ`: the
+    organ's values, or a function giving them (gathered only when the ring shows no tissue)."""
     for vals in (ring, organ):
+        if callable(vals):
+            vals = vals()
         if vals.size == 0:
             continue
         if (vals > GAS_HU).all():
@@ -133,7 +140,7 @@ def insert_lesion(image: np.ndarray, organ: np.ndarray, spacing, rng: np.random.
     # intensities: organ level around the lesion + contrast + texture, blended over a soft edge.
     # The level is the organ's soft tissue: a bowel label also holds its lumen's gas, and a tumour there
     # is a soft-tissue mass against the wall, not a pocket of gas (which no CT window would show).
-    level = tissue_level(image[box][organ[box] & ~lesion[box]], image[organ])
+    level = tissue_level(image[box][organ[box] & ~lesion[box]], lambda: image[organ])
     tex = gaussian_blur(rng.normal(size=field.shape).astype(np.float32), 1.0)
     tex *= rng.uniform(*texture_hu) / (tex.std() + 1e-6)
     alpha = gaussian_blur(lesion[box].astype(np.float32), rng.uniform(0.5, 1.2) / spacing * spacing.min())

@@ -41,10 +41,10 @@ PHASES = {
 PHASE_P = {"arterial": 0.25, "portal-venous": 0.55, "delayed": 0.2}
 
 
-def enhancement(labels: np.ndarray, rng: np.random.Generator, phase: str | None = None):
-    """(HU increment per voxel, phase name): one phase drawn by PHASE_P (or given), one increment per
-    structure group from that phase's range, edges softened by a 0.7-voxel blur (the labels' hard steps
-    would be sharper than the scan's own edges)."""
+def enhance(volume: np.ndarray, labels: np.ndarray, rng: np.random.Generator, phase: str | None = None):
+    """The volume (HU, float32) as one contrast phase would show it; `labels` on the same grid. The phase
+    is drawn by PHASE_P (or given), one increment per structure group from that phase's range, edges
+    softened by a 0.7-voxel blur (the labels' hard steps would be sharper than the scan's own edges)."""
     if phase is None:
         names = list(PHASE_P)
         phase = names[int(rng.choice(len(names), p=[PHASE_P[n] for n in names]))]
@@ -57,10 +57,4 @@ def enhancement(labels: np.ndarray, rng: np.random.Generator, phase: str | None 
     delta = lut[labels.astype(np.intp)]
     if delta.any():
         delta = gaussian_blur(delta, 0.7)
-    return delta, phase
-
-
-def enhance(volume: np.ndarray, labels: np.ndarray, rng: np.random.Generator, phase: str | None = None):
-    """The volume (HU) as one contrast phase would show it; `labels` on the same grid."""
-    delta, _ = enhancement(labels, rng, phase)
     return volume.astype(np.float32) + delta
