@@ -277,7 +277,10 @@ def main(argv=None):
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     tuning_dice, base = tune_baseline(args.data)
     log(f"baseline tuned: {base} (Dice {tuning_dice:.3f} on training lesions)")
+    # which lesion generator drew the held-out lesions: figures from different versions do not compare
     res = {"package": os.path.abspath(args.package), "model": pipe.manifest["name"],
+           "encoder_sha256": pipe.manifest["graphs"]["encoder"]["sha256"]["encoder.onnx"],
+           "lesion_generator": lesions.GENERATOR_VERSION,
            "baseline": {"params": base, "tuning_dice": tuning_dice,
                         "tuned_on": "24 training-stream lesions of the training CT, edt clicks"},
            "synthetic": {}, "real": {}}

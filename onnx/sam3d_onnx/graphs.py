@@ -2,8 +2,7 @@
 
 * Front-end fold: trilinear x`upsample` + per-slice patch conv + depth-wise slice conv are one linear
   map = replicate-pad the one-channel crop, then a strided Conv3d (kernel computed in float64 here).
-* Relative-position tables resampled and gathered once (constants, `lr` folded in); one shift mask
-  shared by the shifted blocks instead of one copy each.
+* Relative-position tables resampled and gathered once (constants, `lr` folded in).
 * Decoder split by linearity: `cls.0` has no bias and zero padding, so its response is the sum of a
   conv over the click-independent channels (head2..4 and the image level) and a conv over head5's.
   The first half runs once per region in the encoder graph (output `cls_partial`).
@@ -14,6 +13,15 @@
   q and the constant one-hots to k gives logits + rel in one MatMul (head dim 64 -> 64 + 3w). This
   replaces three broadcast additions over the (windows*heads, T, T) logits, which cost more time than
   the attention products themselves at paper size (11.5 s of a 97.5 s encoder pass on 2 cores).
+* Shift mask folded the same way: 8 region one-hots per token (one bit per axis tells a window's
+  regions apart), scaled by -mask_value on the query side, add mask_value's complement within a region;
+  softmax ignores the per-row constant (head dim 88 -> 96 in the shifted blocks). The 67 MB mask
+  constant and its addition over the logits (about 0.4 s per shifted block) are gone.
+* Attention as one ONNX Runtime `com.microsoft.MultiHeadAttention` node per block (query/key head
+  dim 88 or 96, value 64, scale 1): its CPU kernel is a flash-attention loop that never writes the
+  logits out (805 MB per block at paper size). Paper-size encoder on 2 cores: 96.5 -> 88.6 s in an
+  interleaved A/B, outputs equal within 5e-6. In eager PyTorch (tests, FLOP counts) the same
+  product runs as MatMul, softmax, MatMul.
 * Click features: a Gather-based trilinear lookup replaces 5-D GridSample (zero outside the grid,
   the official align_corners=False convention).
 
@@ -91,9 +99,46 @@ def split_qkv(attn):
     return tuple(t.clone() for pair in zip(w.chunk(3, 0), b.chunk(3, 0)) for t in pair)
 
 
-def folded_attention(attn, x, mask, tables, key_pos, qkv=None):
-    """`Attention3d.forward` with the relative-position terms inside the logits' MatMul:
-    [q*scale, q.Rh, q.Rw, q.Rd] . [k, onehot_h, onehot_w, onehot_d] = q.k*scale + rel_h + rel_w + rel_d.
+def region_onehots(cfg: Sam3DConfig) -> torch.Tensor:
+    """(n_windows, T, 8): one-hot of each token's shift region within its window, so that two tokens
+    of a window are in the same region iff their one-hots are equal (`shift_window_mask`).
+
+    Along each axis only the last window straddles a region boundary (G - w is a multiple of w) and
+    holds regions 1 and 2 there, so one bit per axis (region == 2) tells a window's regions apart."""
+    g, w, s = cfg.grid, cfg.window, cfg.shift
+    region = torch.zeros(g, dtype=torch.long)
+    region[g - w:g - s] = 1
+    region[g - s:] = 2
+    bit = (region == 2).long()
+    local = bit[:, None, None] * 4 + bit[None, :, None] * 2 + bit[None, None, :]
+    local = window_partition(local[None, ..., None], w).reshape(cfg.n_windows, cfg.window_tokens)
+    onehots = F.one_hot(local, 8).float()
+    same = onehots @ onehots.transpose(1, 2) > 0.5
+    assert torch.equal(torch.where(same, 0.0, cfg.mask_value), shift_window_mask(cfg)), "shift regions"
+    return onehots
+
+
+def attention_core(qa: torch.Tensor, ka: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
+    """softmax(qa . ka^T) . v per window and head; qa, ka (nW, T, heads*dk), v (nW, T, heads*dv) ->
+    (nW, T, heads*dv). Exported as one ONNX Runtime MultiHeadAttention node (scale 1: q arrives
+    scaled), whose CPU kernel is a flash-attention loop: the (nW*heads, T, T) logits, 805 MB per block
+    at paper size, are never written out, softmaxed and read back."""
+    nw, t, _ = qa.shape
+    if torch.onnx.is_in_onnx_export():
+        return torch.onnx.ops.symbolic("com.microsoft::MultiHeadAttention", (qa, ka, v),
+                                       {"num_heads": heads, "scale": 1.0}, dtype=v.dtype,
+                                       shape=tuple(v.shape), version=1)
+    dk, dv = qa.shape[-1] // heads, v.shape[-1] // heads
+    logits = qa.reshape(nw, t, heads, dk).transpose(1, 2) @ ka.reshape(nw, t, heads, dk).permute(0, 2, 3, 1)
+    out = logits.softmax(dim=-1) @ v.reshape(nw, t, heads, dv).transpose(1, 2)
+    return out.transpose(1, 2).reshape(nw, t, heads * dv)
+
+
+def folded_attention(attn, x, regions, tables, key_pos, qkv=None, mask_value=-100.0):
+    """`Attention3d.forward` with the relative-position terms and the shift mask inside the logits'
+    product: [q*scale, q.Rh, q.Rw, q.Rd, m*r] . [k, onehot_h, onehot_w, onehot_d, r]
+    = q.k*scale + rel_h + rel_w + rel_d + m*[same region], with m = -mask_value. Softmax ignores the
+    per-row constant m, so this is the official logits + (0 within a region, mask_value across).
 
     q, k and v come from three Gemms (the qkv weight split at export) rather than one Gemm, a
     transpose and a Split of its 3x wider output. The per-query table products run as one batched
@@ -103,24 +148,21 @@ def folded_attention(attn, x, mask, tables, key_pos, qkv=None):
     hd = c // nh
     wq, bq, wk, bk, wv, bv = qkv if qkv is not None else split_qkv(attn)
     x = x.reshape(nw, t, c)
-
-    def heads(wgt, b):  # (nw, t, nh, hd)
-        return F.linear(x, wgt, b).reshape(nw, t, nh, hd)
-
-    q, k, v = heads(wq, bq), heads(wk, bk), heads(wv, bv)
+    q = F.linear(x, wq, bq).reshape(nw, t, nh, hd)
+    k = F.linear(x, wk, bk).reshape(nw, t, nh, hd)
     rh, rw, rd = tables                                     # (w query pos, w key pos, hd) each
     pos = torch.arange(t, device=x.device)
     per_pos = torch.cat([rh[pos // (w * w)], rw[(pos // w) % w], rd[pos % w]], 1)   # (t, 3w, hd)
     rel = q.permute(1, 0, 2, 3).reshape(t, nw * nh, hd) @ per_pos.transpose(1, 2)  # (t, nw*nh, 3w)
-    q = q.permute(0, 2, 1, 3).reshape(nw * nh, t, hd)
-    qa = torch.cat([q * attn.scale, rel.transpose(0, 1)], -1)
-    ka = torch.cat([k.permute(0, 2, 1, 3).reshape(nw * nh, t, hd), key_pos.expand(nw * nh, t, 3 * w)], -1)
-    logits = qa @ ka.transpose(-2, -1)
-    if mask is not None:
-        logits = (logits.reshape(nw, nh, t, t) + mask[:, None]).reshape(nw * nh, t, t)
-    v = v.permute(0, 2, 1, 3).reshape(nw * nh, t, hd)
-    out = (logits.softmax(dim=-1) @ v).reshape(nw, nh, t, hd).transpose(1, 2).reshape(nw, w, w, w, c)
-    return attn.proj(out)
+    qs = [q * attn.scale, rel.reshape(t, nw, nh, 3 * w).transpose(0, 1)]
+    ks = [k, key_pos[None, :, None].expand(nw, t, nh, 3 * w)]
+    if regions is not None:
+        r = regions[:, :, None].expand(nw, t, nh, regions.shape[-1])
+        qs.append(r * -mask_value)
+        ks.append(r)
+    qa, ka = torch.cat(qs, -1).reshape(nw, t, -1), torch.cat(ks, -1).reshape(nw, t, -1)
+    out = attention_core(qa, ka, F.linear(x, wv, bv), nh)
+    return attn.proj(out).reshape(nw, w, w, w, c)
 
 
 class EncoderGraph(nn.Module):
@@ -136,7 +178,7 @@ class EncoderGraph(nn.Module):
         with torch.no_grad():
             self.register_buffer("pos", enc.pooled_pos()[:, :, :, None, :].detach().clone())
             self.register_buffer("depth", enc.depth_embed[:, None, None].detach().clone())
-            self.register_buffer("mask", shift_window_mask(cfg))
+            self.register_buffer("regions", region_onehots(cfg) if cfg.shift else torch.zeros(0))
             for i, blk in enumerate(enc.blocks):
                 t = torch.stack([blk.attn.lr * r for r in blk.attn.rel_tables(cfg.window)])
                 self.register_buffer(f"rel{i}", t.detach().clone())
@@ -163,7 +205,8 @@ class EncoderGraph(nn.Module):
         g, w, c = blk.grid, blk.window, x.shape[-1]
         order, inverse = (self.shifted_order, self.shifted_inverse) if blk.shifted else (self.order, self.inverse)
         y = blk.norm1(x).reshape(g ** 3, c)[order].reshape(-1, w, w, w, c)
-        y = folded_attention(blk.attn, y, self.mask if blk.shifted else None, tables, self.key_pos, qkv)
+        y = folded_attention(blk.attn, y, self.regions if blk.shifted else None, tables, self.key_pos, qkv,
+                             self.cfg.mask_value)
         x = shortcut + y.reshape(g ** 3, c)[inverse].reshape(1, g, g, g, c)
         return x + blk.mlp(blk.norm2(x))
 

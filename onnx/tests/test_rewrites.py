@@ -8,7 +8,7 @@ from conftest import SMALL, nondegenerate
 from make_weights import shift_window_mask as official_mask
 from sam3d_onnx.config import PAPER, TINY
 from sam3d_onnx.graphs import (folded_attention, folded_front_end, gather_trilinear, graphs, interp_taps,
-                               key_position_onehots)
+                               key_position_onehots, region_onehots)
 from sam3d_onnx.model import Sam3D, dhw_to_dwh, random_init_, shift_window_mask
 
 
@@ -42,6 +42,15 @@ def test_paper_shift_mask_equals_official_generator():
     assert ours.shape == (64, 512, 512) and set(np.unique(ours)) == {0.0, -100.0}
 
 
+@pytest.mark.parametrize("cfg", [TINY, SMALL, PAPER], ids=["tiny", "small", "paper"])
+def test_region_onehots_rebuild_the_shift_mask(cfg):
+    """The one-hots folded into q and k give back the official mask (equal one-hots = same region)."""
+    r = region_onehots(cfg)
+    same = r @ r.transpose(1, 2) > 0.5
+    np.testing.assert_array_equal(torch.where(same, 0.0, cfg.mask_value).numpy(), shift_window_mask(cfg).numpy())
+    assert r.sum(-1).eq(1).all() and r[-1].sum(0).gt(0).sum() == 8   # the last window holds all 8 regions
+
+
 @pytest.mark.parametrize("cfg", [TINY, SMALL], ids=["tiny", "small"])
 def test_gather_trilinear_equals_grid_sample(cfg):
     g = cfg.grid
@@ -61,18 +70,20 @@ def test_gather_trilinear_equals_grid_sample(cfg):
 @pytest.mark.parametrize("cfg,block", [(TINY, 0), (TINY, 1), (PAPER, 0), (PAPER, 2)],
                          ids=["tiny-shifted", "tiny", "paper-shifted", "paper-global-table"])
 def test_folded_attention_equals_decomposed_rel_pos(cfg, block):
-    """Relative position inside the logits' MatMul (one-hot keys) = the three broadcast additions."""
+    """Relative position and shift mask inside the logits' product (one-hot keys) = the three broadcast
+    additions of the decomposed relative position plus the official mask."""
     torch.manual_seed(3 + block)
     attn = random_init_(Sam3D(cfg), seed=7).encoder.blocks[block].attn.double()
     w, c = cfg.window, cfg.embed_dim
     nw = min(cfg.n_windows, 3)
     x = torch.randn(nw, w, w, w, c, dtype=torch.float64)
     mask = shift_window_mask(cfg)[-nw:].double()     # the last windows hold every region
+    regions = region_onehots(cfg)[-nw:].double()
     tables = [r.double() for r in attn.rel_tables(w)]
-    for m in (mask, None):
+    for m, r in ((mask, regions), (None, None)):
         with torch.no_grad():
             ref = attn(x, m, tables)
-            got = folded_attention(attn, x, m, tables, key_position_onehots(w).double())
+            got = folded_attention(attn, x, r, tables, key_position_onehots(w).double(), mask_value=cfg.mask_value)
         assert (got - ref).abs().max().item() < 1e-10 * ref.abs().max().item()
     assert key_position_onehots(w).sum(1).eq(3).all()
 
