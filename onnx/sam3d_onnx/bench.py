@@ -13,7 +13,7 @@ TotalSegmentator example CT resampled to that grid and written once as .nii.gz):
     (the official code reruns encoder and decoder for every click), peak RSS;
   * the fp32 floor: the encoder graph's FLOPs (counted by torch's FlopCounterMode on the exported
     graphs' modules) divided by this machine's rate on a large fp32 matrix product, sustained for 10 s
-    just before and just after that configuration's engine run (mean of the two; both recorded).
+    just before and just after each of that configuration's engine runs (their mean; all recorded).
 It prints medians, ratios (reference / engine, engine / floor) and writes `bench.json`.
 """
 from __future__ import annotations
@@ -180,6 +180,14 @@ def engine(pkg: str, ct: str, click, threads: int, repeat: int, ort: str) -> dic
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
+def floor_fields(gflop: dict, rates: list) -> dict:
+    """A configuration's FLOP counts and fp32 floors at the mean of the rates measured around its
+    engine runs."""
+    rate = float(np.mean(rates))
+    return {**gflop, "fp32_matmul_gflops": rate, "floor_encoder_s": gflop["encoder_gflop"] / rate,
+            "floor_click_s": gflop["click_gflop"] / rate}
+
+
 def merge_runs(a: dict, b: dict) -> dict:
     """Two engine runs (before and after the reference) as one: mean of each timing, the larger peak
     RSS; the runs themselves are kept under "runs"."""
@@ -232,12 +240,9 @@ def main(argv=None):
         eng, around = timed_engine()
         if name != base and base in record["configs"]:
             rates += around
-            rate = float(np.mean(around))
             eng["fp32_matmul_gflops_before_after"] = around
             fl = {k: record["configs"][base][k] for k in ("encoder_gflop", "click_gflop")}
-            record["configs"][name] = {**record["configs"][base], "engine": eng, "fp32_matmul_gflops": rate,
-                                       "floor_encoder_s": fl["encoder_gflop"] / rate,
-                                       "floor_click_s": fl["click_gflop"] / rate}
+            record["configs"][name] = {**record["configs"][base], "engine": eng, **floor_fields(fl, around)}
             print(f"{name}: engine encode {eng['encode_s']:.3f} s", flush=True)
             continue
         r = subprocess.run([sys.executable, "-m", "sam3d_onnx.bench", "--out", args.out, "--reference-only", base,
@@ -252,13 +257,9 @@ def main(argv=None):
         eng = merge_runs(eng, eng2)
         around += around2
         rates += around
-        rate = float(np.mean(around))
         eng["fp32_matmul_gflops_before_after"] = around
         from .config import NAMED
-        fl = graph_gflop(NAMED[base])
-        floor_enc = fl["encoder_gflop"] / rate
-        record["configs"][name] = {"engine": eng, "reference": ref, **fl, "fp32_matmul_gflops": rate,
-                                   "floor_encoder_s": floor_enc, "floor_click_s": fl["click_gflop"] / rate}
+        record["configs"][name] = {"engine": eng, "reference": ref, **floor_fields(graph_gflop(NAMED[base]), around)}
         print(f"{name}: engine encode {eng['encode_s']:.3f} s ({eng2['encode_s']:.3f} s after the reference), "
               f"reference first click {ref['first_click_s']:.3f} s", flush=True)
     record["fp32_matmul_gflops"] = float(np.mean(rates))

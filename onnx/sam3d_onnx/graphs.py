@@ -14,8 +14,8 @@
   replaces three broadcast additions over the (windows*heads, T, T) logits, which cost more time than
   the attention products themselves at paper size (11.5 s of a 97.5 s encoder pass on 2 cores).
 * Shift mask folded the same way: 8 region one-hots per token (one bit per axis tells a window's
-  regions apart), scaled by -mask_value on the query side, add mask_value's complement within a region;
-  softmax ignores the per-row constant (head dim 88 -> 96 in the shifted blocks). The 67 MB mask
+  regions apart), scaled by -mask_value on the query side, add -mask_value within a region and 0
+  across; softmax ignores the per-row constant (head dim 88 -> 96 in the shifted blocks). The 67 MB mask
   constant and its addition over the logits (about 0.4 s per shifted block) are gone.
 * Attention as one ONNX Runtime `com.microsoft.MultiHeadAttention` node per block (query/key head
   dim 88 or 96, value 64, scale 1): its CPU kernel is a flash-attention loop that never writes the
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Sam3DConfig
-from .model import Sam3D, shift_window_mask, up2, window_partition
+from .model import Sam3D, shift_regions, up2, window_partition
 
 ENCODER_INPUTS = ("crop",)
 ENCODER_OUTPUTS = ("f3", "cls_partial")
@@ -101,21 +101,15 @@ def split_qkv(attn):
 
 def region_onehots(cfg: Sam3DConfig) -> torch.Tensor:
     """(n_windows, T, 8): one-hot of each token's shift region within its window, so that two tokens
-    of a window are in the same region iff their one-hots are equal (`shift_window_mask`).
+    of a window are in the same region iff their one-hots are equal (`shift_window_mask`; checked for
+    every configuration in tests/test_rewrites.py).
 
     Along each axis only the last window straddles a region boundary (G - w is a multiple of w) and
     holds regions 1 and 2 there, so one bit per axis (region == 2) tells a window's regions apart."""
-    g, w, s = cfg.grid, cfg.window, cfg.shift
-    region = torch.zeros(g, dtype=torch.long)
-    region[g - w:g - s] = 1
-    region[g - s:] = 2
-    bit = (region == 2).long()
+    bit = (shift_regions(cfg) == 2).long()
     local = bit[:, None, None] * 4 + bit[None, :, None] * 2 + bit[None, None, :]
-    local = window_partition(local[None, ..., None], w).reshape(cfg.n_windows, cfg.window_tokens)
-    onehots = F.one_hot(local, 8).float()
-    same = onehots @ onehots.transpose(1, 2) > 0.5
-    assert torch.equal(torch.where(same, 0.0, cfg.mask_value), shift_window_mask(cfg)), "shift regions"
-    return onehots
+    local = window_partition(local[None, ..., None], cfg.window).reshape(cfg.n_windows, cfg.window_tokens)
+    return F.one_hot(local, 8).float()
 
 
 def attention_core(qa: torch.Tensor, ka: torch.Tensor, v: torch.Tensor, heads: int) -> torch.Tensor:
@@ -134,7 +128,7 @@ def attention_core(qa: torch.Tensor, ka: torch.Tensor, v: torch.Tensor, heads: i
     return out.transpose(1, 2).reshape(nw, t, heads * dv)
 
 
-def folded_attention(attn, x, regions, tables, key_pos, qkv=None, mask_value=-100.0):
+def folded_attention(attn, x, regions, tables, key_pos, qkv=None, *, mask_value: float):
     """`Attention3d.forward` with the relative-position terms and the shift mask inside the logits'
     product: [q*scale, q.Rh, q.Rw, q.Rd, m*r] . [k, onehot_h, onehot_w, onehot_d, r]
     = q.k*scale + rel_h + rel_w + rel_d + m*[same region], with m = -mask_value. Softmax ignores the
@@ -206,7 +200,7 @@ class EncoderGraph(nn.Module):
         order, inverse = (self.shifted_order, self.shifted_inverse) if blk.shifted else (self.order, self.inverse)
         y = blk.norm1(x).reshape(g ** 3, c)[order].reshape(-1, w, w, w, c)
         y = folded_attention(blk.attn, y, self.regions if blk.shifted else None, tables, self.key_pos, qkv,
-                             self.cfg.mask_value)
+                             mask_value=self.cfg.mask_value)
         x = shortcut + y.reshape(g ** 3, c)[inverse].reshape(1, g, g, g, c)
         return x + blk.mlp(blk.norm2(x))
 

@@ -51,12 +51,20 @@ class MLP(nn.Module):
         return self.lin2(self.act(self.lin1(x)))
 
 
-def shift_window_mask(cfg: Sam3DConfig) -> torch.Tensor:
-    """(n_windows, T, T) mask of the shifted blocks: 0 within a region, cfg.mask_value across."""
+def shift_regions(cfg: Sam3DConfig) -> torch.Tensor:
+    """(G,) region of each token along one axis after the cyclic shift: 0 up to G - window, 1 up to
+    G - shift, 2 after (the tokens the shift wrapped around)."""
     g, w, s = cfg.grid, cfg.window, cfg.shift
     region = torch.zeros(g, dtype=torch.long)
     region[g - w:g - s] = 1
     region[g - s:] = 2
+    return region
+
+
+def shift_window_mask(cfg: Sam3DConfig) -> torch.Tensor:
+    """(n_windows, T, T) mask of the shifted blocks: 0 within a region, cfg.mask_value across."""
+    w = cfg.window
+    region = shift_regions(cfg)
     label = region[:, None, None] * 9 + region[None, :, None] * 3 + region[None, None, :]
     lab = window_partition(label[None, ..., None], w).reshape(cfg.n_windows, cfg.window_tokens)
     same = lab[:, :, None] == lab[:, None, :]
