@@ -102,7 +102,7 @@ def split_qkv(attn):
 def region_onehots(cfg: Sam3DConfig) -> torch.Tensor:
     """(n_windows, T, 8): one-hot of each token's shift region within its window, so that two tokens
     of a window are in the same region iff their one-hots are equal (`shift_window_mask`; checked for
-    every configuration in tests/test_rewrites.py).
+    the tiny, small and paper configurations in tests/test_rewrites.py).
 
     Along each axis only the last window straddles a region boundary (G - w is a multiple of w) and
     holds regions 1 and 2 there, so one bit per axis (region == 2) tells a window's regions apart."""
