@@ -43,6 +43,10 @@ class Sam3DConfig:
     pe_gauss_feats: int = 128     # size of the unused random-Fourier buffer (kept for strict loads)
     # decoder
     decoder_dim: int = 128
+    # the decoder heads' trilinear upsampling of the token grid (2 in the paper: the decoder works at
+    # 2*grid, 64 for a 128 crop, and its logits are upsampled to the crop). A larger factor moves the
+    # decoder to a finer grid with the same parameters (the demo model: 4, the crop's own grid)
+    decoder_scale: int = 2
     num_classes: int = 2
     # numerics
     vit_ln_eps: float = 1e-6
@@ -92,8 +96,9 @@ class Sam3DConfig:
 
     @property
     def image_level(self) -> int:
-        """Edge of the decoder's working resolution (64 for the paper): the heads upsample x2."""
-        return 2 * self.grid
+        """Edge of the decoder's working resolution (64 for the paper): the heads upsample by
+        decoder_scale (x2 in the paper)."""
+        return self.decoder_scale * self.grid
 
     @property
     def image_pool(self) -> int:
@@ -123,8 +128,9 @@ class Sam3DConfig:
         need(self.grid % self.window == 0, "token grid must be divisible by window")
         need(0 <= self.shift < self.window, "shift must be in [0, window)")
         need(self.sam_grid % self.grid == 0, "sam_grid must be a multiple of the token grid")
+        need(self.decoder_scale >= 1, "decoder_scale must be >= 1")
         need(self.crop % self.image_level == 0 and self.image_level <= self.crop,
-             "crop must be a multiple of 2*grid (decoder resolution)")
+             "crop must be a multiple of decoder_scale*grid (decoder resolution)")
         need(len(self.neck_blocks) == 4, "the decoder has four levels: neck_blocks needs 4 entries")
         need(all(0 <= b < self.depth for b in self.neck_blocks), "neck_blocks out of range")
         need(list(self.neck_blocks) == sorted(set(self.neck_blocks)), "neck_blocks must increase")
@@ -172,6 +178,8 @@ TINY = Sam3DConfig(
 # crop doubled the step time; wider or deeper ViTs gave no gain we could afford to train.
 # Same ratios as the paper where they are free: window = grid / 2, shift = window / 2, SAM's pos_embed
 # grid twice the token grid (pooled by 2), adapters at half the width, necks on 4 of the blocks.
+# decoder_scale stays the paper's 2 (decoder voxels of 3 mm): 4 (the crop's own grid) was trained and
+# measured (models/README.md, step 8) and did not help the held-out lesions.
 DEMO = Sam3DConfig(
     embed_dim=96, depth=6, heads=4, mlp_ratio=4.0, adapter_dim=48,
     sam_grid=16, sam_window=4, global_blocks=(2, 5),

@@ -46,6 +46,11 @@ FINE_GRIDS = (((1.0, 1.0, 1.0), 0.4), ((2.0, 1.0, 1.0), 0.35))
 CONTRAST_P = 0.7
 
 
+def model_config(record: dict):
+    """The DEMO configuration with the last `--decoder-scale` given (2, the paper's, before that)."""
+    return DEMO.replace(decoder_scale=int(record.get("decoder_scale", DEMO.decoder_scale)))
+
+
 def model_spacing(record: dict) -> tuple:
     """The model grid of a training record: the last `--spacing` given, else SPACING."""
     return tuple(record.get("spacing_mm", SPACING))
@@ -180,6 +185,9 @@ def main(argv=None):
                     "training CT in simulated contrast phases (phases.enhance) in CONTRAST_P of the samples")
     ap.add_argument("--spacing", type=float, help="with --resume: move the model to this isotropic grid (mm); "
                                                   "later stages and the package keep it")
+    ap.add_argument("--decoder-scale", type=int, help="with --resume: the decoder heads' upsampling (2: the "
+                    "paper's, decoder at half the crop's resolution; 4: the crop's own grid for the DEMO crop); "
+                    "same parameters, later stages and the package keep it")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
@@ -191,7 +199,9 @@ def main(argv=None):
         with open(record_path) as f:
             record = json.load(f)
         prev = torch.load(args.resume, weights_only=True)
-        model = Sam3D(DEMO)
+        if args.decoder_scale:
+            record["decoder_scale"] = args.decoder_scale
+        model = Sam3D(model_config(record))
         model.load_state_dict(prev["state_dict"])
         volume, labels, spacing = dataset.load_labelled(*(os.path.join(args.data, p) for p in TRAIN_CT),
                                                         orientation=ORIENTATION)
@@ -208,6 +218,7 @@ def main(argv=None):
             "steps": args.steps, "lr": args.lr, "first_sample": done, "scanner_augmentation": True,
             "phase_augmentation": args.phase_aug, "fine_lesions": args.fine_lesions, "spacing_mm": list(target),
             "contrast_phases": args.contrast_phases, "lesion_generator": lesions.GENERATOR_VERSION,
+            "decoder_scale": model.cfg.decoder_scale,
             "loss_first100": float(np.mean(losses[:100])), "loss_last100": float(np.mean(losses[-100:])),
             "wall_s": round(time.time() - t0, 1), "log": log})
         record["wall_s"] = round(record["wall_s"] + time.time() - t0, 1)
@@ -243,7 +254,7 @@ def main(argv=None):
             json.dump(record, f, indent=1)
     with open(record_path) as f:
         record = json.load(f)
-    model = Sam3D(DEMO)
+    model = Sam3D(model_config(record))
     model.load_state_dict(torch.load(model_path, weights_only=True)["state_dict"])
     model.eval()
     pkg = os.path.join(args.out, "demo-lesion")

@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Sam3DConfig
-from .model import Sam3D, shift_regions, up2, window_partition
+from .model import Sam3D, head_upsample, shift_regions, window_partition
 
 ENCODER_INPUTS = ("crop",)
 ENCODER_OUTPUTS = ("f3", "cls_partial")
@@ -160,7 +160,7 @@ def folded_attention(attn, x, regions, tables, key_pos, qkv=None, *, mask_value:
 
 
 class EncoderGraph(nn.Module):
-    """crop (1,1,C,C,C) -> f3 (1,Cn,G,G,G), cls_partial (1,Cd,2G,2G,2G)."""
+    """crop (1,1,C,C,C) -> f3 (1,Cn,G,G,G), cls_partial (1,Cd,L,L,L), L = cfg.image_level (2G in the paper)."""
 
     def __init__(self, model: Sam3D):
         super().__init__()
@@ -225,7 +225,7 @@ class EncoderGraph(nn.Module):
             x = self.block(blk, x, getattr(self, f"rel{i}").unbind(0), qkv)
             if i in cfg.neck_blocks:
                 feats.append(self.necks[len(feats)](x.permute(0, 4, 1, 2, 3)))
-        static = [up2(h(f)) for h, f in zip(self.heads, feats[:3])] + [self.image_level(crop)]
+        static = [head_upsample(h(f), cfg) for h, f in zip(self.heads, feats[:3])] + [self.image_level(crop)]
         cls_partial = F.conv3d(torch.cat(static, 1), self.cls_static_w, padding=1)
         return feats[3], cls_partial
 
@@ -273,9 +273,9 @@ class DecoderGraph(nn.Module):
         tokens = gather_trilinear(f3, points, cfg.crop)
         image = self.transformer(f3.flatten(2).transpose(1, 2), tokens)
         f3p = image.transpose(1, 2).reshape(b, c, g, g, g)
-        y = F.conv3d(up2(self.head5(f3p)), self.cls_click_w, padding=1) + cls_partial
+        y = F.conv3d(head_upsample(self.head5(f3p), cfg), self.cls_click_w, padding=1) + cls_partial
         y = F.relu(self.norm(y))
-        y = F.conv3d(y, self.logit_diff_w, padding=1)             # l1 - l0, (1,1,H,W,D) at 2G
+        y = F.conv3d(y, self.logit_diff_w, padding=1)             # l1 - l0, (1,1,H,W,D) at the decoder level
         if cfg.out_upsample > 1:
             y = F.interpolate(y, scale_factor=cfg.out_upsample, mode="trilinear", align_corners=True)
         return torch.sigmoid(y[:, 0]).permute(0, 3, 1, 2)         # (1, D, H, W)

@@ -356,8 +356,9 @@ class MLAHead(nn.Module):
         return [self.head2, self.head3, self.head4, self.head5]
 
 
-def up2(x):
-    return F.interpolate(x, scale_factor=2, mode="trilinear", align_corners=True)
+def head_upsample(x, cfg: Sam3DConfig):
+    """A decoder head's output to the decoder resolution (the official x2, align_corners=True)."""
+    return F.interpolate(x, scale_factor=cfg.decoder_scale, mode="trilinear", align_corners=True)
 
 
 class Decoder(nn.Module):
@@ -372,7 +373,7 @@ class Decoder(nn.Module):
                                  nn.Conv3d(c, cfg.num_classes, 3, padding=1, bias=False))
 
     def forward(self, feats: Sequence[torch.Tensor], image_level):  # -> logits (1, 2, D, H, W)
-        x = torch.cat([up2(h(f)) for h, f in zip(self.mlahead.heads(), feats)] + [image_level], 1)
+        x = torch.cat([head_upsample(h(f), self.cfg) for h, f in zip(self.mlahead.heads(), feats)] + [image_level], 1)
         x = self.cls(x)
         x = F.interpolate(x, scale_factor=self.cfg.out_upsample, mode="trilinear", align_corners=True)
         return x.permute(0, 1, 4, 2, 3)

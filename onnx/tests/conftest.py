@@ -41,6 +41,14 @@ def tiny_model():
 
 
 @pytest.fixture(scope="session")
+def tiny_fine_model():
+    """TINY with the decoder on the crop's own grid (decoder_scale 4, as the demo model): same
+    parameters, no pooling of the crop and no final upsampling of the logits."""
+    torch.manual_seed(0)
+    return random_init_(Sam3D(TINY.replace(decoder_scale=4)), seed=3).eval()
+
+
+@pytest.fixture(scope="session")
 def small_model():
     torch.manual_seed(0)
     return random_init_(Sam3D(SMALL), seed=4).eval()

@@ -39,6 +39,16 @@ def _sessions(path):
 @pytest.mark.parametrize("n", [1, 2, 5])
 def test_onnxruntime_equals_pytorch(tiny_pkg, tiny_model, n):
     path, _ = tiny_pkg
+    _check_onnxruntime_equals_pytorch(path, tiny_model, n)
+
+
+def test_onnxruntime_equals_pytorch_fine_decoder(tmp_path, tiny_fine_model):
+    """decoder_scale 4: the decoder's static half and the click half both on the crop's grid."""
+    _export(tiny_fine_model, tmp_path / "fine")
+    _check_onnxruntime_equals_pytorch(tmp_path / "fine", tiny_fine_model, 2)
+
+
+def _check_onnxruntime_equals_pytorch(path, tiny_model, n):
     enc_s, dec_s = _sessions(path)
     c = tiny_model.cfg.crop
     rng = np.random.default_rng(n)

@@ -88,10 +88,10 @@ def test_folded_attention_equals_decomposed_rel_pos(cfg, block):
     assert key_position_onehots(w).sum(1).eq(3).all()
 
 
-@pytest.mark.parametrize("which", ["tiny", "small"])
+@pytest.mark.parametrize("which", ["tiny", "small", "tiny-fine"])
 @pytest.mark.parametrize("n", [1, 2, 5])
-def test_rewritten_graphs_equal_straightforward_model(which, n, tiny_model, small_model):
-    model = {"tiny": tiny_model, "small": small_model}[which]
+def test_rewritten_graphs_equal_straightforward_model(which, n, tiny_model, small_model, tiny_fine_model):
+    model = {"tiny": tiny_model, "small": small_model, "tiny-fine": tiny_fine_model}[which]
     cfg = model.cfg
     torch.manual_seed(10 + n)
     crop = torch.randn(1, 1, cfg.crop, cfg.crop, cfg.crop)
