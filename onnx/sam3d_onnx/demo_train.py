@@ -84,10 +84,13 @@ def training_sample(volume, labels, spacing, i: int, fine: bool = False, target=
     return s.crop, s.label, rng
 
 
-def clicks_for(label, rng):
+def clicks_for(label, rng, one_click: bool = False):
     """Half of the steps draw the paper's training clicks (10 lesion voxels + 20 random voxels of the
     crop), half 1-3 lesion voxels: the engine is used with one click, which the paper's draw never
-    shows the model (a deviation from the recipe, kept because one click is the product's use)."""
+    shows the model (a deviation from the recipe, kept because one click is the product's use).
+    `one_click`: every step one random lesion voxel (the evaluation's use only)."""
+    if one_click:
+        return train.training_clicks(label, rng, n_fg=1, n_random=0)
     if rng.random() < 0.5:
         return train.training_clicks(label, rng)
     return train.training_clicks(label, rng, n_fg=int(rng.integers(1, 4)), n_random=0)
@@ -136,7 +139,8 @@ def phase_augment(crop, rng, shift_hu: float = 60.0):
 
 def adapt(model, volume, labels, spacing, steps: int, log_every: int = 100, lr: float = 4e-4,
           ckpt: str = None, log: list = None, first_sample: int = 0, scanner_aug: bool = False,
-          phase_aug: bool = False, fine: bool = False, target=SPACING, contrast: bool = False):
+          phase_aug: bool = False, fine: bool = False, target=SPACING, contrast: bool = False,
+          one_click: bool = False):
     """`steps` steps of the recipe on training samples first_sample, first_sample + 1, ..."""
     train.freeze_for_adaptation(model)
     opt, sched = train.make_optimizer(model, steps, lr)
@@ -152,7 +156,7 @@ def adapt(model, volume, labels, spacing, steps: int, log_every: int = 100, lr: 
             crop, label = scanner_augment(crop, label, rng)
         if not label.any():
             continue
-        losses.append(train.train_step(model, opt, sched, crop, label, clicks_for(label, rng)))
+        losses.append(train.train_step(model, opt, sched, crop, label, clicks_for(label, rng, one_click)))
         if (step + 1) % log_every == 0:
             rec = {"step": step + 1, "loss": float(np.mean(losses[-log_every:])), "elapsed_s": time.time() - t0}
             print(f"adapt step {rec['step']}/{steps} loss {rec['loss']:.4f} {rec['elapsed_s']:.0f}s", flush=True)
@@ -188,6 +192,8 @@ def main(argv=None):
     ap.add_argument("--decoder-scale", type=int, help="with --resume: the decoder heads' upsampling (2: the "
                     "paper's, decoder at half the crop's resolution; 4: the crop's own grid for the DEMO crop); "
                     "same parameters, later stages and the package keep it")
+    ap.add_argument("--one-click", action="store_true", help="with --resume: every step one random lesion "
+                    "voxel as the click (the product's use) instead of clicks_for's mix")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
@@ -212,13 +218,13 @@ def main(argv=None):
         log = []
         losses = adapt(model, volume, labels, spacing, args.steps, ckpt=model_path + ".resume", log=log, lr=args.lr,
                        first_sample=done, scanner_aug=True, phase_aug=args.phase_aug, fine=args.fine_lesions,
-                       target=target, contrast=args.contrast_phases)
+                       target=target, contrast=args.contrast_phases, one_click=args.one_click)
         record.setdefault("continued", []).append({
             "command": "python -m sam3d_onnx.demo_train " + " ".join(argv if argv is not None else os.sys.argv[1:]),
             "steps": args.steps, "lr": args.lr, "first_sample": done, "scanner_augmentation": True,
             "phase_augmentation": args.phase_aug, "fine_lesions": args.fine_lesions, "spacing_mm": list(target),
             "contrast_phases": args.contrast_phases, "lesion_generator": lesions.GENERATOR_VERSION,
-            "decoder_scale": model.cfg.decoder_scale,
+            "decoder_scale": model.cfg.decoder_scale, "one_click": args.one_click,
             "loss_first100": float(np.mean(losses[:100])), "loss_last100": float(np.mean(losses[-100:])),
             "wall_s": round(time.time() - t0, 1), "log": log})
         record["wall_s"] = round(record["wall_s"] + time.time() - t0, 1)

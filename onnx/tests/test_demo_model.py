@@ -163,3 +163,19 @@ def test_contrast_phase_augmentation_moves_tissue_within_the_window():
     assert np.abs(shifts).max() <= 60.0 + 1.0                        # at most +-60 HU
     assert (np.abs(shifts) > 20.0).sum() >= 15                       # most draws move it visibly
     assert (np.abs(shifts) < 1e-3).sum() >= 3                        # p 0.2: some keep the phase
+
+
+def test_training_clicks_mix_and_one_click():
+    """clicks_for: the paper's draw (10 lesion + 20 random voxels) or 1-3 lesion voxels; with
+    one_click always exactly one lesion voxel."""
+    from sam3d_onnx.demo_train import clicks_for
+    label = np.zeros((32, 32, 32), np.uint8)
+    label[10:14, 20:23, 5:9] = 1
+    rng = np.random.default_rng(0)
+    sizes = set()
+    for _ in range(40):
+        c = clicks_for(label, rng)
+        sizes.add(len(c))
+        one = clicks_for(label, rng, one_click=True)
+        assert one.shape == (1, 3) and label[tuple(one[0].astype(int))] == 1
+    assert 30 in sizes and sizes - {30} and max(sizes - {30}) <= 3
