@@ -375,7 +375,8 @@ class Decoder(nn.Module):
     def forward(self, feats: Sequence[torch.Tensor], image_level):  # -> logits (1, 2, D, H, W)
         x = torch.cat([head_upsample(h(f), self.cfg) for h, f in zip(self.mlahead.heads(), feats)] + [image_level], 1)
         x = self.cls(x)
-        x = F.interpolate(x, scale_factor=self.cfg.out_upsample, mode="trilinear", align_corners=True)
+        if self.cfg.out_upsample > 1:  # decoder_scale 4 on a 32^3 crop: already at the crop's grid
+            x = F.interpolate(x, scale_factor=self.cfg.out_upsample, mode="trilinear", align_corners=True)
         return x.permute(0, 1, 4, 2, 3)
 
 

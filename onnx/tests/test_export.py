@@ -48,20 +48,20 @@ def test_onnxruntime_equals_pytorch_fine_decoder(tmp_path, tiny_fine_model):
     _check_onnxruntime_equals_pytorch(tmp_path / "fine", tiny_fine_model, 2)
 
 
-def _check_onnxruntime_equals_pytorch(path, tiny_model, n):
+def _check_onnxruntime_equals_pytorch(path, model, n):
     enc_s, dec_s = _sessions(path)
-    c = tiny_model.cfg.crop
+    c = model.cfg.crop
     rng = np.random.default_rng(n)
     crop = rng.standard_normal((1, 1, c, c, c)).astype(np.float32)
     pts = np.concatenate([rng.uniform(0, c - 1, (1, n, 3)), ], 1).astype(np.float32)
     cache = enc_s.run(None, {"crop": crop})
     names = [o.name for o in enc_s.get_outputs()]
     prob, = dec_s.run(["prob"], {**dict(zip(names, cache)), "points": pts})
-    enc, dec = graphs(tiny_model)
+    enc, dec = graphs(model)
     with torch.no_grad():
         f = enc(torch.from_numpy(crop))
         got_graph = dec(*f, torch.from_numpy(pts)).numpy()
-        ref = tiny_model(torch.from_numpy(crop).repeat(1, 3, 1, 1, 1), dhw_to_dwh(torch.from_numpy(pts))).numpy()
+        ref = model(torch.from_numpy(crop).repeat(1, 3, 1, 1, 1), dhw_to_dwh(torch.from_numpy(pts))).numpy()
     for name, t, tt in zip(names, cache, f):
         assert np.abs(t - tt.numpy()).max() <= 1e-4, name
     assert prob.shape == (1, c, c, c)
