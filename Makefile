@@ -153,7 +153,8 @@ eval-data: venv
 # Train the demo model from scratch (about 4.6 hours on 2 cores; CI does not run it) and install it:
 # 2D pretraining + 7000 steps of the recipe, then 3500 steps with the scanner augmentation, then 4000
 # + 3000 with the scanner and contrast-phase augmentations, then 7000 on a 1.5 mm grid with lesions
-# drawn on grids finer than the training CT's, then 6000 with the CT in simulated contrast phases.
+# drawn on grids finer than the training CT's, then 6000 with the CT in simulated contrast phases;
+# last the package's threshold, test-time flips and component rule, chosen on training-CT lesions.
 train-demo: venv eval-data
 	cd onnx && ../$(PY) -m sam3d_onnx.demo_train --data ../$(DATA) --out ../build/demo-train \
 	    --pretrain-steps 1500 --steps 7000
@@ -168,6 +169,7 @@ train-demo: venv eval-data
 	cd onnx && ../$(PY) -m sam3d_onnx.demo_train --data ../$(DATA) --out ../build/demo-train \
 	    --resume ../build/demo-train/model.pt --steps 6000 --lr 2e-4 --phase-aug --fine-lesions --contrast-phases
 	rm -rf $(DEMO_MODEL) && cp -r build/demo-train/demo-lesion $(DEMO_MODEL)
+	cd onnx && ../$(PY) -m sam3d_onnx.evaluate ../$(DEMO_MODEL) --data ../$(DATA) --tune-threshold --write
 
 # The tables of issue 4: held-out synthetic lesions and real tumours, model vs region growing.
 evaluate: venv eval-data

@@ -40,6 +40,8 @@ fn main() {
     let mut click = [0.0f64; 3];
     let (mut repeat, mut threads, mut ort) = (3usize, 0usize, None::<String>);
     let (mut device, mut gpu) = (Sam3dDevice::Cpu, GpuOptions::default());
+    // test-time flips and the component rule: the package's unless given
+    let (mut flips, mut keep_clicked) = (None::<u32>, None::<bool>);
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         // flags without a value
@@ -67,6 +69,8 @@ fn main() {
                 click = [p[0], p[1], p[2]];
             }
             "--repeat" => repeat = v.parse().expect("--repeat N"),
+            "--flips" => flips = Some(v.parse().expect("--flips 1|2|4|8")),
+            "--keep-clicked" => keep_clicked = Some(v == "1"),
             "--threads" => threads = v.parse().expect("--threads N"),
             "--ort" => ort = Some(v),
             _ => panic!("unknown argument {k}"),
@@ -101,6 +105,9 @@ fn main() {
     let (mut first, mut follow) = (vec![], vec![]);
     for _ in 0..repeat.max(1) {
         let mut seg = Segmenter::new(model.clone(), vol.clone()).expect("session");
+        let (f, k) = seg.inference();
+        seg.set_inference(flips.unwrap_or(f), keep_clicked.unwrap_or(k))
+            .expect("--flips");
         let obj = seg.add_object();
         let mut started = [None::<Instant>; 5];
         let mut record = |s: Sam3dStage, done: bool| {
@@ -133,7 +140,7 @@ fn main() {
         .map(|i| format!("\"{}_s\": {:.6}", names[i], median(stages[i].clone())))
         .collect();
     println!(
-        "{{\"model\": \"{}\", \"dims\": {:?}, \"repeat\": {}, \"model_open_s\": {:.6}, \"nifti_load_s\": {:.6}, \"first_click_s\": {:.6}, \"follow_up_click_s\": {:.6}, {}, \"peak_rss_mb\": {:.1}, \"provider\": \"{}\"}}",
+        "{{\"model\": \"{}\", \"dims\": {:?}, \"repeat\": {}, \"model_open_s\": {:.6}, \"nifti_load_s\": {:.6}, \"first_click_s\": {:.6}, \"follow_up_click_s\": {:.6}, {}, \"peak_rss_mb\": {:.1}, \"provider\": \"{}\", \"test_time_flips\": {}, \"keep_clicked_components\": {}}}",
         model.manifest().name,
         vol.geom.dims,
         repeat,
@@ -143,6 +150,8 @@ fn main() {
         median(follow),
         stage_json.join(", "),
         peak_rss_mb(),
-        model.provider
+        model.provider,
+        flips.unwrap_or(model.manifest().inference.test_time_flips),
+        keep_clicked.unwrap_or(model.manifest().inference.keep_clicked_components)
     );
 }

@@ -3,6 +3,7 @@
 //! cargo run --release --example segment -- --model DIR --input CT.nii.gz --click 60,70,20 \
 //!     [--click ...] [--coord ijk|lps|ras] --out mask.nii.gz [--ort libonnxruntime.so] [--device cpu|cuda|tensorrt]
 //!     [--truth truth.nii.gz]   (prints the Dice of the mask against a reference mask on the same grid)
+//!     [--flips 1|2|4|8] [--keep-clicked 0|1]   (test-time flips, clicked components; default: the package's)
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -23,6 +24,8 @@ struct Args {
     threads: usize,
     truth: Option<PathBuf>,
     gpu: GpuOptions,
+    flips: Option<u32>,
+    keep_clicked: Option<bool>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -37,6 +40,8 @@ fn parse() -> Result<Args, String> {
         threads: 0,
         truth: None,
         gpu: GpuOptions::default(),
+        flips: None,
+        keep_clicked: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -56,6 +61,14 @@ fn parse() -> Result<Args, String> {
             "--trt-cache" => a.gpu.trt_cache_dir = Some(v()?.into()),
             "--trt-fp16" => a.gpu.fp16 = true,
             "--cuda-tf32" => a.gpu.tf32 = true,
+            "--flips" => a.flips = Some(v()?.parse().map_err(|e| format!("--flips: {e}"))?),
+            "--keep-clicked" => {
+                a.keep_clicked = Some(match v()?.as_str() {
+                    "0" => false,
+                    "1" => true,
+                    o => return Err(format!("--keep-clicked {o}: 0 or 1")),
+                })
+            }
             "--threads" => a.threads = v()?.parse().map_err(|e| format!("--threads: {e}"))?,
             "--click" => {
                 let s = v()?;
@@ -113,7 +126,7 @@ fn main() {
     let args = match parse() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("{e}\nusage: segment --model DIR --input VOL.nii[.gz] --click X,Y,Z [--click ...] [--coord ijk|lps|ras] --out MASK.nii[.gz] [--ort LIB] [--device cpu|cuda|tensorrt] [--threads N] [--truth MASK.nii[.gz]] [--gpu-mem-limit-mb MB] [--trt-cache DIR] [--trt-fp16] [--cuda-tf32]");
+            eprintln!("{e}\nusage: segment --model DIR --input VOL.nii[.gz] --click X,Y,Z [--click ...] [--coord ijk|lps|ras] --out MASK.nii[.gz] [--ort LIB] [--device cpu|cuda|tensorrt] [--threads N] [--truth MASK.nii[.gz]] [--gpu-mem-limit-mb MB] [--trt-cache DIR] [--trt-fp16] [--cuda-tf32] [--flips 1|2|4|8] [--keep-clicked 0|1]");
             std::process::exit(2);
         }
     };
@@ -140,6 +153,11 @@ fn run(args: Args) -> sam3d::Result<()> {
     let t_load = t.elapsed();
     bar(Sam3dStage::Load, true);
     let mut seg = Segmenter::new(model.clone(), vol.clone())?;
+    let (flips, keep) = seg.inference();
+    seg.set_inference(
+        args.flips.unwrap_or(flips),
+        args.keep_clicked.unwrap_or(keep),
+    )?;
     let obj = seg.add_object();
     let mut times = Vec::new();
     let mut last = None;
@@ -175,6 +193,12 @@ fn run(args: Args) -> sam3d::Result<()> {
         } else {
             format!(" ({})", model.provider_note)
         }
+    );
+    let (flips, keep) = seg.inference();
+    println!(
+        "inference    threshold {}, test-time flips {flips}, keep clicked components {}",
+        m.threshold,
+        if keep { "yes" } else { "no" }
     );
     println!(
         "volume       {:?} voxels, spacing {:.3?} mm",

@@ -311,6 +311,21 @@ enum Sam3dStatus sam3d_session_redo(struct Sam3dSession *s,
                                     uint32_t object,
                                     struct Sam3dResult *out);
 
+// Set the session's inference refinements for its next interactions (until then: the package's
+// manifest, `inference` block): `test_time_flips` crop flips averaged per click (1 = none, 2, 4 or
+// 8; each costs one more encoder and decoder run), `keep_clicked_components` 1 keeps only the mask's
+// parts (26-connected) that contain a click, 0 keeps all. Masks already computed stay as they are; a
+// new flip count drops the cached region, so the next click encodes. Other values:
+// `SAM3D_STATUS_INVALID_ARGUMENT`, nothing changed.
+enum Sam3dStatus sam3d_session_set_inference(struct Sam3dSession *s,
+                                             uint32_t test_time_flips,
+                                             int32_t keep_clicked_components);
+
+// The session's inference refinements in force (see `sam3d_session_set_inference`).
+enum Sam3dStatus sam3d_session_get_inference(const struct Sam3dSession *s,
+                                             uint32_t *test_time_flips,
+                                             int32_t *keep_clicked_components);
+
 // Cancel the session's running (or next) interaction; callable from any thread. The interrupted
 // call returns `SAM3D_STATUS_CANCELLED` and leaves the object's mask as it was.
 enum Sam3dStatus sam3d_session_cancel(const struct Sam3dSession *s);

@@ -164,6 +164,17 @@ public:
         return r;
     }
     void cancel() { detail::check(sam3d_session_cancel(h_.get())); }
+    /// Test-time flips (1, 2, 4, 8) and the clicked-component rule for the next clicks.
+    void set_inference(uint32_t test_time_flips, bool keep_clicked_components) {
+        detail::check(sam3d_session_set_inference(h_.get(), test_time_flips, keep_clicked_components ? 1 : 0));
+    }
+    /// The refinements in force: (test-time flips, keep clicked components).
+    std::pair<uint32_t, bool> inference() const {
+        uint32_t flips = 0;
+        int32_t keep = 0;
+        detail::check(sam3d_session_get_inference(h_.get(), &flips, &keep));
+        return {flips, keep != 0};
+    }
     void set_progress(Sam3dProgressFn fn, void* user) { detail::check(sam3d_session_set_progress(h_.get(), fn, user)); }
     Mask mask(uint32_t object) {
         Sam3dMask* p = nullptr;

@@ -14,6 +14,7 @@ use ort::value::{DynValue, TensorRef};
 use crate::error::{err, Error, Result, Sam3dStatus};
 use crate::frame::FrameMap;
 use crate::manifest::{FrameMode, Package};
+use crate::refine::{flip_cube, flip_point, keep_seeded_components, FLIP_COUNTS};
 use crate::resample::{
     back_taps, extract_crop, model_size, paste_threshold, worker_threads, CropPlan,
 };
@@ -358,8 +359,8 @@ struct ObjectState {
 
 struct Region {
     origin: [i64; 3],
-    /// the encoder's outputs by name, in the memory of the model's provider
-    cache: Vec<(String, DynValue)>,
+    /// per test-time flip, the encoder's outputs by name, in the memory of the model's provider
+    caches: Vec<Vec<(String, DynValue)>>,
 }
 
 /// What one interaction did.
@@ -389,6 +390,10 @@ pub struct Segmenter {
     cancel: Arc<AtomicBool>,
     run_options: Arc<RunOptions>,
     replace_nonfinite: bool,
+    /// test-time flips averaged per click (`refine`); the package's choice until the host sets it
+    flips: usize,
+    /// keep only the mask components a click touches
+    keep_clicked: bool,
 }
 
 /// Margin (model voxels) that keeps follow-up clicks on the cached region: a click closer than
@@ -416,6 +421,7 @@ impl Segmenter {
         let dims = map.dims();
         let grid = [0, 1, 2].map(|a| model_size(dims[a], scale[a]));
         let run_options = Arc::new(RunOptions::new().map_err(|e| rt_err("run options", e))?);
+        let inference = m.inference.clone();
         Ok(Segmenter {
             model,
             volume,
@@ -427,7 +433,31 @@ impl Segmenter {
             cancel: Arc::new(AtomicBool::new(false)),
             run_options,
             replace_nonfinite,
+            flips: inference.test_time_flips as usize,
+            keep_clicked: inference.keep_clicked_components,
         })
+    }
+
+    /// Test-time flips and the clicked-component rule for the next interactions (masks already
+    /// computed stay as they are). A new flip count drops the cached region: the next click encodes.
+    pub fn set_inference(&mut self, flips: u32, keep_clicked: bool) -> Result<()> {
+        if !FLIP_COUNTS.contains(&flips) {
+            return Err(err(
+                Sam3dStatus::InvalidArgument,
+                format!("test-time flips must be one of {FLIP_COUNTS:?}, not {flips}"),
+            ));
+        }
+        if flips as usize != self.flips {
+            self.region = None;
+        }
+        self.flips = flips as usize;
+        self.keep_clicked = keep_clicked;
+        Ok(())
+    }
+
+    /// (test-time flips, keep clicked components) in force.
+    pub fn inference(&self) -> (u32, bool) {
+        (self.flips as u32, self.keep_clicked)
     }
 
     /// A handle that cancels the running or next interaction from another thread.
@@ -610,39 +640,34 @@ impl Segmenter {
         let origin = region.origin;
         self.check_cancel()?;
         progress(Sam3dStage::Decode, false);
-        let pts: Vec<f32> = clicks
-            .iter()
-            .flat_map(|p| (0..3).map(move |a| (p[a] - origin[a] as f64) as f32))
-            .collect();
-        let prob = {
-            let mut dec = self.model.decoder.lock().unwrap_or_else(|p| p.into_inner());
-            let mut inputs: Vec<(std::borrow::Cow<str>, ort::session::SessionInputValue)> =
-                Vec::new();
-            for (name, value) in &region.cache {
-                inputs.push((name.clone().into(), value.into()));
+        let cu = self.model.crop;
+        // the mean of the flips' probabilities, each flipped back to the crop's own orientation
+        let mut prob = vec![0f32; cu * cu * cu];
+        for (b, cache) in region.caches.iter().enumerate() {
+            let pts: Vec<f32> = clicks
+                .iter()
+                .flat_map(|p| {
+                    let q = [0, 1, 2].map(|a| p[a] - origin[a] as f64);
+                    flip_point(q, cu, b).map(|v| v as f32)
+                })
+                .collect();
+            let p = self.decode(cache, &pts, clicks.len())?;
+            let p = if b == 0 { p } else { flip_cube(&p, cu, b) };
+            for (acc, v) in prob.iter_mut().zip(&p) {
+                *acc += v;
             }
-            let pt = TensorRef::from_array_view(([1i64, clicks.len() as i64, 3], &pts[..]))
-                .map_err(|e| rt_err("points", e))?;
-            inputs.push(("points".into(), pt.into()));
-            let out = dec
-                .run_with_options(inputs, &*self.run_options)
-                .map_err(|e| self.run_error("decoder", e))?;
-            let (shape, data) = out["prob"]
-                .try_extract_tensor::<f32>()
-                .map_err(|e| rt_err("decoder output", e))?;
-            let want = [1i64, c, c, c];
-            if shape[..] != want[..] {
-                return Err(err(
-                    Sam3dStatus::BadModel,
-                    format!("decoder returned `prob` of shape {shape:?}, expected {want:?}"),
-                ));
-            }
-            data.to_vec()
-        };
+        }
+        let n = region.caches.len() as f32;
+        if n > 1.0 {
+            prob.iter_mut().for_each(|v| *v /= n);
+        }
         progress(Sam3dStage::Decode, true);
         self.check_cancel()?;
         progress(Sam3dStage::Paste, false);
-        let mask = self.paste(&prob, origin);
+        let mut mask = self.paste(&prob, origin);
+        if self.keep_clicked {
+            self.keep_clicked_components(&mut mask, &clicks);
+        }
         progress(Sam3dStage::Paste, true);
         let voxels = mask.data.iter().map(|&v| v as u64).sum();
         let obj = self.object(object)?;
@@ -653,6 +678,59 @@ impl Segmenter {
             changed,
             encoded,
         })
+    }
+
+    /// One decoder run on one flip's cache: `pts` (n x 3, crop voxels) -> the crop's probabilities.
+    fn decode(&self, cache: &[(String, DynValue)], pts: &[f32], n: usize) -> Result<Vec<f32>> {
+        let c = self.model.crop as i64;
+        let mut dec = self.model.decoder.lock().unwrap_or_else(|p| p.into_inner());
+        let mut inputs: Vec<(std::borrow::Cow<str>, ort::session::SessionInputValue)> = Vec::new();
+        for (name, value) in cache {
+            inputs.push((name.clone().into(), value.into()));
+        }
+        let pt = TensorRef::from_array_view(([1i64, n as i64, 3], pts))
+            .map_err(|e| rt_err("points", e))?;
+        inputs.push(("points".into(), pt.into()));
+        let out = dec
+            .run_with_options(inputs, &*self.run_options)
+            .map_err(|e| self.run_error("decoder", e))?;
+        let (shape, data) = out["prob"]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| rt_err("decoder output", e))?;
+        let want = [1i64, c, c, c];
+        if shape[..] != want[..] {
+            return Err(err(
+                Sam3dStatus::BadModel,
+                format!("decoder returned `prob` of shape {shape:?}, expected {want:?}"),
+            ));
+        }
+        Ok(data.to_vec())
+    }
+
+    /// Drop the components of `mask` that no click touches (`refine::keep_seeded_components`); a
+    /// click is the source voxel nearest to it.
+    fn keep_clicked_components(&self, mask: &mut SubMask, clicks: &[[f64; 3]]) {
+        if mask.bbox.is_empty() {
+            return;
+        }
+        let dims = self.volume.geom.dims;
+        let ext = [0, 1, 2].map(|p| (mask.bbox.hi[p] - mask.bbox.lo[p]) as usize);
+        let seeds: Vec<[usize; 3]> = clicks
+            .iter()
+            .filter_map(|g| {
+                // model grid -> model-frame source index -> source index, nearest voxel
+                let x = [0, 1, 2].map(|a| (g[a] + 0.5) / self.scale[a] - 0.5);
+                let idx = self.map.to_source(x);
+                let v: [i64; 3] = [0, 1, 2].map(|p| {
+                    ((idx[p] + 0.5).floor() as i64).clamp(0, dims[p] as i64 - 1)
+                        - mask.bbox.lo[p] as i64
+                });
+                (0..3)
+                    .all(|p| v[p] >= 0 && (v[p] as usize) < ext[p])
+                    .then(|| v.map(|x| x as usize))
+            })
+            .collect();
+        keep_seeded_components(&mut mask.data, ext, &seeds);
     }
 
     fn check_cancel(&self) -> Result<()> {
@@ -713,7 +791,19 @@ impl Segmenter {
         progress(Sam3dStage::Resample, true);
         self.check_cancel()?;
         progress(Sam3dStage::Encode, false);
-        let ci = c as i64;
+        let mut caches = Vec::with_capacity(self.flips);
+        for b in 0..self.flips {
+            self.check_cancel()?;
+            let cube = if b == 0 { crop.clone() } else { flip_cube(&crop, c, b) };
+            caches.push(self.encode_crop(cube)?);
+        }
+        progress(Sam3dStage::Encode, true);
+        Ok(Region { origin, caches })
+    }
+
+    /// One encoder run on a normalised crop: its outputs by name (the region cache of one flip).
+    fn encode_crop(&self, crop: Vec<f32>) -> Result<Vec<(String, DynValue)>> {
+        let ci = self.model.crop as i64;
         // owned: IoBinding clones a borrowed input first (and ort rc.15 deadlocks doing so)
         let input = ort::value::Tensor::from_array(([1i64, 1, ci, ci, ci], crop))
             .map_err(|e| rt_err("crop", e))?;
@@ -754,8 +844,7 @@ impl Segmenter {
             }
             cache.push((name.clone(), value));
         }
-        progress(Sam3dStage::Encode, true);
-        Ok(Region { origin, cache })
+        Ok(cache)
     }
 
     /// Resample the crop's probabilities (zero elsewhere) back to the source grid, threshold.

@@ -673,6 +673,50 @@ pub unsafe extern "C" fn sam3d_session_redo(
     guard(|| with_session(s, out, |seg, progress| seg.redo(object as usize, progress)))
 }
 
+/// Set the session's inference refinements for its next interactions (until then: the package's
+/// manifest, `inference` block): `test_time_flips` crop flips averaged per click (1 = none, 2, 4 or
+/// 8; each costs one more encoder and decoder run), `keep_clicked_components` 1 keeps only the mask's
+/// parts (26-connected) that contain a click, 0 keeps all. Masks already computed stay as they are; a
+/// new flip count drops the cached region, so the next click encodes. Other values:
+/// `SAM3D_STATUS_INVALID_ARGUMENT`, nothing changed.
+#[no_mangle]
+pub unsafe extern "C" fn sam3d_session_set_inference(
+    s: *mut Sam3dSession,
+    test_time_flips: u32,
+    keep_clicked_components: i32,
+) -> Sam3dStatus {
+    guard(|| {
+        nonnull(s, "session")?;
+        if keep_clicked_components != 0 && keep_clicked_components != 1 {
+            return Err(err(
+                Sam3dStatus::InvalidArgument,
+                format!("keep_clicked_components must be 0 or 1, not {keep_clicked_components}"),
+            ));
+        }
+        let mut seg = lock_session(&*s)?;
+        seg.set_inference(test_time_flips, keep_clicked_components == 1)
+    })
+}
+
+/// The session's inference refinements in force (see `sam3d_session_set_inference`).
+#[no_mangle]
+pub unsafe extern "C" fn sam3d_session_get_inference(
+    s: *const Sam3dSession,
+    test_time_flips: *mut u32,
+    keep_clicked_components: *mut i32,
+) -> Sam3dStatus {
+    guard(|| {
+        nonnull(s, "session")?;
+        nonnull(test_time_flips, "test_time_flips")?;
+        nonnull(keep_clicked_components, "keep_clicked_components")?;
+        let seg = lock_session(&*s)?;
+        let (f, k) = seg.inference();
+        *test_time_flips = f;
+        *keep_clicked_components = k as i32;
+        Ok(())
+    })
+}
+
 /// Cancel the session's running (or next) interaction; callable from any thread. The interrupted
 /// call returns `SAM3D_STATUS_CANCELLED` and leaves the object's mask as it was.
 #[no_mangle]

@@ -83,6 +83,17 @@ impl FrameMap {
         })
     }
 
+    /// Continuous model-frame index -> continuous source index (i, j, k): the inverse of `to_model`.
+    pub fn to_source(&self, x: [f64; 3]) -> [f64; 3] {
+        let mut idx = [0.0; 3];
+        for a in 0..3 {
+            let p = self.perm[a];
+            let n = self.src_dims[p] as f64;
+            idx[p] = if self.flip[a] { n - 1.0 - x[a] } else { x[a] };
+        }
+        idx
+    }
+
     /// Model-frame index along axis `a` -> source index along axis `perm[a]`.
     #[inline]
     pub fn src_index(&self, a: usize, m: usize) -> usize {

@@ -2,7 +2,8 @@
 //!
 //! Modules: `geometry` (ITK image geometry), `volume` (voxels, owned or borrowed), `nifti_io`
 //! (NIfTI-1 with ITK's rules), `manifest` (model packages), `runtime` (finding ONNX Runtime),
-//! `frame` and `resample` (the contract's model frame and resampling), `engine` (model, segmenter).
+//! `frame` and `resample` (the contract's model frame and resampling), `refine` (test-time flips,
+//! clicked components), `engine` (model, segmenter).
 //! The C boundary lives in `ffi` alone.
 
 pub mod engine;
@@ -11,6 +12,7 @@ pub mod frame;
 pub mod geometry;
 pub mod manifest;
 pub mod nifti_io;
+pub mod refine;
 pub mod resample;
 pub mod runtime;
 pub mod volume;

@@ -43,6 +43,31 @@ pub struct Prompts {
     pub max_points: usize,
 }
 
+/// Optional refinements the package's authors chose on training data (absent: none). A host may
+/// change them per session (`sam3d_session_set_inference`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Inference {
+    /// crop flips averaged per click (1, 2, 4 or 8; `refine::FLIP_COUNTS`)
+    #[serde(default = "one")]
+    pub test_time_flips: u32,
+    /// keep only the mask's components that contain a click
+    #[serde(default)]
+    pub keep_clicked_components: bool,
+}
+
+fn one() -> u32 {
+    1
+}
+
+impl Default for Inference {
+    fn default() -> Self {
+        Inference {
+            test_time_flips: 1,
+            keep_clicked_components: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct TensorSpec {
     pub name: String,
@@ -82,6 +107,8 @@ pub struct Manifest {
     #[serde(default)]
     pub pad_value_normalised: f64,
     pub threshold: f64,
+    #[serde(default)]
+    pub inference: Inference,
     pub prompts: Prompts,
     pub opset: u32,
     pub graphs: Graphs,
@@ -215,6 +242,15 @@ impl Manifest {
         }
         if !(self.threshold > 0.0 && self.threshold < 1.0) {
             return Err(bad(dir, "threshold must lie in (0, 1)"));
+        }
+        if !crate::refine::FLIP_COUNTS.contains(&self.inference.test_time_flips) {
+            return Err(bad(
+                dir,
+                format!(
+                    "inference.test_time_flips must be one of {:?}",
+                    crate::refine::FLIP_COUNTS
+                ),
+            ));
         }
         if !self.prompts.positive_points || self.prompts.max_points == 0 {
             return Err(bad(dir, "the engine needs positive point prompts"));

@@ -436,3 +436,44 @@ fn gpu_requests_fall_back_to_cpu_with_the_reason_and_the_same_masks() {
     assert!(e.message.contains("TensorRT cache folder"), "{}", e.message);
     std::fs::remove_dir_all(&tmp).unwrap();
 }
+
+#[test]
+fn test_time_flips_and_clicked_components_are_per_session_settings() {
+    let m = model("tiny-orient");
+    let vol = volume();
+    let mut s = Segmenter::new(m, vol.clone()).unwrap();
+    // the fixture's manifest has no `inference` block: one pass, every component
+    assert_eq!(s.inference(), (1, false));
+    let o = s.add_object();
+    let click = [24.0, 18.0, 15.0];
+    s.click(o, click, Sam3dCoord::Ijk, &mut none()).unwrap();
+    let m1 = s.mask_vec(o).unwrap();
+    s.set_inference(8, false).unwrap();
+    assert_eq!(s.inference(), (8, false));
+    // a new flip count drops the cached region: the same click set encodes again
+    s.undo(o, &mut none()).unwrap();
+    let r = s.redo(o, &mut none()).unwrap();
+    assert_eq!(r.encoded, 1);
+    let m8 = s.mask_vec(o).unwrap();
+    assert_ne!(m1, m8, "a random model is not flip-symmetric: 8 flips must change the mask");
+    assert_eq!(r.voxels, m8.iter().map(|&v| v as u64).sum::<u64>());
+    // a flip count outside 1, 2, 4, 8 changes nothing
+    let e = s.set_inference(3, true).unwrap_err();
+    assert_eq!(e.status, Sam3dStatus::InvalidArgument);
+    assert_eq!(s.inference(), (8, false));
+    // the component rule alone keeps the region, and only removes voxels
+    s.set_inference(8, true).unwrap();
+    s.undo(o, &mut none()).unwrap();
+    let r = s.redo(o, &mut none()).unwrap();
+    assert_eq!(r.encoded, 0);
+    let mk = s.mask_vec(o).unwrap();
+    assert!(mk.iter().zip(&m8).all(|(&k, &a)| k <= a));
+    let [nx, ny, _] = vol.geom.dims;
+    let at = |v: [usize; 3]| v[0] + nx * (v[1] + ny * v[2]);
+    let c = click.map(|v| v as usize);
+    if m8[at(c)] == 1 {
+        assert_eq!(mk[at(c)], 1, "the clicked voxel's component is kept");
+    } else {
+        assert_eq!(mk, m8, "no click on the mask: it stays whole");
+    }
+}

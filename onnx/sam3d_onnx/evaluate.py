@@ -25,8 +25,8 @@ import time
 import numpy as np
 import SimpleITK as sitk
 
-from . import dataset, lesions
-from .reference_pipeline import Pipeline
+from . import dataset, lesions, package
+from .reference_pipeline import Pipeline, clicked_components
 
 EVAL_STREAM = 4_000_002       # held-out lesions; demo_train.TRAIN_STREAM is 4_000_001
 TUNE_STREAM = 4_000_001       # the baseline is tuned on lesions of the training stream (training data only)
@@ -151,18 +151,27 @@ def tune_baseline(data: str, n: int = 24):
     return best
 
 
-def tune_threshold(pipe: Pipeline, data: str, n: int = 40, grid=THRESHOLD_GRID):
-    """Mean Dice (EDT clicks) at each candidate threshold on `n` new lesions of the training CT
-    (THRESHOLD_STREAM: neither training nor evaluation lesions): the package's `threshold` is chosen
-    on training data only, as the baseline's parameters are."""
+TUNING_LESIONS = 40
+
+
+def tune_inference(pipe: Pipeline, data: str, n: int = TUNING_LESIONS, grid=THRESHOLD_GRID, flips=(1, 8)):
+    """Mean Dice (EDT clicks) for each threshold, test-time flip count and component rule on `n` new
+    lesions of the training CT (THRESHOLD_STREAM: neither training nor evaluation lesions): the
+    package's `threshold` and `inference` block are chosen on training data only, as the baseline's
+    parameters are. Keys: (threshold, flips, keep_clicked_components)."""
     image, labels, affine, sp = load_volume(data, "train-ct")
-    scores = {t: [] for t in grid}
+    scores = {}
     for i in range(n):
         img, mask, _, _ = lesion_case(image, labels, sp, ORGAN_SETS["train-ct"], THRESHOLD_STREAM, i)
-        prob = pipe.probability_array(img, affine, edt_click(mask, sp)[None])
-        for t in grid:
-            scores[t].append(dice(prob > t, mask))
-    return {t: float(np.mean(v)) for t, v in scores.items()}
+        click = edt_click(mask, sp)[None]
+        for f in flips:
+            pipe.flips = f
+            prob = pipe.probability_array(img, affine, click)
+            for t in grid:
+                m = (prob > t).astype(np.uint8)
+                scores.setdefault((t, f, False), []).append(dice(m, mask))
+                scores.setdefault((t, f, True), []).append(dice(clicked_components(m, click), mask))
+    return {k: float(np.mean(v)) for k, v in scores.items()}
 
 
 def summary(values):
@@ -212,6 +221,9 @@ def evaluate_real(pipe: Pipeline, data: str, base: dict):
 
 def print_tables(res: dict):
     print()
+    inf = res["inference"]
+    print(f"model {res['model']}: threshold {inf['threshold']}, test-time flips {inf['test_time_flips']}, "
+          f"keep clicked components {'yes' if inf['keep_clicked_components'] else 'no'}")
     print(f"baseline (region growing) tuned on {res['baseline']['tuned_on']}: {res['baseline']['params']} "
           f"(tuning Dice {res['baseline']['tuning_dice']:.3f})")
     print()
@@ -263,16 +275,35 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--flips", type=int, choices=(1, 2, 4, 8),
+                    help="test-time flips (default: the manifest's inference block)")
+    ap.add_argument("--keep-clicked", type=int, choices=(0, 1),
+                    help="1 keeps only the mask components a click touches (default: the manifest's)")
     ap.add_argument("--tune-threshold", action="store_true",
-                    help="only print the mean Dice per threshold on threshold-tuning lesions of the training CT")
+                    help="only print the mean Dice per threshold, flip count (1, 8) and component rule on "
+                         "tuning lesions of the training CT")
+    ap.add_argument("--write", action="store_true",
+                    help="with --tune-threshold: write the best setting into the package's manifest")
     args = ap.parse_args(argv)
     t0 = time.time()
-    pipe = Pipeline(args.package, args.threads)
+    pipe = Pipeline(args.package, args.threads, test_time_flips=args.flips, keep_clicked_components=args.keep_clicked)
     if args.tune_threshold:
-        scores = tune_threshold(pipe, args.data)
-        for t, d in scores.items():
-            print(f"threshold {t:.2f}: Dice {d:.4f}")
-        print(f"best: {max(scores, key=scores.get):.2f} (manifest: {pipe.manifest['threshold']})")
+        scores = tune_inference(pipe, args.data)
+        print("| threshold | flips | keep clicked components | Dice |")
+        print("|---|---|---|---|")
+        for (t, f, k), d in sorted(scores.items()):
+            print(f"| {t:.2f} | {f} | {'yes' if k else 'no'} | {d:.4f} |")
+        # ties (the component rule often changes nothing) go to keeping the clicked components, the
+        # answer a click asks for, and to fewer flips (cheaper)
+        t, f, k = max(scores, key=lambda key: (scores[key], key[2], -key[1]))
+        print(f"best: threshold {t:.2f}, flips {f}, keep clicked components {k} "
+              f"(manifest: threshold {pipe.manifest['threshold']}, inference {pipe.manifest.get('inference')})")
+        if args.write:
+            package.set_inference(args.package, threshold=t, test_time_flips=f, keep_clicked_components=k,
+                                  chosen_by=f"python -m sam3d_onnx.evaluate --tune-threshold: best mean Dice "
+                                            f"{scores[(t, f, k)]:.4f} on {TUNING_LESIONS} new lesions of the "
+                                            f"training CT (edt clicks)")
+            print(f"wrote {os.path.join(args.package, 'sam3d-model.json')}")
         return
     log = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     tuning_dice, base = tune_baseline(args.data)
@@ -280,6 +311,8 @@ def main(argv=None):
     # which lesion generator drew the held-out lesions: figures from different versions do not compare
     res = {"package": os.path.abspath(args.package), "model": pipe.manifest["name"],
            "encoder_sha256": pipe.manifest["graphs"]["encoder"]["sha256"]["encoder.onnx"],
+           "inference": {"threshold": pipe.manifest["threshold"], "test_time_flips": pipe.flips,
+                         "keep_clicked_components": pipe.keep_clicked},
            "lesion_generator": lesions.GENERATOR_VERSION,
            "baseline": {"params": base, "tuning_dice": tuning_dice,
                         "tuned_on": "24 training-stream lesions of the training CT, edt clicks"},

@@ -145,6 +145,32 @@ def publish(tmp: str, manifest: dict, out_dir: str):
     os.replace(tmp, out_dir)
 
 
+def set_inference(pkg_dir: str, *, threshold: float, test_time_flips: int, keep_clicked_components: bool,
+                  chosen_by: str) -> dict:
+    """Rewrite a package's `threshold` and `inference` block (the graphs are untouched); the manifest is
+    replaced in one rename, so a failure leaves the old one. Returns the new manifest."""
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold {threshold} must lie in (0, 1)")
+    if test_time_flips not in (1, 2, 4, 8):
+        raise ValueError(f"test_time_flips {test_time_flips} must be 1, 2, 4 or 8")
+    m = read_manifest(pkg_dir, verify=False)
+    m["threshold"] = float(threshold)
+    m["inference"] = {"test_time_flips": int(test_time_flips),
+                      "keep_clicked_components": bool(keep_clicked_components), "chosen_by": chosen_by}
+    fd, tmp = tempfile.mkstemp(prefix=".sam3d-model-", suffix=".json", dir=pkg_dir)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(m, f, indent=2)
+            f.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, os.path.join(pkg_dir, MANIFEST))
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return m
+
+
 def read_manifest(pkg_dir: str, verify: bool = True) -> dict:
     with open(os.path.join(pkg_dir, MANIFEST)) as f:
         m = json.load(f)

@@ -16,9 +16,38 @@ import os
 import nibabel as nib
 import numpy as np
 import onnxruntime as ort
+import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 from nibabel import orientations as nio
+
+
+FLIP_COUNTS = (1, 2, 4, 8)
+
+
+def inference_settings(manifest: dict) -> dict:
+    """The manifest's optional `inference` block with its defaults (absent: one pass, all components)."""
+    inf = manifest.get("inference") or {}
+    return {"test_time_flips": int(inf.get("test_time_flips", 1)),
+            "keep_clicked_components": bool(inf.get("keep_clicked_components", False))}
+
+
+def flip_axes(b: int):
+    """Crop axes (D, H, W) that test-time flip number `b` reverses: bit a of b flips axis a."""
+    return tuple(a for a in range(3) if (b >> a) & 1)
+
+
+def clicked_components(mask: np.ndarray, clicks_ijk) -> np.ndarray:
+    """The mask's 26-connected components that contain a click's nearest voxel (SimpleITK's labelling);
+    the mask unchanged when no click lies on it."""
+    lab = sitk.GetArrayFromImage(sitk.ConnectedComponent(
+        sitk.GetImageFromArray(np.ascontiguousarray(mask.transpose(2, 1, 0), np.uint8)), True)).transpose(2, 1, 0)
+    vox = np.clip(np.floor(np.asarray(clicks_ijk, np.float64).reshape(-1, 3) + 0.5).astype(int), 0,
+                  np.asarray(mask.shape) - 1)
+    keep = sorted({int(lab[tuple(v)]) for v in vox} - {0})
+    if not keep:
+        return mask
+    return np.isin(lab, keep).astype(mask.dtype)
 
 
 def frame_transform(affine, frame):
@@ -32,9 +61,15 @@ def frame_transform(affine, frame):
 class Pipeline:
     """One package's sessions, loaded once; `segment_array` runs the contract's pipeline."""
 
-    def __init__(self, pkg_dir: str, threads: int = 1):
+    def __init__(self, pkg_dir: str, threads: int = 1, test_time_flips=None, keep_clicked_components=None):
         with open(os.path.join(pkg_dir, "sam3d-model.json")) as f:
             self.manifest = json.load(f)
+        inf = inference_settings(self.manifest)
+        self.flips = inf["test_time_flips"] if test_time_flips is None else int(test_time_flips)
+        self.keep_clicked = (inf["keep_clicked_components"] if keep_clicked_components is None
+                             else bool(keep_clicked_components))
+        if self.flips not in FLIP_COUNTS:
+            raise ValueError(f"test_time_flips must be one of {FLIP_COUNTS}, not {self.flips}")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         self.enc = ort.InferenceSession(os.path.join(pkg_dir, "encoder.onnx"), opts)
@@ -42,10 +77,13 @@ class Pipeline:
 
     def segment_array(self, arr: np.ndarray, affine: np.ndarray, clicks_ijk) -> np.ndarray:
         """uint8 mask on the grid of `arr` (i, j, k) whose voxel-to-RAS matrix is `affine`."""
-        return (self.probability_array(arr, affine, clicks_ijk) > self.manifest["threshold"]).astype(np.uint8)
+        mask = (self.probability_array(arr, affine, clicks_ijk) > self.manifest["threshold"]).astype(np.uint8)
+        return clicked_components(mask, clicks_ijk) if self.keep_clicked else mask
 
     def probability_array(self, arr: np.ndarray, affine: np.ndarray, clicks_ijk) -> np.ndarray:
-        """The lesion probability resampled to the grid of `arr` (the mask before the threshold)."""
+        """The lesion probability resampled to the grid of `arr` (the mask before the threshold).
+        With test-time flips, the crop is reversed along each flip's axes (clicks mirrored), encoded
+        and decoded, and the probabilities reversed back and averaged before the paste-back."""
         m = self.manifest
         zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
         shape0 = arr.shape
@@ -83,8 +121,18 @@ class Pipeline:
         if (src_hi > src_lo).all():
             crop[tuple(slice(a - o, b - o) for a, b, o in zip(src_lo, src_hi, origin))] = \
                 x[tuple(slice(a, b) for a, b in zip(src_lo, src_hi))].numpy()
-        cache = dict(zip([o.name for o in self.enc.get_outputs()], self.enc.run(None, {"crop": crop[None, None]})))
-        prob = self.dec.run(["prob"], {**cache, "points": (g - origin).astype(np.float32)[None]})[0][0]
+        names = [o.name for o in self.enc.get_outputs()]
+        prob = np.zeros((c, c, c), np.float64)
+        for b in range(self.flips):
+            axes = flip_axes(b)
+            pts_b = g - origin
+            for a in axes:
+                pts_b[:, a] = c - 1 - pts_b[:, a]
+            crop_b = np.ascontiguousarray(np.flip(crop, axes)) if axes else crop
+            cache = dict(zip(names, self.enc.run(None, {"crop": crop_b[None, None]})))
+            p = self.dec.run(["prob"], {**cache, "points": pts_b.astype(np.float32)[None]})[0][0]
+            prob += np.flip(p, axes) if axes else p
+        prob = (prob / self.flips).astype(np.float32)
         full = torch.zeros(tuple(grid))
         if (src_hi > src_lo).all():
             full[tuple(slice(a, b) for a, b in zip(src_lo, src_hi))] = torch.from_numpy(
@@ -99,12 +147,14 @@ class Pipeline:
         return back
 
 
-def segment(pkg_dir: str, path: str, clicks_ijk, threads: int = 1):
+def segment(pkg_dir: str, path: str, clicks_ijk, threads: int = 1, **inference):
+    """(mask, affine) of a NIfTI file; `inference`: Pipeline's test_time_flips / keep_clicked_components
+    (default: the manifest's)."""
     img = nib.load(path)
     arr = np.asarray(img.get_fdata(dtype=np.float32))
     while arr.ndim > 3:
         arr = arr[..., 0]
-    return Pipeline(pkg_dir, threads).segment_array(arr, img.affine, clicks_ijk), img.affine
+    return Pipeline(pkg_dir, threads, **inference).segment_array(arr, img.affine, clicks_ijk), img.affine
 
 
 def main(argv=None):

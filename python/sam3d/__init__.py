@@ -24,7 +24,7 @@ import ctypes as C
 import ctypes.util
 import os
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -102,6 +102,8 @@ def _signatures(lib):
         "sam3d_session_undo": (st, [_P, C.c_uint32, C.POINTER(_Result)]),
         "sam3d_session_redo": (st, [_P, C.c_uint32, C.POINTER(_Result)]),
         "sam3d_session_cancel": (st, [_P]),
+        "sam3d_session_set_inference": (st, [_P, C.c_uint32, C.c_int32]),
+        "sam3d_session_get_inference": (st, [_P, C.POINTER(C.c_uint32), C.POINTER(C.c_int32)]),
         "sam3d_session_get_mask": (st, [_P, C.c_uint32, C.POINTER(C.c_uint8), C.c_size_t]),
         "sam3d_session_free": (None, [_P]),
     }
@@ -397,6 +399,18 @@ class Session(_Handle):
 
     def cancel(self):
         _check(library().sam3d_session_cancel(self._live()))
+
+    def set_inference(self, test_time_flips: int, keep_clicked_components: bool):
+        """Test-time flips (1, 2, 4 or 8) and the clicked-component rule for the next clicks."""
+        _check(library().sam3d_session_set_inference(self._live(), int(test_time_flips),
+                                                     1 if keep_clicked_components else 0))
+
+    @property
+    def inference(self) -> Tuple[int, bool]:
+        """(test-time flips, keep clicked components) in force: the package's until set."""
+        f, k = C.c_uint32(), C.c_int32()
+        _check(library().sam3d_session_get_inference(self._live(), C.byref(f), C.byref(k)))
+        return int(f.value), bool(k.value)
 
     def mask(self, obj: int) -> np.ndarray:
         """The object's mask: uint8 0/1, shaped like the volume, indexed [i, j, k]."""

@@ -111,6 +111,23 @@ def test_masks_equal_the_command_line_and_coordinates_agree(rt, model, tmp_path)
         s.undo(obj)
         s.click(obj, geom.index_to_lps(click), coord="lps")
         np.testing.assert_array_equal(s.mask(obj), cli)
+        # the demo package's refinements are in force; a session may change them for its next clicks
+        assert s.inference == (8, True)
+        s.set_inference(1, False)
+        assert s.inference == (1, False)
+        s.undo(obj)
+        res = s.click(obj, click)
+        assert res.encoded  # a new flip count re-encodes
+        one = s.mask(obj)
+        assert int((one != cli).sum()) > 0
+        with pytest.raises(sam3d.Error) as e:
+            s.set_inference(3, True)
+        assert e.value.name == "SAM3D_STATUS_INVALID_ARGUMENT" and s.inference == (1, False)
+    r = subprocess.run([os.path.join(BIN, "segment"), "--model", DEMO, "--input", SAMPLE + ".nii.gz",
+                        "--click", ",".join(map(str, click)), "--out", str(out), "--flips", "1",
+                        "--keep-clicked", "0"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    np.testing.assert_array_equal(one, np.asarray(nib.load(str(out)).dataobj))
 
 
 def _rss_kb():

@@ -282,6 +282,22 @@ int main(int argc, char **argv) {
     expect("redo", sam3d_session_redo(sess, obj, &res), SAM3D_STATUS_OK);
     expect("redo: nothing more", sam3d_session_redo(sess, obj, &res), SAM3D_STATUS_NOTHING_TO_DO);
     expect("cancel: NULL", sam3d_session_cancel(NULL), SAM3D_STATUS_NULL_POINTER);
+    /* inference refinements: the fixture's manifest has none; wrong values change nothing */
+    uint32_t flips = 0;
+    int32_t keep = -1;
+    expect("inference: get", sam3d_session_get_inference(sess, &flips, &keep), SAM3D_STATUS_OK);
+    check("inference: the package's defaults", flips == 1 && keep == 0);
+    expect("inference: NULL session", sam3d_session_set_inference(NULL, 8, 1), SAM3D_STATUS_NULL_POINTER);
+    expect("inference: NULL output", sam3d_session_get_inference(sess, NULL, &keep), SAM3D_STATUS_NULL_POINTER);
+    expect("inference: 3 flips", sam3d_session_set_inference(sess, 3, 1), SAM3D_STATUS_INVALID_ARGUMENT);
+    expect("inference: keep 2", sam3d_session_set_inference(sess, 8, 2), SAM3D_STATUS_INVALID_ARGUMENT);
+    expect("inference: get after refusals", sam3d_session_get_inference(sess, &flips, &keep), SAM3D_STATUS_OK);
+    check("inference: refusals changed nothing", flips == 1 && keep == 0);
+    expect("inference: set 8 flips", sam3d_session_set_inference(sess, 8, 1), SAM3D_STATUS_OK);
+    expect("inference: get after set", sam3d_session_get_inference(sess, &flips, &keep), SAM3D_STATUS_OK);
+    check("inference: set took", flips == 8 && keep == 1);
+    expect("click: with 8 flips", sam3d_session_click(sess, obj, near, SAM3D_COORD_IJK, &res), SAM3D_STATUS_OK);
+    check("click: a new flip count encodes again", res.encoded == 1 && res.voxels > 50);
     check("status names", strcmp(sam3d_status_name(SAM3D_STATUS_HASH_MISMATCH), "SAM3D_STATUS_HASH_MISMATCH") == 0 &&
                               strcmp(sam3d_status_name(12345), "?") == 0);
 

@@ -186,6 +186,47 @@ def test_masks_equal_the_reference_pipeline(tmp_path, model, volume, clicks):
     assert int((mask.astype(bool) ^ ref.astype(bool)).sum()) <= max(2, n // 2000)
 
 
+@pytest.mark.parametrize("model,volume,click", [
+    ("tiny-orient", "ct", (60.3, 50.0, 56.7)),
+    ("tiny-array", "ct", (60.3, 50.0, 56.7)),
+    ("tiny-orient", "mr_lsa", (64.0, 70.2, 30.0)),
+], ids=["orient-ct", "array-ct", "orient-mr-lsa"])
+@pytest.mark.parametrize("flips,keep", [(8, 1), (2, 0), (1, 1)])
+def test_test_time_flips_and_clicked_components_equal_the_reference(tmp_path, model, volume, click, flips, keep):
+    """`--flips` / `--keep-clicked` (sam3d_session_set_inference) against the reference pipeline with
+    the same settings: the flips' axes and the clicks' mirroring, in both frame modes and a permuted
+    (LSA) file, and the components kept. The random tiny models are not flip-symmetric, so a wrong
+    axis or a wrong mirrored click changes the mask; the component rule removes 13-14 voxels in three
+    of these cases (one flip on the CT, eight on the MR), beyond the 2-voxel tolerance."""
+    path = {"ct": CT, "mr_lsa": MR_LSA}[volume]
+    out = tmp_path / "mask.nii.gz"
+    r = segment(model, path, [click], out, extra=["--flips", str(flips), "--keep-clicked", str(keep)])
+    assert r.returncode == 0, r.stderr
+    assert f"test-time flips {flips}, keep clicked components {'yes' if keep else 'no'}" in r.stdout
+    mask = np.asarray(nib.load(str(out)).dataobj)
+    ref, _ = reference_segment(os.path.join(MODELS, model), path, [click], test_time_flips=flips,
+                               keep_clicked_components=bool(keep))
+    plain, _ = reference_segment(os.path.join(MODELS, model), path, [click])
+    n = int(ref.sum())
+    assert n > 100
+    assert int((mask.astype(bool) ^ ref.astype(bool)).sum()) <= max(2, n // 2000)
+    if flips > 1:
+        assert int((ref.astype(bool) ^ plain.astype(bool)).sum()) > 10 * max(2, n // 2000)
+    if keep:
+        # the component rule only removes voxels
+        whole, _ = reference_segment(os.path.join(MODELS, model), path, [click], test_time_flips=flips,
+                                     keep_clicked_components=False)
+        assert not (ref.astype(bool) & ~whole.astype(bool)).any()
+
+
+def test_bad_inference_settings_are_refused(tmp_path):
+    for extra, what in ((["--flips", "3"], "test-time flips must be one of"),
+                        (["--keep-clicked", "2"], "--keep-clicked 2")):
+        r = segment("tiny-orient", CT, [(60.0, 50.0, 56.0)], tmp_path / "m.nii.gz", extra=extra)
+        assert r.returncode != 0 and what in r.stderr, r.stderr
+        assert not (tmp_path / "m.nii.gz").exists()
+
+
 def test_orient_mode_is_independent_of_storage(tmp_path):
     """The same world content stored flipped and permuted gives the same mask in world space."""
     img = nib.load(CT)
