@@ -2,7 +2,8 @@
 (nibabel + PyTorch `F.interpolate` on the whole volume + ONNX Runtime): the independent reference
 that the Rust engine's masks are compared with.
 
-    python -m sam3d_onnx.reference_pipeline PKG VOLUME.nii.gz --click i,j,k [--click ...] --out ref.nii.gz
+    python -m sam3d_onnx.reference_pipeline PKG VOLUME.nii.gz --click i,j,k [--click ...] --out ref.nii.gz \
+        [--flips 1|2|4|8] [--keep-clicked 0|1]
 
 Clicks are continuous voxel indices (i, j, k) of the file's array. nibabel's choice of affine (sform
 first) is used, so test files should have qform and sform agree or only one of them set.
@@ -163,9 +164,12 @@ def main(argv=None):
     ap.add_argument("volume")
     ap.add_argument("--click", action="append", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--flips", type=int, choices=FLIP_COUNTS, help="test-time flips (default: the manifest's)")
+    ap.add_argument("--keep-clicked", type=int, choices=(0, 1), help="clicked-component rule (default: the manifest's)")
     args = ap.parse_args(argv)
     clicks = [[float(v) for v in c.split(",")] for c in args.click]
-    mask, affine = segment(args.package, args.volume, clicks)
+    mask, affine = segment(args.package, args.volume, clicks, test_time_flips=args.flips,
+                           keep_clicked_components=args.keep_clicked)
     nib.save(nib.Nifti1Image(mask, affine), args.out)
     print(f"{args.out}: {int(mask.sum())} voxels")
 
