@@ -59,7 +59,9 @@ engine() {   # engine CONFIG PACKAGE DEVICE REPEAT [extra args]
     kill $smi 2>/dev/null; wait $smi 2>/dev/null
     echo "$name: device memory used (MB) max $(sort -n "$out/$name.mem.csv" | tail -1), before $(head -1 "$out/$name.mem.csv")"
 }
-engine demo models/demo-lesion cuda 10
+# one pass per click (the figures before the demo package asked for 8 test-time flips), then its 8
+engine demo models/demo-lesion cuda 10 --flips 1
+engine demo-flips8 models/demo-lesion cuda 10
 engine paper $g/paper cuda 6
 engine paper-tf32 $g/paper cuda 6 --cuda-tf32
 engine paper-cap4g $g/paper cuda 3 --gpu-mem-limit-mb 4096
@@ -68,7 +70,7 @@ engine paper $g/paper cpu 1
 (cd onnx && timeout 240 python3 -m sam3d_onnx.quantize $g/paper $g/paper-fp16 --precision fp16 \
     && timeout 60 python3 -m sam3d_onnx.quantize ../models/demo-lesion $g/demo-fp16 --precision fp16) | tail -2
 engine paper-fp16 $g/paper-fp16 cuda 6
-engine demo-fp16 $g/demo-fp16 cuda 10
+engine demo-fp16 $g/demo-fp16 cuda 10 --flips 1
 # masks on the GPU against the CPU's: the demo model on the sample CT, fp32 and TF32 (segment --truth
 # prints the Dice of its mask against the given one)
 seg() {   # seg NAME PACKAGE DEVICE [extra args]
