@@ -1,0 +1,292 @@
+"""A model package back to a PyTorch `Sam3D`, for further training (`demo_train --resume`).
+
+    python -m sam3d_onnx.package_import PKG --out DIR [--check 8]
+    python -m sam3d_onnx.demo_train --data DATA --out DIR --resume DIR/model.pt --steps N ...
+
+DIR receives `model.pt` ({"state_dict", "step"}, as demo_train writes it) and, for packages that carry
+a training record (the demo model), `training.json`, so `demo_train --resume` continues from the package.
+
+The exported graphs (`graphs.py`) fold several parameters together, so the import recovers a model
+that computes the same function, not necessarily the same numbers in every parameter:
+  * front end: the folded kernel is, per output channel, the outer product of a depth profile (the
+    slice embedding through the trilinear taps) and an in-plane kernel (the patch conv, summed over its
+    three identical input channels, through the taps); a rank-1 split gives both, the minimum-norm
+    slice embedding and patch kernel reproduce them (patch conv on input channel 0 only, its bias
+    folded into the slice embedding's bias);
+  * SAM's positional embedding: only its average-pooled grid is in the graph; each pooled value is
+    repeated over its pooling window;
+  * relative-position tables: the gathered (query, key) tables give the tables exactly where their
+    length is 2w-1; the global blocks' longer SAM tables get the minimum-norm table that resamples to
+    what the graph holds; `lr` (folded in) becomes 1;
+  * the last conv: only the difference of its two output channels is in the graph (softmax channel 1 =
+    sigmoid(l1 - l0)): channel 0 becomes zero;
+  * parameters the graphs never use (the prompt encoder's token updates after the last image update)
+    keep their initial values.
+Linear weights are found as the constant second input of a MatMul whose result the exporter adds to the
+layer's (named) bias. `check` compares the imported model's exported graphs with the package's under
+ONNX Runtime on random crops and clicks. fp32 packages only.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import tempfile
+
+import numpy as np
+import onnx
+import torch
+from onnx import numpy_helper
+
+from .config import Sam3DConfig
+from .graphs import graphs, interp_taps
+from .model import LayerNorm3d, Sam3D, resample_rel_pos
+from .package import read_manifest
+
+
+class ImportError_(ValueError):
+    """The package cannot be turned back into a model (not fp32, or graphs of an unknown shape)."""
+
+
+def _initializers(path: str):
+    m = onnx.load(path)
+    inits = {t.name: numpy_helper.to_array(t) for t in m.graph.initializer}
+    return m.graph, inits
+
+
+def _linear_weights(graph, inits) -> dict:
+    """bias name -> weight (out, in) for every MatMul(x, W) whose output is added to a named bias."""
+    consumers = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    out = {}
+    for n in graph.node:
+        if n.op_type != "MatMul" or n.input[1] not in inits:
+            continue
+        w = inits[n.input[1]]
+        for c in consumers.get(n.output[0], []):
+            if c.op_type == "Add":
+                bias = [i for i in c.input if i in inits and i != n.output[0]]
+                if bias and w.ndim == 2:
+                    out[bias[0]] = w.T
+    return out
+
+
+def _channel_norms(graph, inits) -> list:
+    """(weight, bias) of each exported LayerNorm3d, in graph order: Mul(w (C,1,1,1), x / std) followed
+    by Add(., b (C,1,1,1)) (the exporter names these constants after the Unsqueeze it folded)."""
+    produced_by = {o: n for n in graph.node for o in n.output}
+    consumers = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    pairs = []
+    for n in graph.node:
+        if n.op_type != "Mul":
+            continue
+        w = [i for i in n.input if i in inits and inits[i].ndim == 4 and inits[i].shape[1:] == (1, 1, 1)]
+        x = [i for i in n.input if i not in inits]
+        if len(w) != 1 or len(x) != 1 or getattr(produced_by.get(x[0]), "op_type", "") != "Div":
+            continue
+        for c in consumers.get(n.output[0], []):
+            b = [i for i in c.input if i in inits and inits[i].shape == inits[w[0]].shape]
+            if c.op_type == "Add" and b:
+                pairs.append((inits[w[0]].reshape(-1), inits[b[0]].reshape(-1)))
+    return pairs
+
+
+def _copy(p: torch.Tensor, value, what: str):
+    v = torch.tensor(np.asarray(value, np.float32))
+    if tuple(v.shape) != tuple(p.shape):
+        raise ImportError_(f"{what}: graph holds shape {tuple(v.shape)}, the model needs {tuple(p.shape)}")
+    with torch.no_grad():
+        p.copy_(v)
+
+
+def _resample_matrix(rows: int, size: int) -> np.ndarray:
+    """M (2*size-1, rows) with resample_rel_pos's row resampling = M @ table."""
+    eye = torch.eye(rows)
+    g = resample_rel_pos(eye, size)                     # (size, size, rows): row q-k+size-1 of M
+    n = 2 * size - 1
+    m = np.zeros((n, rows))
+    for q in range(size):
+        for k in range(size):
+            m[q - k + size - 1] = g[q, k].numpy()
+    return m
+
+
+def _front_end(enc, cfg: Sam3DConfig, kernel: np.ndarray, bias: np.ndarray):
+    a, _ = interp_taps(cfg.upsample, cfg.patch)          # (patch, taps)
+    e, taps = kernel.shape[0], kernel.shape[2]
+    pinv = np.linalg.pinv(a.T)                           # (patch, taps): minimum-norm inverse of a.T
+    w = np.zeros((e, cfg.patch, cfg.patch))
+    s = np.zeros((e, cfg.num_slice))
+    k = kernel[:, 0].astype(np.float64).reshape(e, taps, taps * taps)
+    for c in range(e):
+        u, sv, vt = np.linalg.svd(k[c])
+        if sv[0] == 0:
+            continue
+        if sv[1:].max(initial=0.0) > 1e-5 * sv[0]:
+            raise ImportError_(f"front-end kernel channel {c} is not a slice profile times a patch kernel")
+        depth = u[:, 0] * np.sqrt(sv[0])                 # A^T s
+        plane = (vt[0] * np.sqrt(sv[0])).reshape(taps, taps)   # A^T w A
+        s[c] = pinv @ depth
+        w[c] = pinv @ plane @ pinv.T
+    pw = np.zeros(tuple(enc.patch_embed.proj.weight.shape))
+    pw[:, 0] = w
+    _copy(enc.patch_embed.proj.weight, pw, "patch_embed.proj.weight")
+    _copy(enc.patch_embed.proj.bias, np.zeros(e), "patch_embed.proj.bias")
+    _copy(enc.slice_embed.weight, s.reshape(tuple(enc.slice_embed.weight.shape)), "slice_embed.weight")
+    _copy(enc.slice_embed.bias, bias, "slice_embed.bias")
+
+
+def _rel_tables(blk, cfg: Sam3DConfig, per_pos: np.ndarray):
+    """per_pos (T, hd, 3w): the block's gathered tables -> rel_pos_h/w/d (lr = 1)."""
+    w = cfg.window
+    pp = per_pos.transpose(0, 2, 1)                      # (T, 3w, hd)
+    gathered = [np.stack([pp[q * w * w, 0:w] for q in range(w)]),
+                np.stack([pp[q * w, w:2 * w] for q in range(w)]),
+                np.stack([pp[q, 2 * w:3 * w] for q in range(w)])]   # each (w query, w key, hd)
+    attn = blk.attn
+    for name, g in zip(("rel_pos_h", "rel_pos_w", "rel_pos_d"), gathered):
+        n = 2 * w - 1
+        short = np.zeros((n, g.shape[-1]))
+        for q in range(w):
+            for k in range(w):
+                short[q - k + w - 1] = g[q, k]
+        p = getattr(attn, name)
+        rows = p.shape[0]
+        table = short if rows == n else np.linalg.pinv(_resample_matrix(rows, w)) @ short
+        _copy(p, table, f"{name}")
+    with torch.no_grad():
+        attn.lr.fill_(1.0)
+
+
+def import_package(pkg_dir: str) -> Sam3D:
+    m = read_manifest(pkg_dir)
+    if any(v != "fp32" for v in m.get("precision", {}).values()):
+        raise ImportError_(f"{pkg_dir}: only fp32 packages can be imported (precision {m['precision']})")
+    cfg = Sam3DConfig.from_dict(m["architecture"])
+    model = Sam3D(cfg).eval()
+    enc_g, dec_g = graphs(model)
+    enc, dec = model.encoder, model.decoder
+    done = set()
+    for gmod, fname in ((enc_g, m["graphs"]["encoder"]["file"]), (dec_g, m["graphs"]["decoder"]["file"])):
+        graph, inits = _initializers(os.path.join(pkg_dir, fname))
+        linear = _linear_weights(graph, inits)
+        norms = [(n, mod) for n, mod in gmod.named_modules() if isinstance(mod, LayerNorm3d)
+                 and f"{n}.weight" not in inits]
+        found = _channel_norms(graph, inits)
+        if len(found) != len(norms):
+            raise ImportError_(f"{fname}: {len(found)} channel norms in the graph, the model has {len(norms)}")
+        for (n, mod), (w, b) in zip(norms, found):
+            _copy(mod.weight, w, f"{n}.weight")
+            _copy(mod.bias, b, f"{n}.bias")
+        for name, p in gmod.named_parameters():
+            if name in inits:
+                _copy(p, inits[name], name)
+                done.add(id(p))
+            elif name.endswith(".weight") and name[:-len("weight")] + "bias" in linear:
+                _copy(p, linear[name[:-len("weight")] + "bias"], name)
+                done.add(id(p))
+        if gmod is enc_g:
+            for i, blk in enumerate(enc.blocks):
+                try:
+                    wq, wk, wv = (linear[f"b{x}{i}"] for x in "qkv")
+                except KeyError as e:
+                    raise ImportError_(f"block {i}: no q/k/v projection found ({e})") from None
+                _copy(blk.attn.qkv.weight, np.concatenate([wq, wk, wv]), f"blocks.{i}.attn.qkv.weight")
+                _copy(blk.attn.qkv.bias, np.concatenate([inits[f"b{x}{i}"] for x in "qkv"]), f"blocks.{i}.attn.qkv.bias")
+            t, hd, w3 = cfg.window_tokens, cfg.head_dim, 3 * cfg.window
+            per_pos = sorted((n for n, v in inits.items() if v.shape == (t, hd, w3)),
+                             key=lambda n: int(re.sub(r"\D", "", n) or 0))
+            if len(per_pos) != cfg.depth:
+                raise ImportError_(f"found {len(per_pos)} relative-position constants, expected {cfg.depth}")
+            for blk, n in zip(enc.blocks, per_pos):
+                _rel_tables(blk, cfg, inits[n])
+            _front_end(enc, cfg, inits["front_kernel"], inits["front_bias"])
+            pos = inits["pos"][:, :, :, 0]                                  # (1, G, G, E)
+            r = cfg.pos_pool
+            _copy(enc.pos_embed, pos.repeat(r, 1).repeat(r, 2), "pos_embed")
+            _copy(enc.depth_embed, inits["depth"][:, 0, 0], "depth_embed")
+            static, d = inits["cls_static_w"], cfg.decoder_dim
+            cls_static = static
+        else:
+            click = inits["cls_click_w"]
+            _copy(dec.cls[0].weight, np.concatenate([cls_static[:, :3 * d], click, cls_static[:, 3 * d:]], 1),
+                  "cls.0.weight")
+            diff = inits["logit_diff_w"]
+            _copy(dec.cls[3].weight, np.concatenate([np.zeros_like(diff), diff]), "cls.3.weight")
+    return model
+
+
+def check(pkg_dir: str, model: Sam3D, n: int = 8, seed: int = 0) -> float:
+    """Max |p_imported - p_package| over `n` random crops and clicks, both as exported graphs under
+    ONNX Runtime."""
+    import onnxruntime as ort
+
+    from .package import export_package
+
+    m = read_manifest(pkg_dir)
+    c = m["architecture"]["crop"]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "imported")
+        export_package(model, out, name="imported", description="", licence="", provenance="",
+                       frame=m["frame"], intensity=m["intensity"], spacing_mm=m["spacing_mm"])
+        rng = np.random.default_rng(seed)
+        worst = 0.0
+        runs = []
+        for d in (pkg_dir, out):
+            mm = read_manifest(d, verify=False)
+            runs.append((ort.InferenceSession(os.path.join(d, mm["graphs"]["encoder"]["file"])),
+                         ort.InferenceSession(os.path.join(d, mm["graphs"]["decoder"]["file"]))))
+        for _ in range(n):
+            crop = rng.normal(0.0, 1.0, (1, 1, c, c, c)).astype(np.float32)
+            pts = rng.uniform(0, c - 1, (1, int(rng.integers(1, 4)), 3)).astype(np.float32)
+            probs = []
+            for e, dd in runs:
+                cache = dict(zip([o.name for o in e.get_outputs()], e.run(None, {"crop": crop})))
+                probs.append(dd.run(["prob"], {**cache, "points": pts})[0])
+            worst = max(worst, float(np.abs(probs[0] - probs[1]).max()))
+    return worst
+
+
+def write_resume_folder(pkg_dir: str, model: Sam3D, out: str):
+    """`out`/model.pt (+ training.json from the manifest's training record) for demo_train --resume."""
+    import json
+
+    m = read_manifest(pkg_dir, verify=False)
+    os.makedirs(out, exist_ok=True)
+    record = m.get("training")
+    steps = 0
+    if record:
+        steps = int(record["adaptation"]["steps"]) + sum(int(c["steps"]) for c in record.get("continued", []))
+        record = {**record, "imported_from": {"package": os.path.abspath(pkg_dir), "name": m["name"],
+                                              "sha256": m["graphs"]["encoder"]["sha256"]}}
+        with open(os.path.join(out, "training.json"), "w") as f:
+            json.dump(record, f, indent=1)
+    torch.save({"state_dict": model.state_dict(), "step": steps}, os.path.join(out, "model.pt"))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("package")
+    ap.add_argument("--out", required=True, help="folder for model.pt (and training.json)")
+    ap.add_argument("--check", type=int, default=8, help="random crops to compare under ONNX Runtime (0: none)")
+    args = ap.parse_args(argv)
+    try:
+        model = import_package(args.package)
+    except (ImportError_, OSError) as e:
+        raise SystemExit(f"error: {e}")
+    if args.check:
+        worst = check(args.package, model, args.check)
+        print(f"max |p_imported - p_package| over {args.check} random crops and clicks: {worst:.2e}")
+        if worst > 1e-4:
+            raise SystemExit("error: the imported model does not reproduce the package")
+    write_resume_folder(args.package, model, args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
