@@ -161,16 +161,20 @@ def tune_inference(pipe: Pipeline, data: str, n: int = TUNING_LESIONS, grid=THRE
     parameters are. Keys: (threshold, flips, keep_clicked_components)."""
     image, labels, affine, sp = load_volume(data, "train-ct")
     scores = {}
-    for i in range(n):
-        img, mask, _, _ = lesion_case(image, labels, sp, ORGAN_SETS["train-ct"], THRESHOLD_STREAM, i)
-        click = edt_click(mask, sp)[None]
-        for f in flips:
-            pipe.flips = f
-            prob = pipe.probability_array(img, affine, click)
-            for t in grid:
-                m = (prob > t).astype(np.uint8)
-                scores.setdefault((t, f, False), []).append(dice(m, mask))
-                scores.setdefault((t, f, True), []).append(dice(clicked_components(m, click), mask))
+    own = pipe.flips
+    try:
+        for i in range(n):
+            img, mask, _, _ = lesion_case(image, labels, sp, ORGAN_SETS["train-ct"], THRESHOLD_STREAM, i)
+            click = edt_click(mask, sp)[None]
+            for f in flips:
+                pipe.flips = f
+                prob = pipe.probability_array(img, affine, click)
+                for t in grid:
+                    m = (prob > t).astype(np.uint8)
+                    scores.setdefault((t, f, False), []).append(dice(m, mask))
+                    scores.setdefault((t, f, True), []).append(dice(clicked_components(m, click), mask))
+    finally:
+        pipe.flips = own
     return {k: float(np.mean(v)) for k, v in scores.items()}
 
 

@@ -319,3 +319,27 @@ def test_demo_model_on_held_out_lesions_equals_the_reference(tmp_path):
         assert got.shape == ref.shape and got.sum() > 0
         assert int((got.astype(bool) ^ ref.astype(bool)).sum()) <= max(2, int(ref.sum()) // 2000), i
         assert abs(evaluate.dice(got, mask) - evaluate.dice(ref, mask)) < 0.01
+
+
+def test_inference_tuning_scores_what_the_pipeline_segments(tmp_path):
+    """evaluate.tune_inference's table: each (threshold, flips, component rule) entry is the mean Dice of
+    the masks the reference pipeline makes with those settings, on the tuning lesions of the training CT."""
+    import shutil
+    from sam3d_onnx import evaluate, package
+    from sam3d_onnx.reference_pipeline import Pipeline
+    pkg = tmp_path / "demo"
+    shutil.copytree(DEMO, pkg)
+    pipe = Pipeline(str(pkg))
+    scores = evaluate.tune_inference(pipe, DATA, n=2, grid=(0.35, 0.5), flips=(1, 2))
+    assert set(scores) == {(t, f, k) for t in (0.35, 0.5) for f in (1, 2) for k in (False, True)}
+    assert pipe.flips == 8   # the package's setting is restored
+    image, labels, affine, sp = evaluate.load_volume(DATA, "train-ct")
+    for t, f, k in [(0.5, 1, False), (0.35, 2, True)]:
+        package.set_inference(str(pkg), threshold=t, test_time_flips=f, keep_clicked_components=k, chosen_by="test")
+        p = Pipeline(str(pkg))
+        d = []
+        for i in range(2):
+            img, mask, _, _ = evaluate.lesion_case(image, labels, sp, evaluate.ORGAN_SETS["train-ct"],
+                                                   evaluate.THRESHOLD_STREAM, i)
+            d.append(evaluate.dice(p.segment_array(img, affine, evaluate.edt_click(mask, sp)[None]), mask))
+        assert abs(np.mean(d) - scores[(t, f, k)]) < 1e-9, (t, f, k)
