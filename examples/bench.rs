@@ -93,6 +93,10 @@ fn main() {
         open.push(t.elapsed().as_secs_f64());
     }
     let model = model.unwrap();
+    // the settings every session of this run uses: the package's unless given
+    let inference = &model.manifest().inference;
+    let flips = flips.unwrap_or(inference.test_time_flips);
+    let keep_clicked = keep_clicked.unwrap_or(inference.keep_clicked_components);
     let mut vol = None;
     for _ in 0..repeat.max(1) {
         let t = Instant::now();
@@ -105,9 +109,7 @@ fn main() {
     let (mut first, mut follow) = (vec![], vec![]);
     for _ in 0..repeat.max(1) {
         let mut seg = Segmenter::new(model.clone(), vol.clone()).expect("session");
-        let (f, k) = seg.inference();
-        seg.set_inference(flips.unwrap_or(f), keep_clicked.unwrap_or(k))
-            .expect("--flips");
+        seg.set_inference(flips, keep_clicked).expect("--flips");
         let obj = seg.add_object();
         let mut started = [None::<Instant>; 5];
         let mut record = |s: Sam3dStage, done: bool| {
@@ -151,7 +153,7 @@ fn main() {
         stage_json.join(", "),
         peak_rss_mb(),
         model.provider,
-        flips.unwrap_or(model.manifest().inference.test_time_flips),
-        keep_clicked.unwrap_or(model.manifest().inference.keep_clicked_components)
+        flips,
+        keep_clicked
     );
 }

@@ -642,7 +642,7 @@ impl Segmenter {
         progress(Sam3dStage::Decode, false);
         let cu = self.model.crop;
         // the mean of the flips' probabilities, each flipped back to the crop's own orientation
-        let mut prob = vec![0f32; cu * cu * cu];
+        let mut prob: Vec<f32> = Vec::new();
         for (b, cache) in region.caches.iter().enumerate() {
             let pts: Vec<f32> = clicks
                 .iter()
@@ -652,9 +652,11 @@ impl Segmenter {
                 })
                 .collect();
             let p = self.decode(cache, &pts, clicks.len())?;
-            let p = if b == 0 { p } else { flip_cube(&p, cu, b) };
-            for (acc, v) in prob.iter_mut().zip(&p) {
-                *acc += v;
+            if b == 0 {
+                prob = p;
+            } else {
+                let p = flip_cube(&p, cu, b);
+                prob.iter_mut().zip(&p).for_each(|(acc, v)| *acc += v);
             }
         }
         let n = region.caches.len() as f32;
@@ -791,12 +793,19 @@ impl Segmenter {
         progress(Sam3dStage::Resample, true);
         self.check_cancel()?;
         progress(Sam3dStage::Encode, false);
+        // the flips in reverse, so the unflipped crop (flip 0) is encoded last and moved, not copied
+        let mut crop = crop;
         let mut caches = Vec::with_capacity(self.flips);
-        for b in 0..self.flips {
+        for b in (0..self.flips).rev() {
             self.check_cancel()?;
-            let cube = if b == 0 { crop.clone() } else { flip_cube(&crop, c, b) };
+            let cube = if b == 0 {
+                std::mem::take(&mut crop)
+            } else {
+                flip_cube(&crop, c, b)
+            };
             caches.push(self.encode_crop(cube)?);
         }
+        caches.reverse();
         progress(Sam3dStage::Encode, true);
         Ok(Region { origin, caches })
     }

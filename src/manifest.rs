@@ -46,17 +46,12 @@ pub struct Prompts {
 /// Optional refinements the package's authors chose on training data (absent: none). A host may
 /// change them per session (`sam3d_session_set_inference`).
 #[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
 pub struct Inference {
     /// crop flips averaged per click (1, 2, 4 or 8; `refine::FLIP_COUNTS`)
-    #[serde(default = "one")]
     pub test_time_flips: u32,
     /// keep only the mask's components that contain a click
-    #[serde(default)]
     pub keep_clicked_components: bool,
-}
-
-fn one() -> u32 {
-    1
 }
 
 impl Default for Inference {

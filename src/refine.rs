@@ -103,7 +103,8 @@ mod tests {
             for d in 0..c {
                 for h in 0..c {
                     for w in 0..c {
-                        let q = flip_point([d as f64, h as f64, w as f64], c, b).map(|v| v as usize);
+                        let q =
+                            flip_point([d as f64, h as f64, w as f64], c, b).map(|v| v as usize);
                         // the flipped cube at the flipped position holds the original value
                         assert_eq!(f[(q[0] * c + q[1]) * c + q[2]], cube[(d * c + h) * c + w]);
                     }
@@ -208,7 +209,10 @@ mod tests {
         assert_eq!(a[at(3, 3, 3)], 0);
         // a seed off the mask (or outside the extent): nothing removed
         let mut b = m.clone();
-        assert_eq!(keep_seeded_components(&mut b, ext, &[[2, 0, 0], [9, 9, 9]]), 0);
+        assert_eq!(
+            keep_seeded_components(&mut b, ext, &[[2, 0, 0], [9, 9, 9]]),
+            0
+        );
         assert_eq!(b, m);
     }
 }

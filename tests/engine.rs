@@ -455,7 +455,10 @@ fn test_time_flips_and_clicked_components_are_per_session_settings() {
     let r = s.redo(o, &mut none()).unwrap();
     assert_eq!(r.encoded, 1);
     let m8 = s.mask_vec(o).unwrap();
-    assert_ne!(m1, m8, "a random model is not flip-symmetric: 8 flips must change the mask");
+    assert_ne!(
+        m1, m8,
+        "a random model is not flip-symmetric: 8 flips must change the mask"
+    );
     assert_eq!(r.voxels, m8.iter().map(|&v| v as u64).sum::<u64>());
     // a flip count outside 1, 2, 4, 8 changes nothing
     let e = s.set_inference(3, true).unwrap_err();

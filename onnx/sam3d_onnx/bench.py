@@ -265,9 +265,9 @@ def main(argv=None):
         eng["fp32_matmul_gflops_before_after"] = around
         from .config import NAMED
         record["configs"][name] = {"engine": eng, "reference": ref, **floor_fields(graph_gflop(NAMED[base]), around)}
-        with open(os.path.join(pkg, "sam3d-model.json")) as f:
-            flips = json.load(f).get("inference", {}).get("test_time_flips", 1)
-        if flips > 1:
+        from .package import read_manifest
+        from .reference_pipeline import inference_settings
+        if inference_settings(read_manifest(pkg, verify=False))["test_time_flips"] > 1:
             # what a host gets with the package's refinements (e.g. the demo's 8 test-time flips)
             record["configs"][name]["engine_package_default"] = engine(pkg, ct, click, args.threads, rep, args.ort,
                                                                        package_default=True)

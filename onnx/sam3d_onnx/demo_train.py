@@ -169,6 +169,11 @@ def adapt(model, volume, labels, spacing, steps: int, log_every: int = 100, lr: 
     return losses
 
 
+def steps_done(record: dict) -> int:
+    """Adaptation steps a training record has run (the first stage and every --resume stage)."""
+    return int(record["adaptation"]["steps"]) + sum(int(c["steps"]) for c in record.get("continued", []))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", required=True, help="folder written by tools/fetch_data.py")
@@ -211,7 +216,7 @@ def main(argv=None):
         model.load_state_dict(prev["state_dict"])
         volume, labels, spacing = dataset.load_labelled(*(os.path.join(args.data, p) for p in TRAIN_CT),
                                                         orientation=ORIENTATION)
-        done = int(record["adaptation"]["steps"]) + sum(int(c["steps"]) for c in record.get("continued", []))
+        done = steps_done(record)
         if args.spacing:
             record["spacing_mm"] = [args.spacing] * 3
         target = model_spacing(record)

@@ -279,7 +279,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json")
     ap.add_argument("--quiet", action="store_true")
-    ap.add_argument("--flips", type=int, choices=(1, 2, 4, 8),
+    ap.add_argument("--flips", type=int, choices=package.FLIP_COUNTS,
                     help="test-time flips (default: the manifest's inference block)")
     ap.add_argument("--keep-clicked", type=int, choices=(0, 1),
                     help="1 keeps only the mask components a click touches (default: the manifest's)")

@@ -21,6 +21,7 @@ FORMAT = "sam3d-model"
 FORMAT_VERSION = 1
 OPSET = 20
 MANIFEST = "sam3d-model.json"
+FLIP_COUNTS = (1, 2, 4, 8)   # manifest `inference.test_time_flips` values (contract in onnx/README.md)
 MAX_POINTS = 32
 # graphs larger than this keep their weights in a side file (protobuf's 2 GB limit; faster load)
 EXTERNAL_DATA_BYTES = 256 << 20
@@ -137,12 +138,16 @@ def publish(tmp: str, manifest: dict, out_dir: str):
     """Write the manifest into the finished temporary package folder and move it to `out_dir`
     (replacing an older one), so `out_dir` is never half-written."""
     with open(os.path.join(tmp, MANIFEST), "w") as f:
-        json.dump(manifest, f, indent=2)
-        f.write("\n")
+        _dump_manifest(manifest, f)
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; a package is an ordinary directory
     if os.path.exists(out_dir):
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
+
+
+def _dump_manifest(manifest: dict, f):
+    json.dump(manifest, f, indent=2)
+    f.write("\n")
 
 
 def set_inference(pkg_dir: str, *, threshold: float, test_time_flips: int, keep_clicked_components: bool,
@@ -151,8 +156,8 @@ def set_inference(pkg_dir: str, *, threshold: float, test_time_flips: int, keep_
     replaced in one rename, so a failure leaves the old one. Returns the new manifest."""
     if not 0.0 < threshold < 1.0:
         raise ValueError(f"threshold {threshold} must lie in (0, 1)")
-    if test_time_flips not in (1, 2, 4, 8):
-        raise ValueError(f"test_time_flips {test_time_flips} must be 1, 2, 4 or 8")
+    if test_time_flips not in FLIP_COUNTS:
+        raise ValueError(f"test_time_flips {test_time_flips} must be one of {FLIP_COUNTS}")
     m = read_manifest(pkg_dir, verify=False)
     m["threshold"] = float(threshold)
     m["inference"] = {"test_time_flips": int(test_time_flips),
@@ -160,8 +165,7 @@ def set_inference(pkg_dir: str, *, threshold: float, test_time_flips: int, keep_
     fd, tmp = tempfile.mkstemp(prefix=".sam3d-model-", suffix=".json", dir=pkg_dir)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(m, f, indent=2)
-            f.write("\n")
+            _dump_manifest(m, f)
         os.chmod(tmp, 0o644)
         os.replace(tmp, os.path.join(pkg_dir, MANIFEST))
     except BaseException:

@@ -39,6 +39,7 @@ import torch
 from onnx import numpy_helper
 
 from .config import Sam3DConfig
+from .demo_train import steps_done
 from .graphs import graphs, interp_taps
 from .model import LayerNorm3d, Sam3D, resample_rel_pos
 from .package import read_manifest
@@ -171,7 +172,6 @@ def import_package(pkg_dir: str) -> Sam3D:
     model = Sam3D(cfg).eval()
     enc_g, dec_g = graphs(model)
     enc, dec = model.encoder, model.decoder
-    done = set()
     for gmod, fname in ((enc_g, m["graphs"]["encoder"]["file"]), (dec_g, m["graphs"]["decoder"]["file"])):
         graph, inits = _initializers(os.path.join(pkg_dir, fname))
         linear = _linear_weights(graph, inits)
@@ -186,10 +186,8 @@ def import_package(pkg_dir: str) -> Sam3D:
         for name, p in gmod.named_parameters():
             if name in inits:
                 _copy(p, inits[name], name)
-                done.add(id(p))
             elif name.endswith(".weight") and name[:-len("weight")] + "bias" in linear:
                 _copy(p, linear[name[:-len("weight")] + "bias"], name)
-                done.add(id(p))
         if gmod is enc_g:
             for i, blk in enumerate(enc.blocks):
                 try:
@@ -210,8 +208,7 @@ def import_package(pkg_dir: str) -> Sam3D:
             r = cfg.pos_pool
             _copy(enc.pos_embed, pos.repeat(r, 1).repeat(r, 2), "pos_embed")
             _copy(enc.depth_embed, inits["depth"][:, 0, 0], "depth_embed")
-            static, d = inits["cls_static_w"], cfg.decoder_dim
-            cls_static = static
+            cls_static, d = inits["cls_static_w"], cfg.decoder_dim
         else:
             click = inits["cls_click_w"]
             _copy(dec.cls[0].weight, np.concatenate([cls_static[:, :3 * d], click, cls_static[:, 3 * d:]], 1),
@@ -223,33 +220,20 @@ def import_package(pkg_dir: str) -> Sam3D:
 
 def check(pkg_dir: str, model: Sam3D, n: int = 8, seed: int = 0) -> float:
     """Max |p_imported - p_package| over `n` random crops and clicks, both as exported graphs under
-    ONNX Runtime."""
-    import onnxruntime as ort
-
+    ONNX Runtime (`quantize.compare`)."""
     from .package import export_package
+    from .quantize import compare
 
     m = read_manifest(pkg_dir)
     c = m["architecture"]["crop"]
+    rng = np.random.default_rng(seed)
+    crops = [rng.normal(0.0, 1.0, (1, 1, c, c, c)).astype(np.float32) for _ in range(n)]
+    clicks = [rng.uniform(0, c - 1, (1, int(rng.integers(1, 4)), 3)).astype(np.float32) for _ in range(n)]
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "imported")
         export_package(model, out, name="imported", description="", licence="", provenance="",
                        frame=m["frame"], intensity=m["intensity"], spacing_mm=m["spacing_mm"])
-        rng = np.random.default_rng(seed)
-        worst = 0.0
-        runs = []
-        for d in (pkg_dir, out):
-            mm = read_manifest(d, verify=False)
-            runs.append((ort.InferenceSession(os.path.join(d, mm["graphs"]["encoder"]["file"])),
-                         ort.InferenceSession(os.path.join(d, mm["graphs"]["decoder"]["file"]))))
-        for _ in range(n):
-            crop = rng.normal(0.0, 1.0, (1, 1, c, c, c)).astype(np.float32)
-            pts = rng.uniform(0, c - 1, (1, int(rng.integers(1, 4)), 3)).astype(np.float32)
-            probs = []
-            for e, dd in runs:
-                cache = dict(zip([o.name for o in e.get_outputs()], e.run(None, {"crop": crop})))
-                probs.append(dd.run(["prob"], {**cache, "points": pts})[0])
-            worst = max(worst, float(np.abs(probs[0] - probs[1]).max()))
-    return worst
+        return compare(pkg_dir, out, crops, clicks)["max_abs"]
 
 
 def write_resume_folder(pkg_dir: str, model: Sam3D, out: str):
@@ -259,9 +243,8 @@ def write_resume_folder(pkg_dir: str, model: Sam3D, out: str):
     m = read_manifest(pkg_dir, verify=False)
     os.makedirs(out, exist_ok=True)
     record = m.get("training")
-    steps = 0
+    steps = steps_done(record) if record else 0
     if record:
-        steps = int(record["adaptation"]["steps"]) + sum(int(c["steps"]) for c in record.get("continued", []))
         record = {**record, "imported_from": {"package": os.path.abspath(pkg_dir), "name": m["name"],
                                               "sha256": m["graphs"]["encoder"]["sha256"]}}
         with open(os.path.join(out, "training.json"), "w") as f:

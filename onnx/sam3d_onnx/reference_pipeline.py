@@ -22,8 +22,7 @@ import torch
 import torch.nn.functional as F
 from nibabel import orientations as nio
 
-
-FLIP_COUNTS = (1, 2, 4, 8)
+from .package import FLIP_COUNTS
 
 
 def inference_settings(manifest: dict) -> dict:
