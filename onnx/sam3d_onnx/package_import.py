@@ -164,6 +164,26 @@ def _rel_tables(blk, cfg: Sam3DConfig, per_pos: np.ndarray):
         attn.lr.fill_(1.0)
 
 
+def _click_weight(inits: dict, d: int) -> np.ndarray:
+    """cls.0's head5 half (d, d, 3, 3, 3): a conv weight in packages exported before the
+    `UpsampledConv` rewrite (and at decoder_scale 1), its 1x1 mixing matrix since (rows o, k1, k2, k0)."""
+    for name in ("cls_click_w", "click_conv.weight"):
+        if name in inits:
+            return inits[name]
+    if "click_conv.mix" not in inits:
+        raise ImportError_("decoder: no weight for the click half of cls.0 found")
+    return inits["click_conv.mix"].reshape(d, 3, 3, 3, -1).transpose(0, 4, 3, 1, 2)
+
+
+def _logit_diff_weight(inits: dict) -> np.ndarray:
+    """cls.3's w1 - w0 (1, d, 3, 3, 3): a conv weight in older packages, SingleOutputConv's (27, d) taps since."""
+    if "logit_diff_w" in inits:
+        return inits["logit_diff_w"]
+    if "logit_diff.taps" not in inits:
+        raise ImportError_("decoder: no weight for the last conv (cls.3) found")
+    return inits["logit_diff.taps"].T.reshape(1, -1, 3, 3, 3)
+
+
 def import_package(pkg_dir: str) -> Sam3D:
     m = read_manifest(pkg_dir)
     if any(v != "fp32" for v in m.get("precision", {}).values()):
@@ -210,10 +230,10 @@ def import_package(pkg_dir: str) -> Sam3D:
             _copy(enc.depth_embed, inits["depth"][:, 0, 0], "depth_embed")
             cls_static, d = inits["cls_static_w"], cfg.decoder_dim
         else:
-            click = inits["cls_click_w"]
+            click = _click_weight(inits, d)
             _copy(dec.cls[0].weight, np.concatenate([cls_static[:, :3 * d], click, cls_static[:, 3 * d:]], 1),
                   "cls.0.weight")
-            diff = inits["logit_diff_w"]
+            diff = _logit_diff_weight(inits)
             _copy(dec.cls[3].weight, np.concatenate([np.zeros_like(diff), diff]), "cls.3.weight")
     return model
 

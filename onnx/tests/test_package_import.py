@@ -64,3 +64,19 @@ def test_quantised_packages_are_refused(tmp_path):
     (pkg / "sam3d-model.json").write_text(json.dumps(m))
     with pytest.raises(package_import.ImportError_, match="fp32"):
         package_import.import_package(str(pkg))
+
+
+@pytest.mark.parametrize("which", ["tiny_model", "tiny_fine_model"])
+def test_fresh_export_round_trip(tmp_path, request, which):
+    """Packages exported now carry the click half of cls.0 as UpsampledConv's mixing matrix (decoder_scale
+    2 and 4): the importer turns it back into the conv weight exactly."""
+    from sam3d_onnx import package
+    original = request.getfixturevalue(which)
+    path = tmp_path / "pkg"
+    package.export_package(
+        original, str(path), name="t", description="t", licence="Apache-2.0", provenance="random weights (tests)",
+        frame={"mode": "orient", "orientation": "RAS", "array_transpose": None},
+        intensity={"clip": [-100.0, 200.0], "mean": 50.0, "std": 60.0, "nonfinite": "error"})
+    model = package_import.import_package(str(path))
+    torch.testing.assert_close(model.decoder.cls[0].weight, original.decoder.cls[0].weight, rtol=0, atol=1e-6)
+    assert package_import.check(str(path), model, n=2) < 1e-5

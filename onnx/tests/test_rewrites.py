@@ -7,8 +7,8 @@ import torch.nn.functional as F
 from conftest import SMALL, nondegenerate
 from make_weights import shift_window_mask as official_mask
 from sam3d_onnx.config import PAPER, TINY
-from sam3d_onnx.graphs import (folded_attention, folded_front_end, gather_trilinear, graphs, interp_taps,
-                               key_position_onehots, region_onehots)
+from sam3d_onnx.graphs import (SingleOutputConv, UpsampledConv, folded_attention, folded_front_end,
+                               gather_trilinear, graphs, interp_taps, key_position_onehots, region_onehots)
 from sam3d_onnx.model import Sam3D, dhw_to_dwh, random_init_, shift_window_mask
 
 
@@ -116,3 +116,24 @@ def test_click_order_matters(tiny_model):
         a = dec(*f, torch.tensor([[[16.0, 4.0, 27.0]]]))
         b = dec(*f, torch.tensor([[[16.0, 27.0, 4.0]]]))
     assert (a - b).abs().max().item() > 1e-3
+
+
+@pytest.mark.parametrize("g,scale", [(5, 2), (4, 4), (6, 3), (1, 2)])
+def test_upsampled_conv_equals_conv_of_upsampling(g, scale):
+    """The decoder's click-half rewrite: channel mixing on the coarse grid + per-axis tap matrices equals
+    conv3d(trilinear x scale (align_corners=True), w, padding=1), including the zero-padded border."""
+    gen = torch.Generator().manual_seed(g * 10 + scale)
+    w = torch.randn(6, 5, 3, 3, 3, generator=gen, dtype=torch.float64)
+    h = torch.randn(1, 5, g, g, g, generator=gen, dtype=torch.float64)
+    want = F.conv3d(F.interpolate(h, scale_factor=scale, mode="trilinear", align_corners=True), w, padding=1)
+    got = UpsampledConv(w, g, scale)(h)       # in float64: only rounding could differ
+    assert got.shape == want.shape
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_single_output_conv_equals_conv():
+    """The decoder's last conv (one output channel) as 27 tap planes shifted and summed."""
+    gen = torch.Generator().manual_seed(7)
+    w = torch.randn(1, 4, 3, 3, 3, generator=gen, dtype=torch.float64)
+    y = torch.randn(1, 4, 5, 6, 7, generator=gen, dtype=torch.float64)
+    torch.testing.assert_close(SingleOutputConv(w)(y), F.conv3d(y, w, padding=1), rtol=0, atol=1e-12)
