@@ -41,6 +41,7 @@ def main(argv=None) -> int:
     print(f"[2/4] converted in {time.time() - t:.1f} s")
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = os.cpu_count() or 1
+    opts.add_session_config_entry("session.set_denormal_as_zero", "1")  # as the engine (src/engine.rs)
     enc = ort.InferenceSession(os.path.join(pkg, "encoder.onnx"), opts)
     dec = ort.InferenceSession(os.path.join(pkg, "decoder.onnx"), opts)
     crop = np.load(os.path.join(PARITY, "input_crop.npy"))[None, None]

@@ -6,9 +6,11 @@
 * Decoder split by linearity: `cls.0` has no bias and zero padding, so its response is the sum of a
   conv over the click-independent channels (head2..4 and the image level) and a conv over head5's.
   The first half runs once per region in the encoder graph (output `cls_partial`).
-* The click half of `cls.0` is a conv of head5's output upsampled x2: both linear, the upsampling
+* Both halves of `cls.0` convolve head outputs upsampled x2: both maps linear, the upsampling
   separable, so the channel mixing runs on the coarse grid once per tap and the upsampling + tap
-  shifts are small per-axis matrices (`UpsampledConv`; paper size 232 -> 60 GFLOP per click).
+  shifts are small per-axis matrices (`UpsampledConv`; paper size: click half 232 -> 60 GFLOP per
+  click, the static half's heads 2-4 695 -> 118 GFLOP per encoding; the one image-level channel
+  stays a conv).
 * The two output logits only matter through their difference (softmax channel 1 = sigmoid(l1 - l0)),
   and the final conv and upsampling are linear: one conv with weight w1 - w0, upsampled, sigmoid;
   that conv (one output channel) as 27 tap planes shifted and summed (`SingleOutputConv`).
@@ -193,7 +195,11 @@ class EncoderGraph(nn.Module):
         self.heads = nn.ModuleList(heads[:3])
         d = cfg.decoder_dim
         w = model.decoder.cls[0].weight.detach()
-        self.register_buffer("cls_static_w", torch.cat([w[:, :3 * d], w[:, 4 * d:]], 1).clone())
+        if cfg.decoder_scale > 1:  # heads 2-4 through the coarse-grid rewrite, the image level as a conv
+            self.heads_conv = UpsampledConv(w[:, :3 * d], cfg.grid, cfg.decoder_scale)
+            self.register_buffer("cls_image_w", w[:, 4 * d:].clone())
+        else:
+            self.register_buffer("cls_static_w", torch.cat([w[:, :3 * d], w[:, 4 * d:]], 1).clone())
 
     def block(self, blk, x, tables, qkv):
         """`Block3d.forward` with `folded_attention`, and the roll + window partition (and its
@@ -229,8 +235,13 @@ class EncoderGraph(nn.Module):
             x = self.block(blk, x, getattr(self, f"rel{i}").unbind(0), qkv)
             if i in cfg.neck_blocks:
                 feats.append(self.necks[len(feats)](x.permute(0, 4, 1, 2, 3)))
-        static = [head_upsample(h(f), cfg) for h, f in zip(self.heads, feats[:3])] + [self.image_level(crop)]
-        cls_partial = F.conv3d(torch.cat(static, 1), self.cls_static_w, padding=1)
+        heads = [h(f) for h, f in zip(self.heads, feats[:3])]
+        if cfg.decoder_scale > 1:  # = conv3d(cat(upsampled heads, image level), cls.0's static half)
+            cls_partial = (self.heads_conv(torch.cat(heads, 1))
+                           + F.conv3d(self.image_level(crop), self.cls_image_w, padding=1))
+        else:
+            static = [head_upsample(h, cfg) for h in heads] + [self.image_level(crop)]
+            cls_partial = F.conv3d(torch.cat(static, 1), self.cls_static_w, padding=1)
         return feats[3], cls_partial
 
 

@@ -228,7 +228,12 @@ def import_package(pkg_dir: str) -> Sam3D:
             r = cfg.pos_pool
             _copy(enc.pos_embed, pos.repeat(r, 1).repeat(r, 2), "pos_embed")
             _copy(enc.depth_embed, inits["depth"][:, 0, 0], "depth_embed")
-            cls_static, d = inits["cls_static_w"], cfg.decoder_dim
+            d = cfg.decoder_dim
+            if "cls_static_w" in inits:          # decoder_scale 1, and packages exported before the rewrite
+                cls_static = inits["cls_static_w"]
+            else:                                # heads 2-4 as UpsampledConv's mixing matrix + the image conv
+                heads_w = inits["heads_conv.mix"].reshape(d, 3, 3, 3, -1).transpose(0, 4, 3, 1, 2)
+                cls_static = np.concatenate([heads_w, inits["cls_image_w"]], 1)
         else:
             click = _click_weight(inits, d)
             _copy(dec.cls[0].weight, np.concatenate([cls_static[:, :3 * d], click, cls_static[:, 3 * d:]], 1),

@@ -72,6 +72,7 @@ class Pipeline:
             raise ValueError(f"test_time_flips must be one of {FLIP_COUNTS}, not {self.flips}")
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
+        opts.add_session_config_entry("session.set_denormal_as_zero", "1")  # as the engine (src/engine.rs)
         self.enc = ort.InferenceSession(os.path.join(pkg_dir, "encoder.onnx"), opts)
         self.dec = ort.InferenceSession(os.path.join(pkg_dir, "decoder.onnx"), opts)
 
