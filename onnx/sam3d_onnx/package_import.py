@@ -40,7 +40,7 @@ from onnx import numpy_helper
 
 from .config import Sam3DConfig
 from .demo_train import steps_done
-from .graphs import graphs, interp_taps
+from .graphs import UpsampledConv, graphs, interp_taps
 from .model import LayerNorm3d, Sam3D, resample_rel_pos
 from .package import read_manifest
 
@@ -166,13 +166,14 @@ def _rel_tables(blk, cfg: Sam3DConfig, per_pos: np.ndarray):
 
 def _click_weight(inits: dict, d: int) -> np.ndarray:
     """cls.0's head5 half (d, d, 3, 3, 3): a conv weight in packages exported before the
-    `UpsampledConv` rewrite (and at decoder_scale 1), its 1x1 mixing matrix since (rows o, k1, k2, k0)."""
+    `UpsampledConv` rewrite (and at decoder_scale 1), its 1x1 mixing matrices since (rows o, k1, k2, k0)."""
     for name in ("cls_click_w", "click_conv.weight"):
         if name in inits:
             return inits[name]
-    if "click_conv.mix" not in inits:
+    w = UpsampledConv.weight_from(inits, "click_conv", d)
+    if w is None:
         raise ImportError_("decoder: no weight for the click half of cls.0 found")
-    return inits["click_conv.mix"].reshape(d, 3, 3, 3, -1).transpose(0, 4, 3, 1, 2)
+    return w
 
 
 def _logit_diff_weight(inits: dict) -> np.ndarray:
@@ -231,8 +232,10 @@ def import_package(pkg_dir: str) -> Sam3D:
             d = cfg.decoder_dim
             if "cls_static_w" in inits:          # decoder_scale 1, and packages exported before the rewrite
                 cls_static = inits["cls_static_w"]
-            else:                                # heads 2-4 as UpsampledConv's mixing matrix + the image conv
-                heads_w = inits["heads_conv.mix"].reshape(d, 3, 3, 3, -1).transpose(0, 4, 3, 1, 2)
+            else:                                # heads 2-4 as UpsampledConv's mixing matrices + the image conv
+                heads_w = UpsampledConv.weight_from(inits, "heads_conv", d)
+                if heads_w is None or "cls_image_w" not in inits:
+                    raise ImportError_("encoder: no weight for the static half of cls.0 found")
                 cls_static = np.concatenate([heads_w, inits["cls_image_w"]], 1)
         else:
             click = _click_weight(inits, d)

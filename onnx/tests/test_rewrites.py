@@ -126,9 +126,14 @@ def test_upsampled_conv_equals_conv_of_upsampling(g, scale):
     w = torch.randn(6, 5, 3, 3, 3, generator=gen, dtype=torch.float64)
     h = torch.randn(1, 5, g, g, g, generator=gen, dtype=torch.float64)
     want = F.conv3d(F.interpolate(h, scale_factor=scale, mode="trilinear", align_corners=True), w, padding=1)
-    got = UpsampledConv(w, g, scale)(h)       # in float64: only rounding could differ
-    assert got.shape == want.shape
-    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    for group in (32, 4):                     # one group of output channels; groups of 4 and 2
+        conv = UpsampledConv(w, g, scale, group=group)
+        got = conv(h)                         # in float64: only rounding could differ
+        assert got.shape == want.shape
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+        # what package_import reads back from a graph's initializers
+        inits = {f"c.{k}": v.numpy() for k, v in conv.named_buffers()}
+        np.testing.assert_array_equal(UpsampledConv.weight_from(inits, "c", 6), w.numpy())
 
 
 def test_single_output_conv_equals_conv():
