@@ -233,7 +233,7 @@ fn make_session(
     // Subnormal floats as zero in ONNX Runtime's worker threads. The shifted-window blocks add the
     // official -100 mask inside the attention logits, so the flash-attention loop rescales by
     // exp(-100) ~ 4e-44, a subnormal: on Intel cores each such operation takes a microcode assist.
-    // Paper-size encoder on 2 Xeon cores: 96 s -> 48 s (its 6 shifted blocks 8.7 s -> 0.3-0.7 s each);
+    // Paper-size encoder on 2 Xeon cores: 96.7 s -> 50.9 s (its 6 shifted blocks 8.7 s -> 0.3-0.7 s each);
     // AMD Zen 3 showed no such cost. Only values below 1.2e-38 change, and those to 0.
     builder = builder
         .with_flush_to_zero()

@@ -27,6 +27,7 @@ def main(argv=None) -> int:
     import torch
 
     from . import cli
+    from .package import session_options
 
     os.makedirs(args.workdir, exist_ok=True)
     ckpt = os.path.join(args.workdir, "last.pth.tar")
@@ -39,9 +40,7 @@ def main(argv=None) -> int:
     if cli.main(["convert", ckpt, "--dataset", "kits", "--out", pkg]) != 0:
         return 1
     print(f"[2/4] converted in {time.time() - t:.1f} s")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = os.cpu_count() or 1
-    opts.add_session_config_entry("session.set_denormal_as_zero", "1")  # as the engine (src/engine.rs)
+    opts = session_options(os.cpu_count() or 1)
     enc = ort.InferenceSession(os.path.join(pkg, "encoder.onnx"), opts)
     dec = ort.InferenceSession(os.path.join(pkg, "decoder.onnx"), opts)
     crop = np.load(os.path.join(PARITY, "input_crop.npy"))[None, None]

@@ -363,10 +363,10 @@ class DecoderGraph(nn.Module):
         d = cfg.decoder_dim
         cls = model.decoder.cls
         click_w = cls[0].weight.detach()[:, 3 * d:4 * d]
-        self.click_conv = (UpsampledConv(click_w, cfg.grid, cfg.decoder_scale) if cfg.decoder_scale > 1
-                           else nn.Conv3d(d, d, 3, padding=1, bias=False))
-        if cfg.decoder_scale == 1:
-            self.click_conv.weight.data.copy_(click_w)
+        if cfg.decoder_scale > 1:
+            self.click_conv = UpsampledConv(click_w, cfg.grid, cfg.decoder_scale)
+        else:
+            self.register_buffer("cls_click_w", click_w.clone())
         self.norm = cls[1]
         w3 = cls[3].weight.detach()
         self.logit_diff = SingleOutputConv(w3[1:2] - w3[0:1])
@@ -377,7 +377,8 @@ class DecoderGraph(nn.Module):
         tokens = gather_trilinear(f3, points, cfg.crop)
         image = self.transformer(f3.flatten(2).transpose(1, 2), tokens)
         f3p = image.transpose(1, 2).reshape(b, c, g, g, g)
-        y = self.click_conv(self.head5(f3p)) + cls_partial         # conv3d(head_upsample(head5), w) exactly
+        h5 = self.head5(f3p)                                       # then conv3d(head_upsample(h5), w), exactly
+        y = (self.click_conv(h5) if cfg.decoder_scale > 1 else F.conv3d(h5, self.cls_click_w, padding=1)) + cls_partial
         y = F.relu(self.norm(y))
         y = self.logit_diff(y)                                     # l1 - l0, (1,1,H,W,D) at the decoder level
         if cfg.out_upsample > 1:

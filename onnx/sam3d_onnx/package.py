@@ -27,6 +27,17 @@ MAX_POINTS = 32
 EXTERNAL_DATA_BYTES = 256 << 20
 
 
+def session_options(threads: int):
+    """ONNX Runtime session options as the engine sets them (src/engine.rs `make_session`): `threads`
+    intra-op threads and subnormal floats as zero (the shifted blocks' exp(-100) rescaling otherwise
+    costs a microcode assist per operation on Intel cores: paper encoder 96.7 -> 50.9 s)."""
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.add_session_config_entry("session.set_denormal_as_zero", "1")
+    return opts
+
+
 def sha256_file(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -167,9 +167,8 @@ def _rel_tables(blk, cfg: Sam3DConfig, per_pos: np.ndarray):
 def _click_weight(inits: dict, d: int) -> np.ndarray:
     """cls.0's head5 half (d, d, 3, 3, 3): a conv weight in packages exported before the
     `UpsampledConv` rewrite (and at decoder_scale 1), its 1x1 mixing matrices since (rows o, k1, k2, k0)."""
-    for name in ("cls_click_w", "click_conv.weight"):
-        if name in inits:
-            return inits[name]
+    if "cls_click_w" in inits:
+        return inits["cls_click_w"]
     w = UpsampledConv.weight_from(inits, "click_conv", d)
     if w is None:
         raise ImportError_("decoder: no weight for the click half of cls.0 found")

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from nibabel import orientations as nio
 
-from .package import FLIP_COUNTS
+from .package import FLIP_COUNTS, session_options
 
 
 def inference_settings(manifest: dict) -> dict:
@@ -70,9 +70,7 @@ class Pipeline:
                              else bool(keep_clicked_components))
         if self.flips not in FLIP_COUNTS:
             raise ValueError(f"test_time_flips must be one of {FLIP_COUNTS}, not {self.flips}")
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.add_session_config_entry("session.set_denormal_as_zero", "1")  # as the engine (src/engine.rs)
+        opts = session_options(threads)
         self.enc = ort.InferenceSession(os.path.join(pkg_dir, "encoder.onnx"), opts)
         self.dec = ort.InferenceSession(os.path.join(pkg_dir, "decoder.onnx"), opts)
 

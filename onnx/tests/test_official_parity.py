@@ -18,6 +18,7 @@ import make_weights
 from conftest import PARITY_DIR, nondegenerate
 from sam3d_onnx import checkpoint, cli
 from sam3d_onnx.config import PAPER
+from sam3d_onnx.package import session_options
 
 pytestmark = pytest.mark.paper
 
@@ -36,9 +37,7 @@ def paper(tmp_path_factory):
     t = time.time()
     assert cli.main(["convert", ckpt, "--dataset", "kits", "--out", str(d / "pkg")]) == 0
     TIMINGS["convert_s"] = time.time() - t
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 2
-    opts.add_session_config_entry("session.set_denormal_as_zero", "1")  # as the engine runs it
+    opts = session_options(2)                     # as the engine runs it
     enc = ort.InferenceSession(str(d / "pkg" / "encoder.onnx"), opts)
     dec = ort.InferenceSession(str(d / "pkg" / "decoder.onnx"), opts)
     crop = np.load(os.path.join(PARITY_DIR, "input_crop.npy"))

@@ -142,3 +142,17 @@ def test_single_output_conv_equals_conv():
     w = torch.randn(1, 4, 3, 3, 3, generator=gen, dtype=torch.float64)
     y = torch.randn(1, 4, 5, 6, 7, generator=gen, dtype=torch.float64)
     torch.testing.assert_close(SingleOutputConv(w)(y), F.conv3d(y, w, padding=1), rtol=0, atol=1e-12)
+
+
+def test_graphs_at_decoder_scale_1_keep_the_plain_convolutions():
+    """decoder_scale 1 (no upsampling before cls.0): the graphs keep plain convs there and still equal the model."""
+    model = random_init_(Sam3D(TINY.replace(decoder_scale=1)), seed=5).eval()
+    enc, dec = graphs(model)
+    assert hasattr(enc, "cls_static_w") and hasattr(dec, "cls_click_w")
+    torch.manual_seed(3)
+    crop = torch.randn(1, 1, 32, 32, 32)
+    pts = torch.tensor([[[16.0, 10.5, 21.0]]])
+    with torch.no_grad():
+        ref = model(crop.repeat(1, 3, 1, 1, 1), dhw_to_dwh(pts))
+        got = dec(*enc(crop), pts)
+    assert (got - ref).abs().max().item() <= 1e-4
