@@ -5,7 +5,8 @@ The GPU machines reach no package registry and take at most 64 MiB per command (
 included), while the onnxruntime-gpu wheel is 255 MB and the paper-size package 513 MB. So:
 
     python3 tools/gpu_carry.py pack WHEEL PAPER_PKG EXAMPLES DIR    # here: writes DIR/part-*.xz
-    python3 tools/gpu_carry.py unpack DIR DEST                       # there: rebuilds DEST/{ort,paper}
+    python3 tools/gpu_carry.py unpack DIR DEST                       # there: rebuilds DEST/{ort,paper}, bench, segment, libsam3d.so
+                                                                     # (and DEST/py: the onnxruntime module, packed with --python)
     python3 tools/gpu_carry.py ct FILE.nii                            # there: a 512 x 512 x 300 CT
 
 What shrinks it, and why each step leaves the measurement intact:
@@ -81,21 +82,37 @@ def pack(args):
                     kept, zeroed = keep_one_arch(data, args.sm)
                     print(f"{base}: kept {kept / 1e6:.1f} MB of sm_{args.sm} code, zeroed {zeroed / 1e6:.1f} MB")
                 open(os.path.join(stage, "ort", base), "wb").write(data)
+            elif args.python and (name == "onnxruntime/__init__.py" or (name.startswith("onnxruntime/capi/")
+                                  and (base.endswith(".py") or "pybind11_state" in base))):
+                # the Python module (tools/gpu_upconv_ab.py); unpack links the provider libraries in
+                dst = os.path.join(stage, "py", name)
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                open(dst, "wb").write(z.read(name))
     for exe in ("bench", "segment"):          # target/release/examples/
         shutil.copy(os.path.join(args.examples, exe), os.path.join(stage, exe))
-    # external data files with their float weights zeroed; every other package file as it is
-    zeroed_data = {}
-    for g in ("encoder", "decoder"):
-        for loc, off, n in float_ranges(os.path.join(args.package, g + ".onnx")):
-            if loc not in zeroed_data:
-                zeroed_data[loc] = bytearray(open(os.path.join(args.package, loc), "rb").read())
-            zeroed_data[loc][off:off + n] = bytes(n)
-    for f in os.listdir(args.package):
-        dst = os.path.join(stage, "paper", f)
-        if f in zeroed_data:
-            open(dst, "wb").write(zeroed_data[f])
-        else:
-            shutil.copy(os.path.join(args.package, f), dst)
+    # the library itself (for tools/gpu_profile.py), without its debug information when `strip` is here
+    lib = os.path.join(args.examples, "..", "libsam3d.so")
+    if os.path.exists(lib):
+        dst = os.path.join(stage, "libsam3d.so")
+        if shutil.which("strip") is None or os.system(f"strip -o '{dst}' '{lib}'") != 0:
+            shutil.copy(lib, dst)
+    # external data files with their float weights zeroed; every other package file as it is. Further
+    # packages (comma-separated: graph variants to compare) go to paper-<folder name>; zeroed, each
+    # adds little to the parts.
+    for k, package in enumerate(args.package.split(",")):
+        dest = os.path.join(stage, "paper" if k == 0 else "paper-" + os.path.basename(package.rstrip("/")))
+        os.makedirs(dest, exist_ok=True)
+        zeroed_data = {}
+        for g in ("encoder", "decoder"):
+            for loc, off, n in float_ranges(os.path.join(package, g + ".onnx")):
+                if loc not in zeroed_data:
+                    zeroed_data[loc] = bytearray(open(os.path.join(package, loc), "rb").read())
+                zeroed_data[loc][off:off + n] = bytes(n)
+        for f in os.listdir(package):
+            if f in zeroed_data:
+                open(os.path.join(dest, f), "wb").write(zeroed_data[f])
+            else:
+                shutil.copy(os.path.join(package, f), os.path.join(dest, f))
     # one tar-like stream: name, size, bytes; xz; split
     blob = os.path.join(args.dir, "all.xz")
     with lzma.open(blob, "wb", preset=6) as out:
@@ -117,7 +134,6 @@ def pack(args):
 
 
 def unpack(args):
-    import numpy as np
     parts = sorted((p for p in os.listdir(args.dir) if p.startswith("part-")), key=lambda p: int(p[5:-3]))
     blob = os.path.join(args.dest, "all.xz")
     os.makedirs(args.dest, exist_ok=True)
@@ -140,8 +156,19 @@ def unpack(args):
     os.remove(blob)
     for exe in ("bench", "segment"):
         os.chmod(os.path.join(args.dest, exe), 0o755)
+    capi = os.path.join(args.dest, "py", "onnxruntime", "capi")
+    if os.path.isdir(capi):                   # the Python module loads its providers from its own folder
+        for lib in os.listdir(os.path.join(args.dest, "ort")):
+            if "providers" in lib and not os.path.exists(os.path.join(capi, lib)):
+                os.symlink(os.path.join("..", "..", "..", "ort", lib), os.path.join(capi, lib))
     # refill the float weights (seeded, N(0, 0.02)) and recompute the manifest's hashes
-    pkg = os.path.join(args.dest, "paper")
+    for pkg in sorted(os.path.join(args.dest, d) for d in os.listdir(args.dest) if d.startswith("paper")):
+        refill(pkg)
+    print(f"unpacked {len(parts)} parts into {args.dest}")
+
+
+def refill(pkg):
+    import numpy as np
     rng = np.random.default_rng(0)
     for g in ("encoder", "decoder"):
         for loc, off, n in float_ranges(os.path.join(pkg, g + ".onnx")):
@@ -155,7 +182,6 @@ def unpack(args):
         for f in g["sha256"]:
             g["sha256"][f] = hashlib.sha256(open(os.path.join(pkg, f), "rb").read()).hexdigest()
     json.dump(man, open(man_path, "w"), indent=2)
-    print(f"unpacked {len(parts)} parts into {args.dest}")
 
 
 def synthetic_ct(args):
@@ -190,11 +216,12 @@ def main(argv=None):
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("pack")
     p.add_argument("wheel")
-    p.add_argument("package")
+    p.add_argument("package", help="the paper-size package; more, comma-separated, go to paper-<name>")
     p.add_argument("examples", help="folder holding the bench and segment examples (target/release/examples)")
     p.add_argument("dir")
     p.add_argument("--sm", type=int, default=90)
     p.add_argument("--part-mb", type=int, default=30)
+    p.add_argument("--python", action="store_true", help="also the wheel's Python module (DEST/py)")
     u = sub.add_parser("unpack")
     u.add_argument("dir")
     u.add_argument("dest")

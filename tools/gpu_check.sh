@@ -1,30 +1,48 @@
 #!/usr/bin/env bash
-# The GPU measurements of issue 6, prepared to run once on a lent GPU machine (no package registry
-# there: it uses the machine's own python3 with PyTorch and CUDA 13 libraries). Writes under $OUT (the
-# device tool's result folder) or build/gpu:
+# The GPU measurements of issue 6, prepared to run on a lent GPU machine (no package registry there:
+# it uses the machine's own python3 with PyTorch and CUDA 13 libraries). Everything it writes ends in
+# one results-<time>.tgz under $OUT (the device tool's result folder; it brings back only a few files
+# per call) or build/gpu:
 #   nvidia-smi.csv         the card
 #   gpu_bench.json         paper-size PyTorch model: official way (whole network per click), encoder once +
 #                          follow-up clicks, fp16/bf16 autocast against fp32, peak device memory
 #   engine-<cfg>-<dev>.json  the Rust engine (examples/bench) on ONNX Runtime's CUDA provider, with the
 #                          peak device memory nvidia-smi saw during the run (engine-*.mem.csv)
+#   profile-<pkg>.json     the engine's CUDA kernel times by kind (tools/gpu_profile.py, PyTorch's profiler)
+#   upconv_ab.txt          UpsampledConv's tap-sum layouts timed on CUDA and the CPU (tools/gpu_upconv_ab.py)
 # The engine part needs the parts that `tools/gpu_carry.py pack` wrote (onnxruntime-gpu's libraries, the
-# bench example, the paper-size package without its weights): GPU_PARTS names the folder holding
-# part-*.xz there. Without it only the PyTorch part runs; GPU_SKIP_TORCH=1 skips the PyTorch part.
+# bench example, libsam3d.so, the paper-size package without its weights, optionally variant packages
+# and the onnxruntime Python module): GPU_PARTS names the folder holding part-*.xz there. Without it only
+# the PyTorch part runs; GPU_SKIP_TORCH=1 skips the PyTorch part, GPU_SKIP_STANDARD=1 the standard
+# engine runs (then only the comparison of the variants runs).
 #
-# The recipe of 2026-11-27 (two calls, about 2.5 minutes of device time with the machine's start):
+# Recipe (2026-11-27; the machine starts in about 35 s of device time, a call must follow the last one
+# within 30 s or the machine goes back; the standard runs take about 170 s, the variants about 150 s):
 #   here:  python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
 #              --platform manylinux_2_28_x86_64 -d /tmp/ortgpu onnxruntime-gpu==1.31.1
 #          (cd onnx && ../.venv/bin/python -c "from sam3d_onnx.bench import paper_package; paper_package('../build/bench')")
-#          cargo build --release --examples
+#          cargo build --release --lib --examples
 #          .venv/bin/python tools/gpu_carry.py pack /tmp/ortgpu/onnxruntime_gpu-*.whl build/bench/paper-random \
-#              target/release/examples .gpu          (.gpu/ is git-ignored: it travels only as carry)
-#   there: call 1, carrying .gpu/part-0.xz:  mkdir -p /tmp/parts && cp .gpu/part-0.xz /tmp/parts/ && tools/gpu_check.sh
-#          call 2 at once (the machine stays warm 30 s), carrying .gpu/part-1.xz and .gpu/part-2.xz:
-#                cp .gpu/part-[12].xz /tmp/parts/ && GPU_SKIP_TORCH=1 GPU_PARTS=/tmp/parts tools/gpu_check.sh
+#              target/release/examples .gpu --part-mb 26 --python
+#            (.gpu/ is git-ignored: it travels only as carry. Parts of at most 26 MB: the 32 MB working tree
+#            travels with every call, and a call takes 64 MiB in all. Variant packages to compare:
+#            PKG,VARIANT1,VARIANT2 in place of the package, e.g. the tap-sum variants from
+#            `.venv/bin/python tools/gpu_upconv_ab.py --export-packages build/ab` (build/ab/leading,
+#            build/ab/ones; 2 minutes each on 2 cores).)
+#   there: one call per part, each at once after the last:
+#            mkdir -p /tmp/parts && cp .gpu/part-0.xz /tmp/parts/              (carry .gpu/part-0.xz)
+#            cp .gpu/part-1.xz /tmp/parts/                                       (carry .gpu/part-1.xz)
+#            cp .gpu/part-2.xz /tmp/parts/ && GPU_PARTS=/tmp/parts tools/gpu_check.sh   (carry part-2)
+#          (the PyTorch part alone: tools/gpu_check.sh without GPU_PARTS; it needs no parts)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-out="${OUT:-build/gpu}"
-mkdir -p "$out"
+# The device tool brings back only a few files per call (the rest are listed as left out), so every
+# result goes to a scratch folder, packed into $OUT/results-<time>.tgz when the script ends.
+final="${OUT:-build/gpu}"
+out=$(mktemp -d /tmp/sam3d-results.XXXX)
+mkdir -p "$final"
+trap 'tar czf "$final/results-$(date +%H%M%S).tgz" -C "$out" . && echo "results: $final"' EXIT
+trap 'exit 143' TERM INT          # (so that a timeout still packs what was measured)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/nvidia-smi.csv" 2>&1 || true
 cat "$out/nvidia-smi.csv"
 export PYTHONUNBUFFERED=1
@@ -59,6 +77,8 @@ engine() {   # engine CONFIG PACKAGE DEVICE REPEAT [extra args]
     kill $smi 2>/dev/null; wait $smi 2>/dev/null
     echo "$name: device memory used (MB) max $(sort -n "$out/$name.mem.csv" | tail -1), before $(head -1 "$out/$name.mem.csv")"
 }
+# GPU_SKIP_STANDARD=1: only the variant comparison below
+if [ -z "${GPU_SKIP_STANDARD:-}" ]; then
 # one pass per click (the figures before the demo package asked for 8 test-time flips), then its 8
 engine demo models/demo-lesion cuda 10 --flips 1
 engine demo-flips8 models/demo-lesion cuda 10
@@ -70,6 +90,7 @@ engine paper $g/paper cpu 1
 (cd onnx && timeout 240 python3 -m sam3d_onnx.quantize $g/paper $g/paper-fp16 --precision fp16 \
     && timeout 60 python3 -m sam3d_onnx.quantize ../models/demo-lesion $g/demo-fp16 --precision fp16) | tail -2
 engine paper-fp16 $g/paper-fp16 cuda 6
+engine paper-fp16-cap4g $g/paper-fp16 cuda 3 --gpu-mem-limit-mb 4096
 engine demo-fp16 $g/demo-fp16 cuda 10 --flips 1
 # masks on the GPU against the CPU's: the demo model on the sample CT, fp32 and TF32 (segment --truth
 # prints the Dice of its mask against the given one)
@@ -83,3 +104,31 @@ seg cpu models/demo-lesion cpu
 seg cuda models/demo-lesion cuda --truth $g/mask-cpu.nii
 seg cuda-tf32 models/demo-lesion cuda --cuda-tf32 --truth $g/mask-cpu.nii
 seg cuda-fp16 $g/demo-fp16 cuda --truth $g/mask-cpu.nii
+# where the card's time goes: CUDA kernels by kind, under PyTorch's profiler (tools/gpu_profile.py)
+if [ -f $g/libsam3d.so ]; then
+    for p in "paper $g/paper --tf32" "paper-fp16 $g/paper-fp16"; do
+        set -- $p
+        echo "== kernel profile: $1 ${3:-}"
+        timeout 120 python3 tools/gpu_profile.py --lib $g/libsam3d.so --ort "$ortlib" --model $2 --ct $g/ct.nii \
+            ${3:-} --out "$out/profile-$1.json" 2>&1 | grep -v -E "^(USDT|ERROR|WARNING):" | tail -70
+    done
+fi
+fi
+
+# how UpsampledConv should sum its taps on this card (tools/gpu_upconv_ab.py; needs the Python module:
+# gpu_carry.py pack --python), and the engine on any variant packages packed after the first (fp16;
+# GPU_AB_FP32=1: fp32 too)
+if [ -d $g/py ]; then
+    echo "== UpsampledConv tap sums"
+    timeout 200 python3 tools/gpu_upconv_ab.py --ort-path $g/py --threads "$(nproc)" 2>&1 \
+        | grep -v -E "torch.onnx.export|Warning|^ *warnings.warn" | tee "$out/upconv_ab.txt"
+fi
+if ls -d $g/paper-* 2>/dev/null | grep -v -q -- -fp16$; then
+    for v in $g/paper $g/paper-*; do
+        n=$(basename "$v")
+        case $n in *-fp16) continue;; esac
+        [ -z "${GPU_AB_FP32:-}" ] || engine "$n-ab" "$v" cuda 6
+        [ -d "$v-fp16" ] || (cd onnx && timeout 240 python3 -m sam3d_onnx.quantize "$v" "$v-fp16" --precision fp16) | tail -1
+        engine "$n-ab-fp16" "$v-fp16" cuda 6
+    done
+fi
