@@ -1,7 +1,7 @@
 //! The engine's side of `make bench`: times model open, NIfTI load, the first click (resample,
 //! encode, decode, paste-back) and follow-up clicks, and prints one JSON record (medians).
 //!
-//! bench --model DIR --input CT.nii.gz --click I,J,K [--repeat N] [--threads N] [--ort LIB]
+//! bench --model DIR --input CT.nii.gz --click I,J,K [--repeat N] [--threads N] [--ort LIB] (all: --help)
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -34,6 +34,22 @@ fn peak_rss_mb() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+const USAGE: &str = "usage: bench --model DIR --input VOL.nii[.gz] --click I,J,K [--repeat N] [--threads N] \
+[--ort LIB] [--device cpu|cuda|tensorrt] [--gpu-mem-limit-mb MB] [--trt-cache DIR] [--trt-fp16] [--cuda-tf32] \
+[--flips 1|2|4|8] [--keep-clicked 0|1]";
+
+/// A command-line mistake: the message and the usage on stderr, exit status 2 (no panic trace).
+fn usage_error(msg: &str) -> ! {
+    eprintln!("bench: {msg}\n{USAGE}");
+    std::process::exit(2)
+}
+
+/// `v` parsed as a T, or a usage error naming the flag.
+fn parsed<T: std::str::FromStr>(flag: &str, v: &str) -> T {
+    v.parse()
+        .unwrap_or_else(|_| usage_error(&format!("{flag}: cannot read {v:?}")))
+}
+
 fn main() {
     let mut model_dir = String::new();
     let mut input = String::new();
@@ -54,27 +70,36 @@ fn main() {
             *flag = true;
             continue;
         }
-        let v = it.next().unwrap_or_else(|| panic!("{k} needs a value"));
+        if k == "-h" || k == "--help" {
+            println!("{USAGE}");
+            return;
+        }
+        let v = it
+            .next()
+            .unwrap_or_else(|| usage_error(&format!("{k} needs a value")));
         match k.as_str() {
-            "--device" => device = v.parse().unwrap_or_else(|e| panic!("--{e}")),
+            "--device" => device = v.parse().unwrap_or_else(|e| usage_error(&format!("--{e}"))),
             "--trt-cache" => gpu.trt_cache_dir = Some(v.into()),
-            "--gpu-mem-limit-mb" => gpu.memory_limit = v.parse::<usize>().expect("MB") << 20,
+            "--gpu-mem-limit-mb" => gpu.memory_limit = parsed::<usize>(&k, &v) << 20,
             "--model" => model_dir = v,
             "--input" => input = v,
             "--click" => {
-                let p: Vec<f64> = v
-                    .split(',')
-                    .map(|x| x.parse().expect("--click I,J,K"))
-                    .collect();
+                let p: Vec<f64> = v.split(',').map(|x| parsed(&k, x)).collect();
+                if p.len() != 3 {
+                    usage_error("--click takes I,J,K");
+                }
                 click = [p[0], p[1], p[2]];
             }
-            "--repeat" => repeat = v.parse().expect("--repeat N"),
-            "--flips" => flips = Some(v.parse().expect("--flips 1|2|4|8")),
+            "--repeat" => repeat = parsed(&k, &v),
+            "--flips" => flips = Some(parsed(&k, &v)),
             "--keep-clicked" => keep_clicked = Some(v == "1"),
-            "--threads" => threads = v.parse().expect("--threads N"),
+            "--threads" => threads = parsed(&k, &v),
             "--ort" => ort = Some(v),
-            _ => panic!("unknown argument {k}"),
+            _ => usage_error(&format!("unknown argument {k}")),
         }
+    }
+    if model_dir.is_empty() || input.is_empty() {
+        usage_error("--model and --input are needed");
     }
     let rt = runtime::load(ort.as_deref().map(std::path::Path::new)).expect("ONNX Runtime");
     let opts = ModelOptions {
