@@ -46,11 +46,19 @@ pub fn trilinear(td: Tap, th: Tap, tw: Tap, read: &impl Fn(usize, usize, usize) 
 /// `emit(kd, kh, kw, value)`. Separable (lerps along W for the block's rows, then H, then D), so each
 /// output costs three lerps instead of seven plus eight reads, with the very same arithmetic as
 /// `trilinear` (same operands, same order: the results are bit-identical, asserted by a test).
+///
+/// `only_above: Some(t)` (t > 0) leaves out outputs that cannot exceed t: a trilinear value is a
+/// convex combination of its 8 corners, so an output whose corner rows (along W) all stay below
+/// `t - margin` is at most t; the margin (16 ulp of the block's largest magnitude) covers what the
+/// three lerps' rounding can add. Only the rows such outputs need are resampled, so paste-back of a
+/// small object in a large crop costs a fraction of the whole grid; every emitted value is still
+/// bit-identical to `trilinear`'s.
 pub fn trilinear_grid(
     vals: &[f32],
     dims: [usize; 3],
     origin: [i64; 3],
     taps: [&[Tap]; 3],
+    only_above: Option<f32>,
     mut emit: impl FnMut(usize, usize, usize, f32),
 ) {
     debug_assert_eq!(vals.len(), dims[0] * dims[1] * dims[2]);
@@ -63,15 +71,18 @@ pub fn trilinear_grid(
     let lerp = |v0: f32, v1: f32, w: f32| v0 + (v1 - v0) * w;
     let [td, th, tw] = taps;
     let (nh, nw) = (th.len(), tw.len());
+    let need = RowsNeeded::new(vals, dims, only_above, [td, th], &local);
     let w_idx: Vec<(Option<usize>, Option<usize>)> = tw
         .iter()
         .map(|t| (local(2, t.x0), local(2, t.x1)))
         .collect();
-    // along W, for every row of the block: a[(d * c1 + h) * nw + kw]
+    // along W, for every row of the block that is needed: a[(d * c1 + h) * nw + kw]
     let mut a = vec![0f32; c0 * c1 * nw];
-    for (row, out) in vals
+    for ((row, out), _) in vals
         .chunks_exact(c2.max(1))
         .zip(a.chunks_exact_mut(nw.max(1)))
+        .zip(&need.a)
+        .filter(|(_, &n)| n)
     {
         for ((t, &(i0, i1)), o) in tw.iter().zip(&w_idx).zip(out.iter_mut()) {
             let get = |i: Option<usize>| i.map_or(0.0, |i| row[i]);
@@ -83,6 +94,9 @@ pub fn trilinear_grid(
     let zeros = vec![0f32; nw];
     for d in 0..c0 {
         for (kh, t) in th.iter().enumerate() {
+            if !need.b[d * nh + kh] {
+                continue;
+            }
             let row = |x: usize| local(1, x).map_or(&zeros[..], |h| &a[(d * c1 + h) * nw..][..nw]);
             let (r0, r1) = (row(t.x0), row(t.x1));
             let out = &mut b[(d * nh + kh) * nw..][..nw];
@@ -99,11 +113,84 @@ pub fn trilinear_grid(
             |x: usize| local(0, x).map_or(&zero_plane[..], |d| &b[d * plane_len..][..plane_len]);
         let (p0, p1) = (plane(t.x0), plane(t.x1));
         for kh in 0..nh {
+            if !need.emit[kd * nh + kh] {
+                continue;
+            }
             for kw in 0..nw {
                 let i = kh * nw + kw;
                 emit(kd, kh, kw, lerp(p0[i], p1[i], t.w1));
             }
         }
+    }
+}
+
+/// Which rows `trilinear_grid` computes: `a` block rows (d, h) resampled along W, `b` rows (d, kh)
+/// resampled along H, `emit` output rows (kd, kh). All true without a threshold.
+struct RowsNeeded {
+    a: Vec<bool>,
+    b: Vec<bool>,
+    emit: Vec<bool>,
+}
+
+impl RowsNeeded {
+    fn new(
+        vals: &[f32],
+        dims: [usize; 3],
+        only_above: Option<f32>,
+        [td, th]: [&[Tap]; 2],
+        local: &impl Fn(usize, usize) -> Option<usize>,
+    ) -> RowsNeeded {
+        let [c0, c1, c2] = dims;
+        let (nd, nh) = (td.len(), th.len());
+        let largest = vals.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let cut = only_above.map(|t| t - 16.0 * f32::EPSILON * largest.max(t.abs()));
+        // zeros outside the block must lie below the cut for the bound to hold
+        let Some(cut) = cut.filter(|&c| c > 0.0) else {
+            return RowsNeeded {
+                a: vec![true; c0 * c1],
+                b: vec![true; c0 * nh],
+                emit: vec![true; nd * nh],
+            };
+        };
+        let live_a: Vec<bool> = vals
+            .chunks_exact(c2.max(1))
+            .map(|row| row.iter().any(|&v| v > cut))
+            .collect();
+        let at = |v: &[bool], axis: usize, x: usize, base: usize| {
+            local(axis, x).is_some_and(|i| v[base + i])
+        };
+        let mut live_b = vec![false; c0 * nh];
+        for d in 0..c0 {
+            for (kh, t) in th.iter().enumerate() {
+                live_b[d * nh + kh] = at(&live_a, 1, t.x0, d * c1) || at(&live_a, 1, t.x1, d * c1);
+            }
+        }
+        let (mut emit, mut b, mut a) = (
+            vec![false; nd * nh],
+            vec![false; c0 * nh],
+            vec![false; c0 * c1],
+        );
+        for (kd, t) in td.iter().enumerate() {
+            for kh in 0..nh {
+                let live = |x: usize| local(0, x).is_some_and(|d| live_b[d * nh + kh]);
+                if live(t.x0) || live(t.x1) {
+                    emit[kd * nh + kh] = true;
+                    for d in [t.x0, t.x1].into_iter().filter_map(|x| local(0, x)) {
+                        b[d * nh + kh] = true;
+                    }
+                }
+            }
+        }
+        for d in 0..c0 {
+            for (kh, t) in th.iter().enumerate() {
+                if b[d * nh + kh] {
+                    for h in [t.x0, t.x1].into_iter().filter_map(|x| local(1, x)) {
+                        a[d * c1 + h] = true;
+                    }
+                }
+            }
+        }
+        RowsNeeded { a, b, emit }
     }
 }
 
@@ -169,7 +256,7 @@ pub fn paste_threshold(
         let mut o = offs;
         t[split] = &my_taps;
         o[split] = &my_offs;
-        trilinear_grid(&sub, dims, sub_origin, t, |kd, kh, kw, v| {
+        trilinear_grid(&sub, dims, sub_origin, t, Some(thr), |kd, kh, kw, v| {
             if v > thr {
                 part[o[0][kd] + o[1][kh] + o[2][kw]] = 1;
             }
@@ -409,6 +496,7 @@ mod tests {
             [c; 3],
             origin,
             [&taps[0], &taps[1], &taps[2]],
+            None,
             |kd, kh, kw, v| {
                 let want = trilinear(taps[0][kd], taps[1][kh], taps[2][kw], &read);
                 assert_eq!(v.to_bits(), want.to_bits(), "at {kd} {kh} {kw}");
@@ -417,6 +505,88 @@ mod tests {
         );
         assert_eq!(count, taps[0].len() * taps[1].len() * taps[2].len());
         assert!(count > 500);
+    }
+
+    #[test]
+    fn rows_below_the_threshold_are_skipped_exactly() {
+        // a 16^3 block of low values with a blob that crosses 0.5, values a hair below and at 0.5
+        // next to it, pasted back at 0.5: the outputs left out all lie at or below 0.5 by the
+        // per-voxel `trilinear`, the emitted ones are bit-identical, and most are left out
+        let c = 16;
+        let mut vals: Vec<f32> = random_block(c, 7).iter().map(|v| v * 0.3).collect();
+        for (i, v) in vals.iter_mut().enumerate() {
+            let (d, h, w) = (i / (c * c), i / c % c, i % c);
+            let r2 = (d as f32 - 5.0).powi(2) + (h as f32 - 6.0).powi(2) + (w as f32 - 7.0).powi(2);
+            if r2 < 6.0 {
+                *v = 0.9 - 0.06 * r2;
+            }
+            if (d, h) == (12, 3) {
+                *v = if w % 2 == 0 { 0.5 } else { 0.5 - f32::EPSILON };
+            }
+        }
+        let origin = [2i64, 20, 0];
+        let (taps, read) = block_taps(&vals, c, origin, 40, 50);
+        let total = taps[0].len() * taps[1].len() * taps[2].len();
+        let mut seen = vec![false; total];
+        let index =
+            |kd: usize, kh: usize, kw: usize| (kd * taps[1].len() + kh) * taps[2].len() + kw;
+        let mut above = 0;
+        trilinear_grid(
+            &vals,
+            [c; 3],
+            origin,
+            [&taps[0], &taps[1], &taps[2]],
+            Some(0.5),
+            |kd, kh, kw, v| {
+                let want = trilinear(taps[0][kd], taps[1][kh], taps[2][kw], &read);
+                assert_eq!(v.to_bits(), want.to_bits(), "at {kd} {kh} {kw}");
+                seen[index(kd, kh, kw)] = true;
+                above += (v > 0.5) as usize;
+            },
+        );
+        for (kd, &td) in taps[0].iter().enumerate() {
+            for (kh, &th) in taps[1].iter().enumerate() {
+                for (kw, &tw) in taps[2].iter().enumerate() {
+                    if !seen[index(kd, kh, kw)] {
+                        assert!(
+                            trilinear(td, th, tw, &read) <= 0.5,
+                            "left out {kd} {kh} {kw}"
+                        );
+                    }
+                }
+            }
+        }
+        let emitted = seen.iter().filter(|&&s| s).count();
+        assert!(above > 0, "the blob crosses the threshold");
+        assert!(emitted * 4 < total, "{emitted} of {total} emitted");
+        // and paste-back with any number of workers (each skipping in its own slabs) gives the
+        // per-voxel mask
+        let n = [taps[0].len(), taps[1].len(), taps[2].len()];
+        let offs: Vec<Vec<usize>> = (0..3)
+            .map(|a| (0..n[a]).map(|k| k * [n[1] * n[2], n[2], 1][a]).collect())
+            .collect();
+        let want: Vec<u8> = (0..total)
+            .map(|i| {
+                let (kd, kh, kw) = (i / (n[1] * n[2]), i / n[2] % n[1], i % n[2]);
+                (trilinear(taps[0][kd], taps[1][kh], taps[2][kw], &read) > 0.5) as u8
+            })
+            .collect();
+        for threads in [1, 3, 64] {
+            let mut got = vec![0u8; total];
+            paste_threshold(
+                &vals,
+                c,
+                origin,
+                [&taps[0], &taps[1], &taps[2]],
+                [&offs[0], &offs[1], &offs[2]],
+                0,
+                n[1] * n[2],
+                0.5,
+                threads,
+                &mut got,
+            );
+            assert!(got == want, "threads {threads}");
+        }
     }
 
     #[test]
