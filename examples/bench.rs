@@ -132,6 +132,7 @@ fn main() {
     // stage durations from the progress callback: (stage, start) -> end
     let mut stages: Vec<Vec<f64>> = vec![vec![]; 5];
     let (mut first, mut follow) = (vec![], vec![]);
+    let mut first_rss = None;
     for _ in 0..repeat.max(1) {
         let mut seg = Segmenter::new(model.clone(), vol.clone()).expect("session");
         seg.set_inference(flips, keep_clicked).expect("--flips");
@@ -161,13 +162,15 @@ fn main() {
             .expect("click");
         follow.push(t.elapsed().as_secs_f64());
         assert_eq!(r.encoded, 0);
+        // the peak after one session: later sessions (new encodings) should not raise it much
+        first_rss.get_or_insert_with(peak_rss_mb);
     }
     let names = ["load", "resample", "encode", "decode", "paste"];
     let stage_json: Vec<String> = (1..5)
         .map(|i| format!("\"{}_s\": {:.6}", names[i], median(stages[i].clone())))
         .collect();
     println!(
-        "{{\"model\": \"{}\", \"dims\": {:?}, \"repeat\": {}, \"model_open_s\": {:.6}, \"nifti_load_s\": {:.6}, \"first_click_s\": {:.6}, \"follow_up_click_s\": {:.6}, {}, \"peak_rss_mb\": {:.1}, \"provider\": \"{}\", \"test_time_flips\": {}, \"keep_clicked_components\": {}}}",
+        "{{\"model\": \"{}\", \"dims\": {:?}, \"repeat\": {}, \"model_open_s\": {:.6}, \"nifti_load_s\": {:.6}, \"first_click_s\": {:.6}, \"follow_up_click_s\": {:.6}, {}, \"peak_rss_mb\": {:.1}, \"peak_rss_first_session_mb\": {:.1}, \"provider\": \"{}\", \"test_time_flips\": {}, \"keep_clicked_components\": {}}}",
         model.manifest().name,
         vol.geom.dims,
         repeat,
@@ -177,6 +180,7 @@ fn main() {
         median(follow),
         stage_json.join(", "),
         peak_rss_mb(),
+        first_rss.unwrap_or(f64::NAN),
         model.provider,
         flips,
         keep_clicked
