@@ -240,9 +240,9 @@ fn make_session(
         .map_err(|e| rt_err("denormals as zero", e))?;
     // No memory pattern. With it, ONNX Runtime serves a graph's first run from its arena piece by
     // piece, then plans one block of the whole run's size for every later run with the same input
-    // shapes while the arena keeps the first run's pieces: the paper-size encoder's peak RSS went
-    // 4.4 → 7.7 GB at the second encoding (5.0 GB without the pattern, as fast; 2 Xeon cores), and the
-    // decoder would add a block per click count. The arena still reuses memory between runs.
+    // shapes while the arena keeps the first run's pieces: the paper-size engine's peak RSS went
+    // 5.1 → 9.1 GB at the second encoding (5.7 GB without the pattern, encoder no slower; 2 Xeon
+    // cores), and the decoder would add a block per click count. The arena still reuses memory.
     builder = builder
         .with_memory_pattern(false)
         .map_err(|e| rt_err("memory pattern", e))?;

@@ -142,8 +142,10 @@ impl RowsNeeded {
     ) -> RowsNeeded {
         let [c0, c1, c2] = dims;
         let (nd, nh) = (td.len(), th.len());
-        let largest = vals.iter().fold(0f32, |m, v| m.max(v.abs()));
-        let cut = only_above.map(|t| t - 16.0 * f32::EPSILON * largest.max(t.abs()));
+        let cut = only_above.map(|t| {
+            let largest = vals.iter().fold(0f32, |m, v| m.max(v.abs()));
+            t - 16.0 * f32::EPSILON * largest.max(t.abs())
+        });
         // zeros outside the block must lie below the cut for the bound to hold
         let Some(cut) = cut.filter(|&c| c > 0.0) else {
             return RowsNeeded {
@@ -490,21 +492,37 @@ mod tests {
         let vals = random_block(c, 12345);
         let origin = [3i64, 30, 17];
         let (taps, read) = block_taps(&vals, c, origin, 40, 50);
-        let mut count = 0;
+        let emitted = grid_against_trilinear(&vals, c, origin, &taps, &read, None);
+        let count = emitted.iter().filter(|&&e| e).count();
+        assert_eq!(count, taps[0].len() * taps[1].len() * taps[2].len());
+        assert!(count > 500);
+    }
+
+    /// `trilinear_grid` over the block, each emitted value asserted bit-identical to per-voxel
+    /// `trilinear`; which outputs were emitted (index (kd * nh + kh) * nw + kw).
+    fn grid_against_trilinear(
+        vals: &[f32],
+        c: usize,
+        origin: [i64; 3],
+        taps: &[Vec<Tap>],
+        read: &impl Fn(usize, usize, usize) -> f32,
+        only_above: Option<f32>,
+    ) -> Vec<bool> {
+        let (nh, nw) = (taps[1].len(), taps[2].len());
+        let mut emitted = vec![false; taps[0].len() * nh * nw];
         trilinear_grid(
-            &vals,
+            vals,
             [c; 3],
             origin,
             [&taps[0], &taps[1], &taps[2]],
-            None,
+            only_above,
             |kd, kh, kw, v| {
-                let want = trilinear(taps[0][kd], taps[1][kh], taps[2][kw], &read);
+                let want = trilinear(taps[0][kd], taps[1][kh], taps[2][kw], read);
                 assert_eq!(v.to_bits(), want.to_bits(), "at {kd} {kh} {kw}");
-                count += 1;
+                emitted[(kd * nh + kh) * nw + kw] = true;
             },
         );
-        assert_eq!(count, taps[0].len() * taps[1].len() * taps[2].len());
-        assert!(count > 500);
+        emitted
     }
 
     #[test]
@@ -527,23 +545,9 @@ mod tests {
         let origin = [2i64, 20, 0];
         let (taps, read) = block_taps(&vals, c, origin, 40, 50);
         let total = taps[0].len() * taps[1].len() * taps[2].len();
-        let mut seen = vec![false; total];
+        let seen = grid_against_trilinear(&vals, c, origin, &taps, &read, Some(0.5));
         let index =
             |kd: usize, kh: usize, kw: usize| (kd * taps[1].len() + kh) * taps[2].len() + kw;
-        let mut above = 0;
-        trilinear_grid(
-            &vals,
-            [c; 3],
-            origin,
-            [&taps[0], &taps[1], &taps[2]],
-            Some(0.5),
-            |kd, kh, kw, v| {
-                let want = trilinear(taps[0][kd], taps[1][kh], taps[2][kw], &read);
-                assert_eq!(v.to_bits(), want.to_bits(), "at {kd} {kh} {kw}");
-                seen[index(kd, kh, kw)] = true;
-                above += (v > 0.5) as usize;
-            },
-        );
         for (kd, &td) in taps[0].iter().enumerate() {
             for (kh, &th) in taps[1].iter().enumerate() {
                 for (kw, &tw) in taps[2].iter().enumerate() {
@@ -557,7 +561,6 @@ mod tests {
             }
         }
         let emitted = seen.iter().filter(|&&s| s).count();
-        assert!(above > 0, "the blob crosses the threshold");
         assert!(emitted * 4 < total, "{emitted} of {total} emitted");
         // and paste-back with any number of workers (each skipping in its own slabs) gives the
         // per-voxel mask
@@ -571,6 +574,7 @@ mod tests {
                 (trilinear(taps[0][kd], taps[1][kh], taps[2][kw], &read) > 0.5) as u8
             })
             .collect();
+        assert!(want.contains(&1), "the blob crosses the threshold");
         for threads in [1, 3, 64] {
             let mut got = vec![0u8; total];
             paste_threshold(

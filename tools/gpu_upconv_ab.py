@@ -27,50 +27,48 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def variants(torch, graphs):
-    nn = torch.nn
+    """A factory (w, g, scale, mode, group) -> module: "middle" is graphs.UpsampledConv itself, the
+    others subclass it (same buffers and arithmetic, only the tap sums differ)."""
+    base = graphs.UpsampledConv          # taken now: export_packages later replaces the module's name
 
-    class TapSum(nn.Module):
-        def __init__(self, w, g, scale, mode, group=32):
-            super().__init__()
-            cout, cin = w.shape[:2]
-            self.g, self.n, self.mode = g, scale * g, mode
-            ts = graphs.upsample_tap_matrices(g, scale, w.dtype)
-            if mode == "leading":
-                rows = w.permute(3, 4, 0, 2, 1)                                  # (k1, k2, o, k0, cin)
-                parts = [rows[:, :, c0:c0 + group] for c0 in range(0, cout, group)]
-            else:
-                rows = w.permute(0, 3, 4, 2, 1)                                  # (o, k1, k2, k0, cin)
-                parts = [rows[c0:c0 + group] for c0 in range(0, cout, group)]
-            self.groups = [min(group, cout - c0) for c0 in range(0, cout, group)]
-            for i, p in enumerate(parts):
-                self.register_buffer(f"mix{i}", p.reshape(-1, cin).contiguous())
-            self.register_buffer("m0", ts.permute(1, 0, 2).reshape(self.n, 3 * g).contiguous())
-            self.register_buffer("m1", ts[:, None].contiguous())
-            self.register_buffer("m2", ts.transpose(1, 2).contiguous())
+    def over_groups(mod, h, taps):
+        """UpsampledConv's loop over output-channel groups; `taps(z, c, g, n)` does one group's
+        per-axis products and tap sums from its channel mixing z."""
+        g, n = mod.g, mod.n
+        flat = h.reshape(h.shape[1], g ** 3)
+        out = [taps(torch.matmul(getattr(mod, f"mix{i}"), flat).reshape(c * 9, 3 * g, g * g), c, g, n)
+               for i, c in enumerate(mod.groups)]
+        return torch.cat(out, 0).reshape(1, -1, n, n, n)
+
+    class Leading(base):
+        def __init__(self, w, g, scale, group):
+            super().__init__(w, g, scale, group)
+            rows = w.detach().permute(3, 4, 0, 2, 1)                             # (k1, k2, o, k0, cin)
+            for i, c0 in enumerate(range(0, w.shape[0], group)):
+                setattr(self, f"mix{i}", rows[:, :, c0:c0 + group].reshape(-1, w.shape[1]).contiguous())
+
+        def forward(self, h):
+            def taps(z, c, g, n):
+                z = torch.matmul(self.m0, z).reshape(3, 3 * c * n, g, g)
+                z = torch.matmul(self.m1, z).sum(0)
+                return torch.matmul(z.reshape(3, c * n * n, g), self.m2).sum(0)
+            return over_groups(self, h, taps)
+
+    class Ones(base):
+        def __init__(self, w, g, scale, group):
+            super().__init__(w, g, scale, group)
             self.register_buffer("ones", torch.ones(1, 3, dtype=w.dtype))
 
         def forward(self, h):
-            g, n = self.g, self.n
-            flat = h.reshape(h.shape[1], g ** 3)
-            out = []
-            for i, c in enumerate(self.groups):
-                z = torch.matmul(getattr(self, f"mix{i}"), flat).reshape(c * 9, 3 * g, g * g)
-                if self.mode == "leading":
-                    z = torch.matmul(self.m0, z).reshape(3, 3 * c * n, g, g)
-                    z = torch.matmul(self.m1, z).sum(0)
-                    out.append(torch.matmul(z.reshape(3, c * n * n, g), self.m2).sum(0))
-                elif self.mode == "middle":
-                    z = torch.matmul(self.m0, z).reshape(c, 3, 3 * n, g, g)
-                    z = torch.matmul(self.m1, z).sum(1)
-                    out.append(torch.matmul(z.reshape(c, 3, n * n, g), self.m2).sum(1))
-                else:
-                    z = torch.matmul(self.m0, z).reshape(c, 3, 3 * n, g, g)
-                    z = torch.matmul(self.ones, torch.matmul(self.m1, z).reshape(c, 3, -1))
-                    z = torch.matmul(z.reshape(c, 3, n * n, g), self.m2).reshape(c, 3, -1)
-                    out.append(torch.matmul(self.ones, z))
-            return torch.cat(out, 0).reshape(1, -1, n, n, n)
+            def taps(z, c, g, n):
+                z = torch.matmul(self.m0, z).reshape(c, 3, 3 * n, g, g)
+                z = torch.matmul(self.ones, torch.matmul(self.m1, z).reshape(c, 3, -1))
+                z = torch.matmul(z.reshape(c, 3, n * n, g), self.m2).reshape(c, 3, -1)
+                return torch.matmul(self.ones, z)
+            return over_groups(self, h, taps)
 
-    return TapSum
+    kinds = {"middle": base, "leading": Leading, "ones": Ones}
+    return lambda w, g, scale, mode, group=32: kinds[mode](w, g, scale, group)
 
 
 def main(argv=None):
@@ -93,7 +91,7 @@ def main(argv=None):
     import onnxruntime as ort
     import torch
     from sam3d_onnx import graphs
-    TapSum = variants(torch, graphs)
+    make_variant = variants(torch, graphs)
     print(f"onnxruntime {ort.__version__} from {os.path.dirname(ort.__file__)}; providers {ort.get_available_providers()}")
     g, cin, cout = 32, 128, 128
     gen = torch.Generator().manual_seed(0)
@@ -105,7 +103,7 @@ def main(argv=None):
         files = {}
         for m in modes:
             f = os.path.join(tmp, f"{m}-{str(dtype)[6:]}.onnx")
-            torch.onnx.export(TapSum(w.to(dtype), g, 2, m), (h.to(dtype),), f, input_names=["h"],
+            torch.onnx.export(make_variant(w.to(dtype), g, 2, m), (h.to(dtype),), f, input_names=["h"],
                               output_names=["y"], opset_version=17, dynamo=False)
             files[m] = f
         x = h.to(dtype).numpy()
@@ -146,9 +144,9 @@ def export_packages(out, modes):
     import torch
     sys.path.insert(0, os.path.join(HERE, "..", "onnx"))
     from sam3d_onnx import bench, graphs
-    TapSum = variants(torch, graphs)
+    make_variant = variants(torch, graphs)
     for mode in modes:
-        graphs.UpsampledConv = lambda w, g, scale, group=32, _m=mode: TapSum(w, g, scale, _m, group)
+        graphs.UpsampledConv = lambda w, g, scale, group=32, _m=mode: make_variant(w, g, scale, _m, group)
         scratch = os.path.join(out, f".export-{mode}")
         shutil.rmtree(scratch, ignore_errors=True)
         path = bench.paper_package(scratch)
