@@ -23,6 +23,10 @@
   regions apart), scaled by -mask_value on the query side, add -mask_value within a region and 0
   across; softmax ignores the per-row constant (head dim 88 -> 96 in the shifted blocks). The 67 MB mask
   constant and its addition over the logits (about 0.4 s per shifted block) are gone.
+* Biases out of the products where softmax allows (`fold_attention`): scale folded into q, k's bias
+  dropped (a per-row constant of the logits), v's moved into the output projection (softmax rows sum
+  to 1); the MLP's first bias goes into its GELU (`bias_gelu`). Products without a bias stay MatMuls
+  instead of ONNX Runtime Gemms that broadcast-copy the bias into their output first.
 * Attention as one ONNX Runtime `com.microsoft.MultiHeadAttention` node per block (query/key head
   dim 88 or 96, value 64, scale 1): its CPU kernel is a flash-attention loop that never writes the
   logits out (805 MB per block at paper size). Paper-size encoder on 2 cores: 96.5 -> 88.6 s in an
@@ -50,6 +54,7 @@ ENCODER_INPUTS = ("crop",)
 ENCODER_OUTPUTS = ("f3", "cls_partial")
 DECODER_INPUTS = ("f3", "cls_partial", "points")
 DECODER_OUTPUTS = ("prob",)
+ATTENTION_WEIGHTS = ("wq_t", "bq_s", "wk_t", "wv_t", "wp_t", "bp_v", "tables_s")   # `fold_attention`'s
 
 
 def interp_taps(upsample: int, patch: int) -> Tuple[np.ndarray, int]:
@@ -98,11 +103,38 @@ def key_position_onehots(w: int) -> torch.Tensor:
     return e
 
 
-def split_qkv(attn):
-    """(wq, bq, wk, bk, wv, bv): the qkv Linear as three, each its own constant in the graph (a
-    Split of one weight would hide the weights from int8 quantisation, `quantize.py`)."""
+def fold_attention(attn, tables) -> dict:
+    """The weights of `Attention3d` as the exported graph uses them, three exact rewrites (in exact
+    arithmetic; in float they differ by rounding):
+
+    * q's weight and bias times the softmax scale, the relative-position tables divided by it (they
+      multiply the unscaled q): no Mul over q.
+    * k without its bias: bk adds q . bk to every logit of a query's row, a per-row constant that
+      softmax ignores.
+    * v without its bias, which moves into the output projection's: softmax weights sum to 1, so
+      attention(v + bv) = attention(v) + bv, and proj(o + bv) = proj(o) + Wp bv.
+
+    A product without a bias stays a MatMul; with one, ONNX Runtime fuses it into a Gemm that first
+    copies the broadcast bias into its output (paper-size shapes on 2 CPU cores: 5-12 % slower).
+    The weights are stored transposed, (in, out), so that each is a named initializer of the exported
+    graph (`package_import` reads them back by name), and q, k and v are three constants of their own
+    (not a Split of the qkv weight, which would hide them from int8 quantisation, `quantize.py`)."""
     w, b = attn.qkv.weight.detach(), attn.qkv.bias.detach()
-    return tuple(t.clone() for pair in zip(w.chunk(3, 0), b.chunk(3, 0)) for t in pair)
+    (wq, wk, wv), (bq, _, bv) = w.chunk(3, 0), b.chunk(3, 0)
+    wp, bp = attn.proj.weight.detach(), attn.proj.bias.detach()
+    s = attn.scale
+    return {"wq_t": (wq * s).T.contiguous(), "bq_s": bq * s, "wk_t": wk.T.contiguous(), "wv_t": wv.T.contiguous(),
+            "wp_t": wp.T.contiguous(), "bp_v": bp + wp @ bv, "tables_s": torch.stack([t / s for t in tables])}
+
+
+def bias_gelu(h: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """gelu(h + b) (erf form, as nn.GELU), exported as ONNX Runtime's `com.microsoft.BiasGelu`: the MLP's
+    first product then stays a MatMul instead of a Gemm that broadcast-copies its bias (above), and the
+    bias costs nothing in the GELU's own pass."""
+    if torch.onnx.is_in_onnx_export():
+        return torch.onnx.ops.symbolic("com.microsoft::BiasGelu", (h, b), {}, dtype=h.dtype,
+                                       shape=tuple(h.shape), version=1)
+    return F.gelu(h + b)
 
 
 def region_onehots(cfg: Sam3DConfig) -> torch.Tensor:
@@ -134,35 +166,34 @@ def attention_core(qa: torch.Tensor, ka: torch.Tensor, v: torch.Tensor, heads: i
     return out.transpose(1, 2).reshape(nw, t, heads * dv)
 
 
-def folded_attention(attn, x, regions, tables, key_pos, qkv=None, *, mask_value: float):
+def folded_attention(x, regions, key_pos, weights: dict, heads: int, *, mask_value: float):
     """`Attention3d.forward` with the relative-position terms and the shift mask inside the logits'
     product: [q*scale, q.Rh, q.Rw, q.Rd, m*r] . [k, onehot_h, onehot_w, onehot_d, r]
     = q.k*scale + rel_h + rel_w + rel_d + m*[same region], with m = -mask_value. Softmax ignores the
     per-row constant m, so this is the official logits + (0 within a region, mask_value across).
+    `weights` come from `fold_attention` (scale folded into q, no k and v biases).
 
-    q, k and v come from three Gemms (the qkv weight split at export) rather than one Gemm, a
-    transpose and a Split of its 3x wider output. The per-query table products run as one batched
-    MatMul over window positions (T batches of (windows*heads, hd) x (hd, 3w)) instead of Einsums."""
+    The per-query table products run as one batched MatMul over window positions (T batches of
+    (windows*heads, hd) x (hd, 3w)) instead of Einsums."""
     nw, w, _, _, c = x.shape
-    t, nh = w ** 3, attn.heads
+    t, nh = w ** 3, heads
     hd = c // nh
-    wq, bq, wk, bk, wv, bv = qkv if qkv is not None else split_qkv(attn)
     x = x.reshape(nw, t, c)
-    q = F.linear(x, wq, bq).reshape(nw, t, nh, hd)
-    k = F.linear(x, wk, bk).reshape(nw, t, nh, hd)
-    rh, rw, rd = tables                                     # (w query pos, w key pos, hd) each
+    q = (x @ weights["wq_t"] + weights["bq_s"]).reshape(nw, t, nh, hd)    # already scaled
+    k = (x @ weights["wk_t"]).reshape(nw, t, nh, hd)
+    rh, rw, rd = weights["tables_s"].unbind(0)                  # (w query pos, w key pos, hd) each
     pos = torch.arange(t, device=x.device)
     per_pos = torch.cat([rh[pos // (w * w)], rw[(pos // w) % w], rd[pos % w]], 1)   # (t, 3w, hd)
     rel = q.permute(1, 0, 2, 3).reshape(t, nw * nh, hd) @ per_pos.transpose(1, 2)  # (t, nw*nh, 3w)
-    qs = [q * attn.scale, rel.reshape(t, nw, nh, 3 * w).transpose(0, 1)]
+    qs = [q, rel.reshape(t, nw, nh, 3 * w).transpose(0, 1)]
     ks = [k, key_pos[None, :, None].expand(nw, t, nh, 3 * w)]
     if regions is not None:
         r = regions[:, :, None].expand(nw, t, nh, regions.shape[-1])
         qs.append(r * -mask_value)
         ks.append(r)
     qa, ka = torch.cat(qs, -1).reshape(nw, t, -1), torch.cat(ks, -1).reshape(nw, t, -1)
-    out = attention_core(qa, ka, F.linear(x, wv, bv), nh)
-    return attn.proj(out).reshape(nw, w, w, w, c)
+    out = attention_core(qa, ka, x @ weights["wv_t"], nh)
+    return (out @ weights["wp_t"] + weights["bp_v"]).reshape(nw, w, w, w, c)
 
 
 class EncoderGraph(nn.Module):
@@ -173,17 +204,17 @@ class EncoderGraph(nn.Module):
         cfg = self.cfg = model.cfg
         enc = model.encoder
         k, b, self.stride, self.pad = folded_front_end(model)
-        self.register_buffer("front_kernel", k)
+        # the kernel's axes as (H, W, D), like the permuted crop it convolves (`forward`)
+        self.register_buffer("front_kernel_hwd", k.permute(0, 1, 3, 4, 2).contiguous())
         self.register_buffer("front_bias", b)
         with torch.no_grad():
             self.register_buffer("pos", enc.pooled_pos()[:, :, :, None, :].detach().clone())
             self.register_buffer("depth", enc.depth_embed[:, None, None].detach().clone())
             self.register_buffer("regions", region_onehots(cfg) if cfg.shift else torch.zeros(0))
             for i, blk in enumerate(enc.blocks):
-                t = torch.stack([blk.attn.lr * r for r in blk.attn.rel_tables(cfg.window)])
-                self.register_buffer(f"rel{i}", t.detach().clone())
-                for n, v in zip(("wq", "bq", "wk", "bk", "wv", "bv"), split_qkv(blk.attn)):
-                    self.register_buffer(f"{n}{i}", v)
+                tables = [blk.attn.lr * r for r in blk.attn.rel_tables(cfg.window)]
+                for n, v in fold_attention(blk.attn, tables).items():
+                    self.register_buffer(f"{n}{i}", v.detach().clone())
         self.register_buffer("key_pos", key_position_onehots(cfg.window))
         for name, shift in (("", 0), ("shifted_", cfg.shift)):
             order = window_order(cfg.grid, cfg.window, shift)
@@ -201,21 +232,22 @@ class EncoderGraph(nn.Module):
         else:
             self.register_buffer("cls_static_w", torch.cat([w[:, :3 * d], w[:, 4 * d:]], 1).clone())
 
-    def block(self, blk, x, tables, qkv):
-        """`Block3d.forward` with `folded_attention`, and the roll + window partition (and its
-        inverse) as one row Gather each: torch.roll exports as three Slice/Concat pairs per roll."""
+    def block(self, blk, x, weights):
+        """`Block3d.forward` with `folded_attention` and `bias_gelu`, and the roll + window partition
+        (and its inverse) as one row Gather each: torch.roll exports as three Slice/Concat pairs per
+        roll."""
         x = x + blk.adapter(x)
         shortcut = x
         g, w, c = blk.grid, blk.window, x.shape[-1]
         order, inverse = (self.shifted_order, self.shifted_inverse) if blk.shifted else (self.order, self.inverse)
         y = blk.norm1(x).reshape(g ** 3, c)[order].reshape(-1, w, w, w, c)
-        y = folded_attention(blk.attn, y, self.regions if blk.shifted else None, tables, self.key_pos, qkv,
+        y = folded_attention(y, self.regions if blk.shifted else None, self.key_pos, weights, blk.attn.heads,
                              mask_value=self.cfg.mask_value)
         x = shortcut + y.reshape(g ** 3, c)[inverse].reshape(1, g, g, g, c)
-        return x + blk.mlp(blk.norm2(x))
+        mlp = blk.mlp
+        return x + mlp.lin2(bias_gelu(F.linear(blk.norm2(x), mlp.lin1.weight), mlp.lin1.bias))
 
-    def image_level(self, crop):
-        x = crop.permute(0, 1, 3, 4, 2)  # (1,1,H,W,D)
+    def image_level(self, x):  # the crop as (1,1,H,W,D)
         p = self.cfg.image_pool
         if p == 1:
             return x
@@ -225,14 +257,17 @@ class EncoderGraph(nn.Module):
 
     def forward(self, crop):
         cfg = self.cfg
+        # The token grid is (H', W', D') with channels last. Permuting the 8 MB crop to (H, W, D) first
+        # leaves one move of the channel axis after the conv, which ONNX Runtime does as a 2-D
+        # transpose (0.05 s at paper size) instead of the 5-D permute (0, 3, 4, 2, 1) (0.41 s).
+        crop = crop.permute(0, 1, 3, 4, 2)                                      # (1,1,H,W,D)
         x = F.pad(crop, (self.pad,) * 6, mode="replicate") if self.pad else crop
-        x = F.conv3d(x, self.front_kernel, self.front_bias, stride=self.stride)  # (1,E,D',H',W')
-        x = x.permute(0, 3, 4, 2, 1) + self.pos + self.depth                    # (1,H',W',D',E)
+        x = F.conv3d(x, self.front_kernel_hwd, self.front_bias, stride=self.stride)  # (1,E,H',W',D')
+        x = x.permute(0, 2, 3, 4, 1) + self.pos + self.depth                        # (1,H',W',D',E)
         feats = []
         for i, blk in enumerate(self.blocks):
-            # the shared mask and precomputed tables replace the block's own copies
-            qkv = tuple(getattr(self, f"{n}{i}") for n in ("wq", "bq", "wk", "bk", "wv", "bv"))
-            x = self.block(blk, x, getattr(self, f"rel{i}").unbind(0), qkv)
+            # the shared mask and the folded weights and tables replace the block's own
+            x = self.block(blk, x, {n: getattr(self, f"{n}{i}") for n in ATTENTION_WEIGHTS})
             if i in cfg.neck_blocks:
                 feats.append(self.necks[len(feats)](x.permute(0, 4, 1, 2, 3)))
         heads = [h(f) for h, f in zip(self.heads, feats[:3])]

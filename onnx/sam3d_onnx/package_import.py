@@ -15,6 +15,9 @@ that computes the same function, not necessarily the same numbers in every param
     folded into the slice embedding's bias);
   * SAM's positional embedding: only its average-pooled grid is in the graph; each pooled value is
     repeated over its pooling window;
+  * attention (`fold_attention`): q's weight and bias carry the softmax scale, k's bias is not in the
+    graph (softmax ignores it), v's is in the output projection's: they become 0 and the projection
+    keeps the folded bias (older packages: q, k, v with their biases, found as below);
   * relative-position tables: the gathered (query, key) tables give the tables exactly where their
     length is 2w-1; the global blocks' longer SAM tables get the minimum-norm table that resamples to
     what the graph holds; `lr` (folded in) becomes 1;
@@ -23,7 +26,7 @@ that computes the same function, not necessarily the same numbers in every param
   * parameters the graphs never use (the prompt encoder's token updates after the last image update)
     keep their initial values.
 Linear weights are found as the constant second input of a MatMul whose result the exporter adds to the
-layer's (named) bias. `check` compares the imported model's exported graphs with the package's under
+layer's (named) bias (or passes with it to a BiasGelu). `check` compares the imported model's exported graphs with the package's under
 ONNX Runtime on random crops and clicks. fp32 packages only.
 """
 from __future__ import annotations
@@ -67,7 +70,7 @@ def _linear_weights(graph, inits) -> dict:
             continue
         w = inits[n.input[1]]
         for c in consumers.get(n.output[0], []):
-            if c.op_type == "Add":
+            if c.op_type in ("Add", "BiasGelu"):     # BiasGelu: the MLP's first bias, `bias_gelu`
                 bias = [i for i in c.input if i in inits and i != n.output[0]]
                 if bias and w.ndim == 2:
                     out[bias[0]] = w.T
@@ -164,6 +167,22 @@ def _rel_tables(blk, cfg: Sam3DConfig, per_pos: np.ndarray):
         attn.lr.fill_(1.0)
 
 
+def _attention_folded(blk, i: int, inits: dict, cfg: Sam3DConfig):
+    """Block i's q/k/v and output projection from `fold_attention`'s constants: q's weight and bias
+    without the softmax scale; k's bias is not in the graph (softmax ignores it) and becomes 0; v's is
+    inside the projection's bias and becomes 0 too, the projection keeping the folded bias."""
+    try:
+        wq, bq, wk, wv, wp, bp = (inits[f"{n}{i}"] for n in ("wq_t", "bq_s", "wk_t", "wv_t", "wp_t", "bp_v"))
+    except KeyError as e:
+        raise ImportError_(f"block {i}: no folded attention weight {e}") from None
+    s = blk.attn.scale
+    _copy(blk.attn.qkv.weight, np.concatenate([wq.T / s, wk.T, wv.T]), f"blocks.{i}.attn.qkv.weight")
+    _copy(blk.attn.qkv.bias, np.concatenate([bq / s, np.zeros_like(bq), np.zeros_like(bq)]),
+          f"blocks.{i}.attn.qkv.bias")
+    _copy(blk.attn.proj.weight, wp.T, f"blocks.{i}.attn.proj.weight")
+    _copy(blk.attn.proj.bias, bp, f"blocks.{i}.attn.proj.bias")
+
+
 def _click_weight(inits: dict, d: int) -> np.ndarray:
     """cls.0's head5 half (d, d, 3, 3, 3): a conv weight in packages exported before the
     `UpsampledConv` rewrite (and at decoder_scale 1), its 1x1 mixing matrices since (rows o, k1, k2, k0)."""
@@ -209,7 +228,11 @@ def import_package(pkg_dir: str) -> Sam3D:
             elif name.endswith(".weight") and name[:-len("weight")] + "bias" in linear:
                 _copy(p, linear[name[:-len("weight")] + "bias"], name)
         if gmod is enc_g:
+            folded = "wk_t0" in inits            # `fold_attention`'s layout (exports since 2026-11-28)
             for i, blk in enumerate(enc.blocks):
+                if folded:
+                    _attention_folded(blk, i, inits, cfg)
+                    continue
                 try:
                     wq, wk, wv = (linear[f"b{x}{i}"] for x in "qkv")
                 except KeyError as e:
@@ -222,8 +245,13 @@ def import_package(pkg_dir: str) -> Sam3D:
             if len(per_pos) != cfg.depth:
                 raise ImportError_(f"found {len(per_pos)} relative-position constants, expected {cfg.depth}")
             for blk, n in zip(enc.blocks, per_pos):
-                _rel_tables(blk, cfg, inits[n])
-            _front_end(enc, cfg, inits["front_kernel"], inits["front_bias"])
+                # folded tables are divided by the softmax scale (they multiply the scaled q)
+                _rel_tables(blk, cfg, inits[n] * (blk.attn.scale if folded else 1.0))
+            if "front_kernel_hwd" in inits:     # exports since 2026-11-28: axes (H, W, D)
+                kernel = inits["front_kernel_hwd"].transpose(0, 1, 4, 2, 3)
+            else:
+                kernel = inits["front_kernel"]
+            _front_end(enc, cfg, kernel, inits["front_bias"])
             pos = inits["pos"][:, :, :, 0]                                  # (1, G, G, E)
             r = cfg.pos_pool
             _copy(enc.pos_embed, pos.repeat(r, 1).repeat(r, 2), "pos_embed")

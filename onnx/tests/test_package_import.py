@@ -21,7 +21,7 @@ DEMO = os.path.join(REPO, "models", "demo-lesion")
 # parameters the export folds, resamples or drops (imported as an equivalent, not an equal, value), and
 # the official random-Fourier buffer that no layer uses
 FOLDED = ("patch_embed", "slice_embed", "pos_embed", "rel_pos_", ".lr", "decoder.cls.3.weight",
-          "cross_attn_token_to_image", "positional_encoding_gaussian_matrix")
+          "cross_attn_token_to_image", "positional_encoding_gaussian_matrix", "attn.qkv.bias", "attn.proj.bias")
 
 
 def test_tiny_fixture_round_trip_and_exact_parameters():
@@ -33,11 +33,19 @@ def test_tiny_fixture_round_trip_and_exact_parameters():
     assert len(exact) > 100
     for k in exact:
         torch.testing.assert_close(got[k], want[k], rtol=0, atol=1e-6, msg=k)
-    # the folded ones still compute the same: the window blocks' tables are recovered exactly
+    # the folded ones still compute the same: the window blocks' tables are recovered exactly; q's bias
+    # too, k's (which softmax ignores) and v's become 0, v's moving into the projection's bias
     cfg = original.cfg
+    c = cfg.embed_dim
     for i, (a, b) in enumerate(zip(model.encoder.blocks, original.encoder.blocks)):
         if i not in cfg.global_blocks:
             torch.testing.assert_close(a.attn.rel_pos_d, b.attn.lr * b.attn.rel_pos_d, atol=1e-6, rtol=0)
+        bq, bk, bv = b.attn.qkv.bias.detach().chunk(3)
+        assert bk.abs().max() > 1e-3 and bv.abs().max() > 1e-3        # the fixture's biases are not 0
+        torch.testing.assert_close(a.attn.qkv.bias[:c], bq, atol=1e-6, rtol=0)
+        assert a.attn.qkv.bias[c:].abs().max() == 0
+        want_bp = b.attn.proj.bias + b.attn.proj.weight @ bv
+        torch.testing.assert_close(a.attn.proj.bias, want_bp.detach(), atol=1e-6, rtol=0)
 
 
 def test_demo_package_imports_and_resumes(tmp_path):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from conftest import SMALL, nondegenerate
 from make_weights import shift_window_mask as official_mask
 from sam3d_onnx.config import PAPER, TINY
-from sam3d_onnx.graphs import (SingleOutputConv, UpsampledConv, folded_attention, folded_front_end,
+from sam3d_onnx.graphs import (SingleOutputConv, UpsampledConv, fold_attention, folded_attention, folded_front_end,
                                gather_trilinear, graphs, interp_taps, key_position_onehots, region_onehots)
 from sam3d_onnx.model import Sam3D, dhw_to_dwh, random_init_, shift_window_mask
 
@@ -71,9 +71,13 @@ def test_gather_trilinear_equals_grid_sample(cfg):
                          ids=["tiny-shifted", "tiny", "paper-shifted", "paper-global-table"])
 def test_folded_attention_equals_decomposed_rel_pos(cfg, block):
     """Relative position and shift mask inside the logits' product (one-hot keys) = the three broadcast
-    additions of the decomposed relative position plus the official mask."""
+    additions of the decomposed relative position plus the official mask; with the softmax scale in
+    q's weights, k's bias dropped and v's moved into the output projection (`fold_attention`)."""
     torch.manual_seed(3 + block)
     attn = random_init_(Sam3D(cfg), seed=7).encoder.blocks[block].attn.double()
+    with torch.no_grad():  # unit-size biases: k's is dropped and v's moved by `fold_attention`
+        attn.qkv.bias.normal_()
+        attn.proj.bias.normal_()
     w, c = cfg.window, cfg.embed_dim
     nw = min(cfg.n_windows, 3)
     x = torch.randn(nw, w, w, w, c, dtype=torch.float64)
@@ -83,7 +87,8 @@ def test_folded_attention_equals_decomposed_rel_pos(cfg, block):
     for m, r in ((mask, regions), (None, None)):
         with torch.no_grad():
             ref = attn(x, m, tables)
-            got = folded_attention(attn, x, r, tables, key_position_onehots(w).double(), mask_value=cfg.mask_value)
+            got = folded_attention(x, r, key_position_onehots(w).double(), fold_attention(attn, tables), attn.heads,
+                                   mask_value=cfg.mask_value)
         assert (got - ref).abs().max().item() < 1e-10 * ref.abs().max().item()
     assert key_position_onehots(w).sum(1).eq(3).all()
 
