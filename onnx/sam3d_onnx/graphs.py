@@ -54,7 +54,6 @@ ENCODER_INPUTS = ("crop",)
 ENCODER_OUTPUTS = ("f3", "cls_partial")
 DECODER_INPUTS = ("f3", "cls_partial", "points")
 DECODER_OUTPUTS = ("prob",)
-ATTENTION_WEIGHTS = ("wq_t", "bq_s", "wk_t", "wv_t", "wp_t", "bp_v", "tables_s")   # `fold_attention`'s
 
 
 def interp_taps(upsample: int, patch: int) -> Tuple[np.ndarray, int]:
@@ -213,8 +212,10 @@ class EncoderGraph(nn.Module):
             self.register_buffer("regions", region_onehots(cfg) if cfg.shift else torch.zeros(0))
             for i, blk in enumerate(enc.blocks):
                 tables = [blk.attn.lr * r for r in blk.attn.rel_tables(cfg.window)]
-                for n, v in fold_attention(blk.attn, tables).items():
+                folded = fold_attention(blk.attn, tables)
+                for n, v in folded.items():
                     self.register_buffer(f"{n}{i}", v.detach().clone())
+            self.attention_keys = tuple(folded)   # the same names for every block
         self.register_buffer("key_pos", key_position_onehots(cfg.window))
         for name, shift in (("", 0), ("shifted_", cfg.shift)):
             order = window_order(cfg.grid, cfg.window, shift)
@@ -267,7 +268,7 @@ class EncoderGraph(nn.Module):
         feats = []
         for i, blk in enumerate(self.blocks):
             # the shared mask and the folded weights and tables replace the block's own
-            x = self.block(blk, x, {n: getattr(self, f"{n}{i}") for n in ATTENTION_WEIGHTS})
+            x = self.block(blk, x, {n: getattr(self, f"{n}{i}") for n in self.attention_keys})
             if i in cfg.neck_blocks:
                 feats.append(self.necks[len(feats)](x.permute(0, 4, 1, 2, 3)))
         heads = [h(f) for h, f in zip(self.heads, feats[:3])]
