@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sam3d::engine::{GpuOptions, ModelOptions, Sam3dCoord, Sam3dDevice, Sam3dStage};
-use sam3d::{nifti_io, runtime, Model, Segmenter};
+use sam3d::{nifti_io, runtime, Model, Segmenter, Volume};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -36,7 +36,7 @@ fn peak_rss_mb() -> f64 {
 
 const USAGE: &str = "usage: bench --model DIR --input VOL.nii[.gz] --click I,J,K [--repeat N] [--threads N] \
 [--ort LIB] [--device cpu|cuda|tensorrt] [--gpu-mem-limit-mb MB] [--trt-cache DIR] [--trt-fp16] [--cuda-tf32] \
-[--flips 1|2|4|8] [--keep-clicked 0|1]";
+[--flips 1|2|4|8] [--keep-clicked 0|1] [--click-thread opening|pool]";
 
 /// A command-line mistake: the message and the usage on stderr, exit status 2 (no panic trace).
 fn usage_error(msg: &str) -> ! {
@@ -50,6 +50,88 @@ fn parsed<T: std::str::FromStr>(flag: &str, v: &str) -> T {
         .unwrap_or_else(|_| usage_error(&format!("{flag}: cannot read {v:?}")))
 }
 
+/// Per-session timings: stage durations, first and follow-up clicks, peak RSS after the first.
+struct Sessions {
+    stages: Vec<Vec<f64>>,
+    first: Vec<f64>,
+    follow: Vec<f64>,
+    first_rss: Option<f64>,
+}
+
+/// `repeat` segmenter sessions, each a first click (a new encoding) and a follow-up click.
+fn sessions(
+    model: Arc<Model>,
+    vol: Arc<Volume>,
+    click: [f64; 3],
+    repeat: usize,
+    flips: u32,
+    keep_clicked: bool,
+) -> Sessions {
+    // stage durations from the progress callback: (stage, start) -> end
+    let mut stages: Vec<Vec<f64>> = vec![vec![]; 5];
+    let (mut first, mut follow) = (vec![], vec![]);
+    let mut first_rss = None;
+    for _ in 0..repeat.max(1) {
+        let mut seg = Segmenter::new(model.clone(), vol.clone()).expect("session");
+        seg.set_inference(flips, keep_clicked).expect("--flips");
+        let obj = seg.add_object();
+        let mut started = [None::<Instant>; 5];
+        let mut record = |s: Sam3dStage, done: bool| {
+            let i = s as usize;
+            if done {
+                if let Some(t0) = started[i] {
+                    stages[i].push(t0.elapsed().as_secs_f64());
+                }
+            } else {
+                started[i] = Some(Instant::now());
+            }
+        };
+        let t = Instant::now();
+        let r = seg
+            .click(obj, click, Sam3dCoord::Ijk, &mut record)
+            .expect("click");
+        first.push(t.elapsed().as_secs_f64());
+        assert_eq!(r.encoded, 1);
+        // a follow-up click one voxel away: served by the cached encoding (decoder + paste-back)
+        let t = Instant::now();
+        let near = [click[0] + 1.0, click[1], click[2]];
+        let r = seg
+            .click(obj, near, Sam3dCoord::Ijk, &mut |_, _| {})
+            .expect("click");
+        follow.push(t.elapsed().as_secs_f64());
+        assert_eq!(r.encoded, 0);
+        // the peak after one session: later sessions (new encodings) should not raise it much
+        first_rss.get_or_insert_with(peak_rss_mb);
+    }
+    Sessions {
+        stages,
+        first,
+        follow,
+        first_rss,
+    }
+}
+
+/// A thread started before the model opens, running the clicks as a host's worker pool would
+/// (`--click-thread pool`): ONNX Runtime gives the thread that opens the process's first session
+/// a floating-point mode that a thread started earlier lacks (`src/fpmode.rs`).
+struct Pool(std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>);
+
+impl Pool {
+    fn start() -> Pool {
+        let (tx, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        std::thread::spawn(move || rx.into_iter().for_each(|job| job()));
+        Pool(tx)
+    }
+
+    fn run<R: Send + 'static>(&self, job: impl FnOnce() -> R + Send + 'static) -> R {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.0
+            .send(Box::new(move || tx.send(job()).unwrap()))
+            .unwrap();
+        rx.recv().expect("click thread")
+    }
+}
+
 fn main() {
     let mut model_dir = String::new();
     let mut input = String::new();
@@ -58,6 +140,8 @@ fn main() {
     let (mut device, mut gpu) = (Sam3dDevice::Cpu, GpuOptions::default());
     // test-time flips and the component rule: the package's unless given
     let (mut flips, mut keep_clicked) = (None::<u32>, None::<bool>);
+    // clicks on the thread that opened the model, or on one started before it (--click-thread)
+    let mut pool_thread = false;
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         // flags without a value
@@ -95,12 +179,21 @@ fn main() {
             "--keep-clicked" => keep_clicked = Some(v == "1"),
             "--threads" => threads = parsed(&k, &v),
             "--ort" => ort = Some(v),
+            "--click-thread" => {
+                pool_thread = match v.as_str() {
+                    "opening" => false,
+                    "pool" => true,
+                    _ => usage_error("--click-thread takes opening or pool"),
+                }
+            }
             _ => usage_error(&format!("unknown argument {k}")),
         }
     }
     if model_dir.is_empty() || input.is_empty() {
         usage_error("--model and --input are needed");
     }
+    // started before ONNX Runtime and the model, like a host's worker pool
+    let pool = pool_thread.then(Pool::start);
     let rt = runtime::load(ort.as_deref().map(std::path::Path::new)).expect("ONNX Runtime");
     let opts = ModelOptions {
         device,
@@ -129,48 +222,25 @@ fn main() {
         load.push(t.elapsed().as_secs_f64());
     }
     let vol = vol.unwrap();
-    // stage durations from the progress callback: (stage, start) -> end
-    let mut stages: Vec<Vec<f64>> = vec![vec![]; 5];
-    let (mut first, mut follow) = (vec![], vec![]);
-    let mut first_rss = None;
-    for _ in 0..repeat.max(1) {
-        let mut seg = Segmenter::new(model.clone(), vol.clone()).expect("session");
-        seg.set_inference(flips, keep_clicked).expect("--flips");
-        let obj = seg.add_object();
-        let mut started = [None::<Instant>; 5];
-        let mut record = |s: Sam3dStage, done: bool| {
-            let i = s as usize;
-            if done {
-                if let Some(t0) = started[i] {
-                    stages[i].push(t0.elapsed().as_secs_f64());
-                }
-            } else {
-                started[i] = Some(Instant::now());
-            }
-        };
-        let t = Instant::now();
-        let r = seg
-            .click(obj, click, Sam3dCoord::Ijk, &mut record)
-            .expect("click");
-        first.push(t.elapsed().as_secs_f64());
-        assert_eq!(r.encoded, 1);
-        // a follow-up click one voxel away: served by the cached encoding (decoder + paste-back)
-        let t = Instant::now();
-        let near = [click[0] + 1.0, click[1], click[2]];
-        let r = seg
-            .click(obj, near, Sam3dCoord::Ijk, &mut |_, _| {})
-            .expect("click");
-        follow.push(t.elapsed().as_secs_f64());
-        assert_eq!(r.encoded, 0);
-        // the peak after one session: later sessions (new encodings) should not raise it much
-        first_rss.get_or_insert_with(peak_rss_mb);
-    }
+    let job = {
+        let (model, vol) = (model.clone(), vol.clone());
+        move || sessions(model, vol, click, repeat, flips, keep_clicked)
+    };
+    let Sessions {
+        stages,
+        first,
+        follow,
+        first_rss,
+    } = match pool {
+        None => job(),
+        Some(pool) => pool.run(job),
+    };
     let names = ["load", "resample", "encode", "decode", "paste"];
     let stage_json: Vec<String> = (1..5)
         .map(|i| format!("\"{}_s\": {:.6}", names[i], median(stages[i].clone())))
         .collect();
     println!(
-        "{{\"model\": \"{}\", \"dims\": {:?}, \"repeat\": {}, \"model_open_s\": {:.6}, \"nifti_load_s\": {:.6}, \"first_click_s\": {:.6}, \"follow_up_click_s\": {:.6}, {}, \"peak_rss_mb\": {:.1}, \"peak_rss_first_session_mb\": {:.1}, \"provider\": \"{}\", \"test_time_flips\": {}, \"keep_clicked_components\": {}}}",
+        "{{\"model\": \"{}\", \"dims\": {:?}, \"repeat\": {}, \"model_open_s\": {:.6}, \"nifti_load_s\": {:.6}, \"first_click_s\": {:.6}, \"follow_up_click_s\": {:.6}, {}, \"peak_rss_mb\": {:.1}, \"peak_rss_first_session_mb\": {:.1}, \"provider\": \"{}\", \"test_time_flips\": {}, \"keep_clicked_components\": {}, \"click_thread\": \"{}\"}}",
         model.manifest().name,
         vol.geom.dims,
         repeat,
@@ -183,6 +253,7 @@ fn main() {
         first_rss.unwrap_or(f64::NAN),
         model.provider,
         flips,
-        keep_clicked
+        keep_clicked,
+        if pool_thread { "pool" } else { "opening" }
     );
 }

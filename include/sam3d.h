@@ -9,6 +9,8 @@
  * - Thread safety: Sam3dRuntime, Sam3dModel and Sam3dVolume are immutable and may be shared by any
  *   number of threads. A Sam3dSession is used by one thread at a time (a second thread gets
  *   SAM3D_STATUS_INVALID_ARGUMENT), except sam3d_session_cancel(), callable from any thread.
+ * - Calls leave the calling thread's floating-point mode (MXCSR) as they found it; subnormals are
+ *   flushed on it only while ONNX Runtime runs, whichever thread opened the model.
  * - Geometry follows ITK: LPS point = origin + direction * diag(spacing) * index, i fastest.
  * - Pass SAM3D_ABI_VERSION to sam3d_session_new(); the library refuses other ABI versions.
  */

@@ -12,6 +12,7 @@ use ort::session::{builder::GraphOptimizationLevel, RunOptions, Session};
 use ort::value::{DynValue, TensorRef};
 
 use crate::error::{err, Error, Result, Sam3dStatus};
+use crate::fpmode::ModeGuard;
 use crate::frame::FrameMap;
 use crate::manifest::{FrameMode, Package};
 use crate::refine::{flip_cube, flip_point, keep_seeded_components, FLIP_COUNTS};
@@ -120,6 +121,14 @@ impl CacheMemory {
         };
         MemoryInfo::new(device, id, AllocatorType::Device, MemoryType::Default)
     }
+}
+
+/// `run` (one ONNX Runtime run) with subnormals flushed on the calling thread as on ONNX Runtime's
+/// own pool threads (`with_flush_to_zero` in `make_session`), whichever thread the host calls from;
+/// the thread's mode is restored afterwards (`fpmode`).
+fn flushing<R>(run: impl FnOnce() -> R) -> R {
+    let _mode = ModeGuard::flush_subnormals();
+    run()
 }
 
 fn rt_err(what: &str, e: impl std::fmt::Display) -> Error {
@@ -234,7 +243,8 @@ fn make_session(
     // official -100 mask inside the attention logits, so the flash-attention loop rescales by
     // exp(-100) ~ 4e-44, a subnormal: on Intel cores each such operation takes a microcode assist.
     // Paper-size encoder on 2 Xeon cores: 96.7 s -> 50.9 s (its 6 shifted blocks 8.7 s -> 0.3-0.7 s each);
-    // AMD Zen 3 showed no such cost. Only values below 1.2e-38 change, and those to 0.
+    // AMD Zen 3 showed no such cost. Only values below 1.2e-38 change, and those to 0. This covers
+    // ONNX Runtime's pool threads; `flushing` covers the thread that calls a run.
     builder = builder
         .with_flush_to_zero()
         .map_err(|e| rt_err("denormals as zero", e))?;
@@ -297,7 +307,12 @@ fn make_session(
             Err(e) => note = format!("{name} unavailable, running on CPU: {e}"),
         }
     }
-    let session = builder.commit_from_file(file).map_err(|e| {
+    // ONNX Runtime sets flush-to-zero on the thread that initialises the process's first session,
+    // for good; the host's thread gets its own mode back (`fpmode`)
+    let keep_mode = ModeGuard::keep();
+    let session = builder.commit_from_file(file);
+    drop(keep_mode);
+    let session = session.map_err(|e| {
         err(
             Sam3dStatus::BadModel,
             format!(
@@ -709,8 +724,7 @@ impl Segmenter {
         let pt = TensorRef::from_array_view(([1i64, n as i64, 3], pts))
             .map_err(|e| rt_err("points", e))?;
         inputs.push(("points".into(), pt.into()));
-        let out = dec
-            .run_with_options(inputs, &*self.run_options)
+        let out = flushing(|| dec.run_with_options(inputs, &*self.run_options))
             .map_err(|e| self.run_error("decoder", e))?;
         let (shape, data) = out["prob"]
             .try_extract_tensor::<f32>()
@@ -851,8 +865,7 @@ impl Segmenter {
                 .bind_output_to_device(name.as_str(), &mem)
                 .map_err(|e| rt_err("encoder output", e))?;
         }
-        let mut out = enc
-            .run_binding_with_options(&binding, &*self.run_options)
+        let mut out = flushing(|| enc.run_binding_with_options(&binding, &self.run_options))
             .map_err(|e| self.run_error("encoder", e))?;
         let mut cache = Vec::new();
         for name in &self.model.cache_names {
@@ -987,5 +1000,120 @@ impl Canceller {
     pub fn cancel(&self) {
         self.flag.store(true, Ordering::SeqCst);
         let _ = self.run.terminate();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A protocol-buffer field's value: a varint or length-delimited bytes.
+    #[derive(Clone, Copy)]
+    enum F<'a> {
+        Int(u64),
+        Bytes(&'a [u8]),
+    }
+
+    fn field(out: &mut Vec<u8>, number: u64, value: F) {
+        fn varint(out: &mut Vec<u8>, mut v: u64) {
+            while v >= 0x80 {
+                out.push((v as u8) | 0x80);
+                v >>= 7;
+            }
+            out.push(v as u8);
+        }
+        match value {
+            F::Int(v) => {
+                varint(out, number << 3);
+                varint(out, v);
+            }
+            F::Bytes(bytes) => {
+                varint(out, number << 3 | 2);
+                varint(out, bytes.len() as u64);
+                out.extend_from_slice(bytes);
+            }
+        }
+    }
+
+    fn message(fields: &[(u64, F)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (n, v) in fields {
+            field(&mut out, *n, *v);
+        }
+        out
+    }
+
+    /// ONNX model `y = x * x`, x and y float32 of shape (4,) (onnx.proto field numbers).
+    fn square_model() -> Vec<u8> {
+        let dim = message(&[(1, F::Int(4))]); // Dimension.dim_value
+        let shape = message(&[(1, F::Bytes(&dim))]); // TensorShapeProto.dim
+        let tensor = message(&[(1, F::Int(1)), (2, F::Bytes(&shape))]); // elem_type FLOAT, shape
+        let ty = message(&[(1, F::Bytes(&tensor))]); // TypeProto.tensor_type
+        let info = |name: &[u8]| message(&[(1, F::Bytes(name)), (2, F::Bytes(&ty))]);
+        let node = message(&[
+            (1, F::Bytes(b"x")),
+            (1, F::Bytes(b"x")),
+            (2, F::Bytes(b"y")),
+            (4, F::Bytes(b"Mul")),
+        ]);
+        let graph = message(&[
+            (1, F::Bytes(&node)),
+            (2, F::Bytes(b"square")),
+            (11, F::Bytes(&info(b"x"))),
+            (12, F::Bytes(&info(b"y"))),
+        ]);
+        let opset = message(&[(2, F::Int(13))]);
+        message(&[(1, F::Int(8)), (7, F::Bytes(&graph)), (8, F::Bytes(&opset))])
+    }
+
+    /// A run flushes subnormals on the calling thread, whichever thread that is, and leaves the
+    /// thread's mode as it was; ONNX Runtime alone does not (the premise, checked too). One
+    /// intra-op thread, so the calling thread computes the product.
+    #[test]
+    fn runs_flush_subnormals_on_the_calling_thread() {
+        let Ok(rt) = crate::runtime::load(None) else {
+            panic!("ONNX Runtime: run `make ort` and set SAM3D_ORT_LIBRARY");
+        };
+        let file = std::env::temp_dir().join(format!("sam3d-square-{}.onnx", std::process::id()));
+        std::fs::write(&file, square_model()).unwrap();
+        let opts = ModelOptions {
+            threads: 1,
+            ..Default::default()
+        };
+        let made = make_session(&rt, &file, &opts);
+        std::fs::remove_file(&file).ok();
+        let (mut session, _, _) = made.unwrap();
+        std::thread::spawn(move || {
+            let before = crate::fpmode::mode();
+            let x = [1e-20f32, 2e-20, 3e-20, 1.0];
+            let mut square = |flush: bool| -> Vec<f32> {
+                let input = TensorRef::from_array_view(([4i64], &x[..])).unwrap();
+                let run = || {
+                    session.run(ort::inputs!["x" => input]).unwrap()["y"]
+                        .try_extract_tensor::<f32>()
+                        .unwrap()
+                        .1
+                        .to_vec()
+                };
+                if flush {
+                    flushing(run)
+                } else {
+                    run()
+                }
+            };
+            let plain = square(false);
+            assert!(
+                plain[0] > 0.0 && plain[0] < f32::MIN_POSITIVE,
+                "premise: subnormal {plain:?}"
+            );
+            assert_eq!(square(true), vec![0.0, 0.0, 0.0, 1.0]);
+            assert_eq!(
+                crate::fpmode::mode(),
+                before,
+                "the thread's mode is restored"
+            );
+        })
+        .join()
+        .unwrap();
     }
 }

@@ -2,12 +2,14 @@
 //!
 //! Modules: `geometry` (ITK image geometry), `volume` (voxels, owned or borrowed), `nifti_io`
 //! (NIfTI-1 with ITK's rules), `manifest` (model packages), `runtime` (finding ONNX Runtime),
-//! `frame` and `resample` (the contract's model frame and resampling), `refine` (test-time flips,
+//! `frame` and `resample` (the contract's model frame and resampling), `fpmode` (the floating-point
+//! mode of threads calling ONNX Runtime), `refine` (test-time flips,
 //! clicked components), `engine` (model, segmenter).
 //! The C boundary lives in `ffi` alone.
 
 pub mod engine;
 pub mod error;
+pub mod fpmode;
 pub mod frame;
 pub mod geometry;
 pub mod manifest;
