@@ -11,6 +11,7 @@ use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::{builder::GraphOptimizationLevel, RunOptions, Session};
 use ort::value::{DynValue, TensorRef};
 
+use crate::arena::{self, ArenaLease};
 use crate::error::{err, Error, Result, Sam3dStatus};
 use crate::fpmode::ModeGuard;
 use crate::frame::FrameMap;
@@ -105,6 +106,8 @@ pub struct Model {
     /// where the encoder's outputs (the region cache) are kept: the provider's device, so the
     /// decoder reads them there at every click instead of receiving a host copy
     cache_memory: CacheMemory,
+    /// the share of the CPU arena both sessions use (`arena`); None: each session has its own
+    _arena: Option<ArenaLease>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -143,9 +146,17 @@ impl Model {
         let m = &package.manifest;
         let crop = m.crop()?;
         let frame = m.frame_mode()?;
+        // CPU models share one arena (the decoder reuses the encoder's freed memory); if it cannot
+        // be registered, each session keeps its own, as ONNX Runtime does by default
+        let arena = match opts.device {
+            Sam3dDevice::Cpu => arena::lease(*runtime).ok(),
+            _ => None,
+        };
+        let shared = arena.is_some();
         let (encoder, provider, provider_note) =
-            make_session(runtime, &dir.join(&m.graphs.encoder.file), opts)?;
-        let (decoder, _, _) = make_session(runtime, &dir.join(&m.graphs.decoder.file), opts)?;
+            make_session(runtime, &dir.join(&m.graphs.encoder.file), opts, shared)?;
+        let (decoder, _, _) =
+            make_session(runtime, &dir.join(&m.graphs.decoder.file), opts, shared)?;
         let cache_names: Vec<String> = encoder
             .outputs()
             .iter()
@@ -187,6 +198,7 @@ impl Model {
             provider_note,
             cpu_threads: worker_threads(opts.threads),
             cache_memory,
+            _arena: arena,
         })
     }
 
@@ -217,10 +229,13 @@ fn check_gpu_options(opts: &ModelOptions) -> Result<()> {
     Ok(())
 }
 
+/// A session for one graph; `shared_arena`: its CPU memory comes from the environment's arena
+/// (`arena`), which the caller holds a lease on.
 fn make_session(
     runtime: &Runtime,
     file: &Path,
     opts: &ModelOptions,
+    shared_arena: bool,
 ) -> Result<(Session, String, String)> {
     let mut builder =
         Session::builder(runtime.environment()).map_err(|e| rt_err("session options", e))?;
@@ -256,6 +271,11 @@ fn make_session(
     builder = builder
         .with_memory_pattern(false)
         .map_err(|e| rt_err("memory pattern", e))?;
+    if shared_arena {
+        builder = builder
+            .with_env_allocators()
+            .map_err(|e| rt_err("shared arena", e))?;
+    }
     // Register GPU providers explicitly so a failure is seen (and reported), never silent.
     let (mut provider, mut note) = ("CPU".to_string(), String::new());
     let g = &opts.gpu;
@@ -1080,7 +1100,7 @@ mod tests {
             threads: 1,
             ..Default::default()
         };
-        let made = make_session(&rt, &file, &opts);
+        let made = make_session(&rt, &file, &opts, false);
         std::fs::remove_file(&file).ok();
         let (mut session, _, _) = made.unwrap();
         std::thread::spawn(move || {
