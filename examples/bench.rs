@@ -111,26 +111,10 @@ fn sessions(
     }
 }
 
-/// A thread started before the model opens, running the clicks as a host's worker pool would
-/// (`--click-thread pool`): ONNX Runtime gives the thread that opens the process's first session
-/// a floating-point mode that a thread started earlier lacks (`src/fpmode.rs`).
-struct Pool(std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>);
-
-impl Pool {
-    fn start() -> Pool {
-        let (tx, rx) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
-        std::thread::spawn(move || rx.into_iter().for_each(|job| job()));
-        Pool(tx)
-    }
-
-    fn run<R: Send + 'static>(&self, job: impl FnOnce() -> R + Send + 'static) -> R {
-        let (tx, rx) = std::sync::mpsc::channel();
-        self.0
-            .send(Box::new(move || tx.send(job()).unwrap()))
-            .unwrap();
-        rx.recv().expect("click thread")
-    }
-}
+/// The sessions' job, run on a thread started before the model opens, as a host's worker pool
+/// would (`--click-thread pool`): ONNX Runtime gives the thread that opens the process's first
+/// session a floating-point mode that a thread started earlier lacks (`src/fpmode.rs`).
+type Job = Box<dyn FnOnce() -> Sessions + Send>;
 
 fn main() {
     let mut model_dir = String::new();
@@ -192,8 +176,11 @@ fn main() {
     if model_dir.is_empty() || input.is_empty() {
         usage_error("--model and --input are needed");
     }
-    // started before ONNX Runtime and the model, like a host's worker pool
-    let pool = pool_thread.then(Pool::start);
+    // started before ONNX Runtime and the model, like a host's worker pool; waits for its job
+    let pool = pool_thread.then(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<Job>();
+        (tx, std::thread::spawn(move || rx.recv().map(|job| job())))
+    });
     let rt = runtime::load(ort.as_deref().map(std::path::Path::new)).expect("ONNX Runtime");
     let opts = ModelOptions {
         device,
@@ -233,7 +220,10 @@ fn main() {
         first_rss,
     } = match pool {
         None => job(),
-        Some(pool) => pool.run(job),
+        Some((tx, worker)) => {
+            tx.send(Box::new(job)).expect("click thread");
+            worker.join().expect("click thread").expect("click thread")
+        }
     };
     let names = ["load", "resample", "encode", "decode", "paste"];
     let stage_json: Vec<String> = (1..5)

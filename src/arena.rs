@@ -58,18 +58,29 @@ fn status(s: ort::sys::OrtStatusPtr) -> std::result::Result<(), String> {
     Err(msg)
 }
 
+/// Register the CPU arena on ONNX Runtime's environment (`Err`: ONNX Runtime's message).
+fn register(runtime: Runtime) -> std::result::Result<(), String> {
+    let info = cpu_arena_info().map_err(|e| e.to_string())?;
+    let env = runtime.environment().ptr() as *mut ort::sys::OrtEnv;
+    // SAFETY: valid environment and memory info; a NULL arena configuration means defaults
+    status(unsafe { (ort::api().CreateAndRegisterAllocator)(env, info.ptr(), std::ptr::null()) })
+}
+
+/// Unregister it; sessions still using it hold their own reference.
+fn unregister(runtime: Runtime) -> std::result::Result<(), String> {
+    let info = cpu_arena_info().map_err(|e| e.to_string())?;
+    let env = runtime.environment().ptr() as *mut ort::sys::OrtEnv;
+    // SAFETY: valid environment and memory info
+    status(unsafe { (ort::api().UnregisterAllocator)(env, info.ptr()) })
+}
+
 /// A lease on the shared CPU arena, registering it first if no model holds one. `Err` (ONNX
 /// Runtime's message) when it cannot be registered, e.g. because the process registered a CPU
 /// allocator of its own: the sessions then keep their own arenas.
 pub fn lease(runtime: Runtime) -> std::result::Result<ArenaLease, String> {
     let mut n = LEASES.lock().unwrap_or_else(|p| p.into_inner());
     if *n == 0 {
-        let info = cpu_arena_info().map_err(|e| e.to_string())?;
-        let env = runtime.environment().ptr() as *mut ort::sys::OrtEnv;
-        // SAFETY: valid environment and memory info; a NULL arena configuration means defaults
-        status(unsafe {
-            (ort::api().CreateAndRegisterAllocator)(env, info.ptr(), std::ptr::null())
-        })?;
+        register(runtime)?;
     }
     *n += 1;
     Ok(ArenaLease { runtime })
@@ -85,11 +96,9 @@ impl Drop for ArenaLease {
         let mut n = LEASES.lock().unwrap_or_else(|p| p.into_inner());
         *n -= 1;
         if *n == 0 {
-            if let Ok(info) = cpu_arena_info() {
-                let env = self.runtime.environment().ptr() as *mut ort::sys::OrtEnv;
-                // SAFETY: as in `lease`; sessions still using the arena hold their own reference
-                let _ = status(unsafe { (ort::api().UnregisterAllocator)(env, info.ptr()) });
-            }
+            // nothing to do on failure: the arena then stays registered, as per-session arenas
+            // stayed allocated until their session went
+            let _ = unregister(self.runtime);
         }
     }
 }
@@ -111,14 +120,9 @@ mod tests {
         drop(b);
         assert_eq!(leases(), base);
         if base == 0 {
-            let info = cpu_arena_info().unwrap();
-            let env = rt.environment().ptr() as *mut ort::sys::OrtEnv;
             // registering now succeeds: the arena was unregistered; and it is unregistered again
-            status(unsafe {
-                (ort::api().CreateAndRegisterAllocator)(env, info.ptr(), std::ptr::null())
-            })
-            .unwrap();
-            status(unsafe { (ort::api().UnregisterAllocator)(env, info.ptr()) }).unwrap();
+            register(rt).unwrap();
+            unregister(rt).unwrap();
         }
         let c = lease(rt).unwrap();
         assert_eq!(leases(), base + 1);

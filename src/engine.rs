@@ -744,7 +744,7 @@ impl Segmenter {
         let pt = TensorRef::from_array_view(([1i64, n as i64, 3], pts))
             .map_err(|e| rt_err("points", e))?;
         inputs.push(("points".into(), pt.into()));
-        let out = flushing(|| dec.run_with_options(inputs, &*self.run_options))
+        let out = flushing(|| dec.run_with_options(inputs, &self.run_options))
             .map_err(|e| self.run_error("decoder", e))?;
         let (shape, data) = out["prob"]
             .try_extract_tensor::<f32>()

@@ -1,10 +1,10 @@
 //! libsam3d: promptable 3D segmentation (3DSAM-adapter) on ONNX Runtime, behind a stable C ABI.
 //!
-//! Modules: `arena` (one ONNX Runtime CPU arena for the open models), `geometry` (ITK image geometry), `volume` (voxels, owned or borrowed), `nifti_io`
+//! Modules: `geometry` (ITK image geometry), `volume` (voxels, owned or borrowed), `nifti_io`
 //! (NIfTI-1 with ITK's rules), `manifest` (model packages), `runtime` (finding ONNX Runtime),
-//! `frame` and `resample` (the contract's model frame and resampling), `fpmode` (the floating-point
-//! mode of threads calling ONNX Runtime), `refine` (test-time flips,
-//! clicked components), `engine` (model, segmenter).
+//! `arena` (one ONNX Runtime CPU arena for the open models), `fpmode` (the floating-point mode of
+//! threads calling ONNX Runtime), `frame` and `resample` (the contract's model frame and
+//! resampling), `refine` (test-time flips, clicked components), `engine` (model, segmenter).
 //! The C boundary lives in `ffi` alone.
 
 pub mod arena;

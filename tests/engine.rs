@@ -1,60 +1,13 @@
 //! Engine tests on the tiny fixture packages (random weights, masks neither empty nor full).
 //! ONNX Runtime comes from `SAM3D_ORT_LIBRARY` (set by the Makefile) or the usual search.
 
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::sync::Arc;
 
+use common::{fixture, model, volume};
 use sam3d::engine::{ModelOptions, Sam3dCoord, Sam3dStage};
-use sam3d::geometry::Geometry;
 use sam3d::{runtime, Model, Sam3dStatus, Segmenter, Volume};
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/models")
-        .join(name)
-}
-
-fn model(name: &str) -> Arc<Model> {
-    let rt = runtime::load(None).expect("ONNX Runtime: run `make ort` and set SAM3D_ORT_LIBRARY");
-    Arc::new(
-        Model::open(
-            &rt,
-            &fixture(name),
-            &ModelOptions {
-                threads: 1,
-                ..Default::default()
-            },
-        )
-        .unwrap(),
-    )
-}
-
-/// A smooth synthetic CT-like volume: soft tissue with a brighter blob, 1.5 x 1.5 x 2.5 mm, oblique.
-fn volume() -> Arc<Volume> {
-    let dims = [48, 40, 30];
-    let a: f64 = 0.1;
-    let dir = [
-        [a.cos(), -a.sin(), 0.0],
-        [a.sin(), a.cos(), 0.0],
-        [0.0, 0.0, 1.0],
-    ];
-    let geom = Geometry::new(dims, [1.5, 1.5, 2.5], [-30.0, 20.0, 5.0], dir).unwrap();
-    let mut data = Vec::with_capacity(dims[0] * dims[1] * dims[2]);
-    for k in 0..dims[2] {
-        for j in 0..dims[1] {
-            for i in 0..dims[0] {
-                let r2 = ((i as f64 - 24.0) / 8.0).powi(2)
-                    + ((j as f64 - 18.0) / 6.0).powi(2)
-                    + ((k as f64 - 15.0) / 4.0).powi(2);
-                let v = 40.0
-                    + 120.0 * (-r2).exp()
-                    + 30.0 * ((i * 7 + j * 13 + k * 3) % 11) as f64 / 11.0;
-                data.push(v as f32);
-            }
-        }
-    }
-    Arc::new(Volume::new(geom, data).unwrap())
-}
 
 fn none() -> impl FnMut(Sam3dStage, bool) {
     |_, _| {}

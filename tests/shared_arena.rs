@@ -2,35 +2,21 @@
 //! holds it, unregistered with the last one, registered again by the next model. A test binary of
 //! its own, so no other test opens models meanwhile.
 
-use std::path::Path;
+mod common;
+
 use std::sync::Arc;
 
 use sam3d::arena::leases;
-use sam3d::engine::{ModelOptions, Sam3dCoord};
-use sam3d::geometry::Geometry;
-use sam3d::{runtime, Model, Segmenter, Volume};
-
-const IDENTITY: [[f64; 3]; 3] = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]];
+use sam3d::engine::Sam3dCoord;
+use sam3d::{Model, Segmenter};
 
 fn open() -> Arc<Model> {
-    let rt = runtime::load(None).expect("ONNX Runtime: run `make ort` and set SAM3D_ORT_LIBRARY");
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/models/tiny-orient");
-    let opts = ModelOptions {
-        threads: 1,
-        ..Default::default()
-    };
-    Arc::new(Model::open(&rt, &dir, &opts).unwrap())
+    common::model("tiny-orient")
 }
 
-/// The mask of one click at the volume's centre.
+/// The mask of one click near the volume's centre.
 fn mask(model: &Arc<Model>) -> Vec<u8> {
-    let dims = [40, 36, 30];
-    let data: Vec<f32> = (0..dims.iter().product::<usize>())
-        .map(|i| 40.0 + (i % 17) as f32 * 5.0 + (i % 1201) as f32 * 0.1)
-        .collect();
-    let geom = Geometry::new(dims, [1.5, 1.5, 2.5], [0.0; 3], IDENTITY).unwrap();
-    let mut seg =
-        Segmenter::new(model.clone(), Arc::new(Volume::new(geom, data).unwrap())).unwrap();
+    let mut seg = Segmenter::new(model.clone(), common::volume()).unwrap();
     let obj = seg.add_object();
     seg.click(obj, [20.0, 18.0, 15.0], Sam3dCoord::Ijk, &mut |_, _| {})
         .unwrap();
