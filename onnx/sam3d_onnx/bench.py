@@ -90,7 +90,10 @@ def int8_package(pkg: str, out: str) -> str:
 
     src = read_manifest(pkg, verify=False)["graphs"]["encoder"]["sha256"]
     if os.path.exists(os.path.join(out, "sam3d-model.json")):
-        if read_manifest(out, verify=False).get("quantised_from", {}).get("encoder") == src:
+        made = read_manifest(out, verify=False)
+        # "int8_convs" in the record: made since the convolutions are quantised too
+        if made.get("quantised_from", {}).get("encoder") == src and \
+                "int8_convs" in made.get("quantisation", {}).get("encoder", {}):
             return out
     quantize_package(pkg, out)
     return out

@@ -7,7 +7,7 @@ import onnx
 import pytest
 
 from sam3d_onnx.package import read_manifest
-from sam3d_onnx.quantize import compare, drop_repeated_nodes, quantize_package, weight_matmuls
+from sam3d_onnx.quantize import compare, drop_repeated_nodes, int8_convs, quantize_package, weight_matmuls
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(REPO, "tests", "fixtures", "models", "tiny-orient")
@@ -33,10 +33,72 @@ def test_int8_package_is_valid_and_close_to_fp32(tmp_path):
     weights, others = weight_matmuls(enc)
     assert weights == []                            # every weight MatMul was quantised
     assert len(others) == m["quantisation"]["encoder"]["fp32_matmuls"] > 0   # attention stays fp32
+    # the 3x3x3 convolutions too (the tiny fixture: 4 necks, 3 decoder heads with 2 each); the
+    # one-channel image-level conv, the 1x1 and the depth-wise ones stay Conv
+    assert m["quantisation"]["encoder"]["int8_convs"] == 10
+    convs = [n for n in enc.graph.node if n.op_type == "Conv"]
+    fp32 = onnx.load(os.path.join(TINY, "encoder.onnx"))
+    assert len(convs) == sum(n.op_type == "Conv" for n in fp32.graph.node) - 10
     res = compare_on_random_crops(out, seed=0)
     assert 0 < res["max_abs"] < 0.2, res["max_abs"]
     assert res["dice_mean"] > 0.8, res["dice_mean"]
     assert not any(f.startswith(".int8-") for f in os.listdir(tmp_path))   # no temporary left behind
+
+
+def conv_model(w, b, **attrs):
+    """One Conv over a (1, Ci, 5, 6, 7) input, its weight and bias as initializers."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    ci = w.shape[1]
+    inits = [numpy_helper.from_array(w, "w")] + ([numpy_helper.from_array(b, "b")] if b is not None else [])
+    conv = helper.make_node("Conv", ["x", "w"] + (["b"] if b is not None else []), ["y"], name="conv", **attrs)
+    graph = helper.make_graph([conv], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, ci, 5, 6, 7])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_int8_convs_equal_the_convolution_when_nothing_needs_rounding():
+    """int8_convs on values that quantise exactly: weights integers with |w| max 127 in every output
+    channel (scale 1), the input integers from -100 to 155 (DynamicQuantizeLinear: scale 1, zero point
+    100, so the padding is the zero point, not 0). Then the rewrite is an integer convolution, equal to
+    the fp32 Conv's (sums below 2^24 are exact in float32): wrong tap order, channel order, padding or
+    scale would show."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(3)
+    w = rng.integers(-127, 128, (4, 8, 3, 3, 3)).astype(np.float32)
+    w[np.arange(4), rng.integers(0, 8, 4), 1, 2, 0] = [127, -127, 127, -127]
+    b = rng.standard_normal(4).astype(np.float32)
+    x = rng.integers(-100, 156, (1, 8, 5, 6, 7)).astype(np.float32)
+    x.flat[:2] = [-100, 155]
+    attrs = dict(kernel_shape=[3, 3, 3], pads=[1] * 6)
+    ref = ort.InferenceSession(conv_model(w, b, **attrs).SerializeToString(), providers=["CPUExecutionProvider"])
+    rewritten = conv_model(w, b, **attrs)
+    assert int8_convs(rewritten) == 1
+    assert "Conv" not in {n.op_type for n in rewritten.graph.node}
+    assert "w" not in {i.name for i in rewritten.graph.initializer}      # the fp32 weight is gone
+    got = ort.InferenceSession(rewritten.SerializeToString(), providers=["CPUExecutionProvider"])
+    want = ref.run(None, {"x": x})[0]
+    assert want.shape == (1, 4, 5, 6, 7)
+    np.testing.assert_array_equal(got.run(None, {"x": x})[0], want)
+    # on values that do need rounding: close (per-tensor uint8 input, int8 weights)
+    xr = rng.standard_normal(x.shape).astype(np.float32)
+    wr = rng.standard_normal(w.shape).astype(np.float32)
+    rounded = conv_model(wr, None, **attrs)
+    int8_convs(rounded)
+    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": xr})[0]
+    want = run(conv_model(wr, None, **attrs))
+    err = run(rounded) - want
+    assert 0 < np.abs(err).max() and np.sqrt((err ** 2).mean() / (want ** 2).mean()) < 0.03
+
+
+@pytest.mark.parametrize("attrs", [dict(kernel_shape=[3, 3, 3], pads=[1] * 6, strides=[2, 2, 2]),
+                                   dict(kernel_shape=[3, 3, 3], pads=[0] * 6),
+                                   dict(kernel_shape=[3, 3, 3], pads=[1] * 6, group=2)])
+def test_int8_convs_leave_other_convolutions_alone(attrs):
+    w = np.ones((4, 8 // attrs.get("group", 1), 3, 3, 3), np.float32)
+    model = conv_model(w, None, **attrs)
+    assert int8_convs(model) == 0 and [n.op_type for n in model.graph.node] == ["Conv"]
 
 
 def test_fp16_package_keeps_the_interface_and_stays_close_to_fp32(tmp_path):
