@@ -295,17 +295,19 @@ def print_table(rec: dict):
     print("|---|---|---|---|---|---|")
     for name, c in rec["configs"].items():
         e, r = c["engine"], c["reference"]
+        # a model's first encoding and the later ones apart, when the run had more than one
+        split = [("encoder pass, a model's first", e["encode_first_s"], None, c["floor_encoder_s"]),
+                 ("encoder pass, later ones", e["encode_later_s"], None, c["floor_encoder_s"])] \
+            if e.get("encode_later_s") is not None else []
         rows = [("model open", e["model_open_s"], r["model_build_s"], None),
                 ("NIfTI load (.nii.gz)", e["nifti_load_s"], r["nifti_load_s"], None),
                 ("preprocessing (resample, clip, normalise)", e["resample_s"], r["preprocess_s"], None),
                 ("encoder pass", e["encode_s"], r.get("encoder_s"), c["floor_encoder_s"]),
+                *split,
                 ("first click (all stages)", e["first_click_s"], r["first_click_s"], None),
                 ("follow-up click", e["follow_up_click_s"], r["follow_up_click_s"], c["floor_click_s"]),
                 ("paste-back", e["paste_s"], None, None),
                 ("peak RSS (MB)", e["peak_rss_mb"], r["peak_rss_mb"], None)]
-        if e.get("encode_later_s") is not None:   # a model's first encoding and the later ones apart
-            rows[4:4] = [("encoder pass, a model's first", e["encode_first_s"], None, c["floor_encoder_s"]),
-                         ("encoder pass, later ones", e["encode_later_s"], None, c["floor_encoder_s"])]
         if e.get("repeat", 1) > 1 and "peak_rss_first_session_mb" in e:
             rows.append(("peak RSS after the first session (MB)", e["peak_rss_first_session_mb"], None, None))
         d = c.get("engine_package_default")

@@ -98,7 +98,6 @@ def int8_convs(model) -> int:
     MatMulInteger + Cast + Mul into MatMulIntegerToFloat), plus the bias, moved channels-first.
     The paper size's four neck convs (256 -> 256, 32^3) take about 0.26 s each instead of 0.5 s on
     2 cores."""
-    import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
     g = model.graph
@@ -186,8 +185,7 @@ def half_graph(src: str, dst: str) -> dict:
 
 
 PRECISIONS = {"int8": ("int8-dynamic", quantize_graph,
-                       "weight MatMuls and 3x3x3 convolutions quantised to int8 (dynamic quantisation, per-channel "
-                       "weights)"),
+                       "weight MatMuls quantised to int8 (ONNX Runtime dynamic quantisation, per-channel weights)"),
               "fp16": ("fp16", half_graph, "converted to fp16, inputs and outputs float32 (ONNX Runtime's float16 "
                                            "converter)")}
 
@@ -197,8 +195,10 @@ def quantize_package(pkg: str, out: str, graphs=("encoder",), precision: str = "
     or halved (fp16), the manifest's hashes and provenance updated. Written to a temporary folder next
     to `out` and renamed, so `out` is never half-written."""
     label, convert, what = PRECISIONS[precision]
-    if precision == "int8" and not convs:
-        convert, what = partial(quantize_graph, convs=False), what.replace(" and 3x3x3 convolutions", "")
+    if precision == "int8":
+        convert = partial(quantize_graph, convs=convs)
+        if convs:
+            what += ", 3x3x3 convolutions as int8 im2col products"
     manifest = read_manifest(pkg)
     quantised_from = {k: manifest["graphs"][k]["sha256"] for k in graphs}
     parent = os.path.dirname(os.path.abspath(out)) or "."
