@@ -13,7 +13,7 @@ DATA := .cache/data
 EXAMPLES := target/release/examples
 export SAM3D_ORT_LIBRARY := $(abspath $(ORT_LIB))
 
-.PHONY: all venv ort data build header test test-rust test-c test-integration test-python \
+.PHONY: all venv ort data build header lint test test-rust test-c test-integration test-python \
         test-python-fast fixtures demo demo-parity train-demo evaluate eval-data sample clean \
         install uninstall test-install test-binding test-slicer bench bench-gpu
 
@@ -82,8 +82,13 @@ test-c: ort $(SAMPLE_CT) build
 	done
 	@echo "C and C++ examples: same mask as the Rust example, with and without sanitizers"
 
-test-rust: ort
+test-rust: ort lint
 	cargo test --release
+
+# Formatting and clippy's lints (warnings are errors) on the library, examples and tests.
+lint:
+	cargo fmt --check
+	cargo clippy --release --all-targets -- -D warnings
 
 # The Rust engine against nibabel and the PyTorch reference pipeline.
 test-integration: venv ort data build

@@ -9,6 +9,16 @@ use std::time::Instant;
 use sam3d::engine::{GpuOptions, ModelOptions, Sam3dCoord, Sam3dDevice, Sam3dStage};
 use sam3d::{nifti_io, runtime, Model, Segmenter, Volume};
 
+/// `x` with `decimals` decimals as a JSON number, or null where it is not finite (a stage that
+/// never ran has a NaN median; JSON has no spelling for it).
+fn num(x: f64, decimals: usize) -> String {
+    if x.is_finite() {
+        format!("{x:.decimals$}")
+    } else {
+        "null".into()
+    }
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     if v.is_empty() {
@@ -227,32 +237,29 @@ fn main() {
     };
     let names = ["load", "resample", "encode", "decode", "paste"];
     let mut stage_json: Vec<String> = (1..5)
-        .map(|i| format!("\"{}_s\": {:.6}", names[i], median(stages[i].clone())))
+        .map(|i| format!("\"{}_s\": {}", names[i], num(median(stages[i].clone()), 6)))
         .collect();
     // the model's first encoding pays for the memory it touches first (page faults: seconds on
     // some virtual machines); later encodings reuse the arena
     let encodes = &stages[2];
     stage_json.push(format!(
-        "\"encode_first_s\": {:.6}, \"encode_later_s\": {}",
-        encodes.first().copied().unwrap_or(f64::NAN),
-        if encodes.len() > 1 {
-            format!("{:.6}", median(encodes[1..].to_vec()))
-        } else {
-            "null".into()
-        }
+        "\"encode_first_s\": {}, \"encode_later_s\": {}",
+        num(encodes.first().copied().unwrap_or(f64::NAN), 6),
+        // null with one session
+        num(median(encodes.get(1..).unwrap_or_default().to_vec()), 6)
     ));
     println!(
-        "{{\"model\": \"{}\", \"dims\": {:?}, \"repeat\": {}, \"model_open_s\": {:.6}, \"nifti_load_s\": {:.6}, \"first_click_s\": {:.6}, \"follow_up_click_s\": {:.6}, {}, \"peak_rss_mb\": {:.1}, \"peak_rss_first_session_mb\": {:.1}, \"provider\": \"{}\", \"test_time_flips\": {}, \"keep_clicked_components\": {}, \"click_thread\": \"{}\"}}",
+        "{{\"model\": \"{}\", \"dims\": {:?}, \"repeat\": {}, \"model_open_s\": {}, \"nifti_load_s\": {}, \"first_click_s\": {}, \"follow_up_click_s\": {}, {}, \"peak_rss_mb\": {}, \"peak_rss_first_session_mb\": {}, \"provider\": \"{}\", \"test_time_flips\": {}, \"keep_clicked_components\": {}, \"click_thread\": \"{}\"}}",
         model.manifest().name,
         vol.geom.dims,
         repeat,
-        median(open),
-        median(load),
-        median(first),
-        median(follow),
+        num(median(open), 6),
+        num(median(load), 6),
+        num(median(first), 6),
+        num(median(follow), 6),
         stage_json.join(", "),
-        peak_rss_mb(),
-        first_rss.unwrap_or(f64::NAN),
+        num(peak_rss_mb(), 1),
+        num(first_rss.unwrap_or(f64::NAN), 1),
         model.provider,
         flips,
         keep_clicked,

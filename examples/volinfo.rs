@@ -28,12 +28,26 @@ fn main() {
                 .split(',')
                 .map(|x| x.parse().expect("integer index"))
                 .collect();
-            format!("{}", v.at(p[0], p[1], p[2]))
+            num(v.at(p[0], p[1], p[2]) as f64)
         })
         .collect();
     let m = v.geom.index_to_lps_matrix();
     println!(
         "{{\"status\": \"SAM3D_STATUS_OK\", \"dims\": {:?}, \"index_to_lps\": {:?}, \"sum\": {}, \"sumsq\": {}, \"samples\": [{}]}}",
-        v.geom.dims, m, sum, sumsq, samples.join(", ")
+        v.geom.dims,
+        m,
+        num(sum),
+        num(sumsq),
+        samples.join(", ")
     );
+}
+
+/// A JSON number, or null for NaN and infinities (a volume may hold them; JSON has no spelling
+/// for them).
+fn num(x: f64) -> String {
+    if x.is_finite() {
+        format!("{x}")
+    } else {
+        "null".into()
+    }
 }

@@ -34,7 +34,7 @@ impl Geometry {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.dims.iter().any(|&d| d == 0) {
+        if self.dims.contains(&0) {
             return Err(err(
                 Sam3dStatus::InvalidArgument,
                 format!("volume dimensions {:?} contain a zero", self.dims),

@@ -7,6 +7,9 @@
 //! resampling), `refine` (test-time flips, clicked components), `engine` (model, segmenter).
 //! The C boundary lives in `ffi` alone.
 
+// 3x3 matrices and 3-vectors read better with their indices (m[r][c] next to v[c]) than zipped
+#![allow(clippy::needless_range_loop)]
+
 pub mod arena;
 pub mod engine;
 pub mod error;

@@ -223,6 +223,8 @@ impl Manifest {
             return Err(bad(dir, "spacing_mm must be positive"));
         }
         let i = &self.intensity;
+        // negated comparisons: NaN fails them too
+        #[allow(clippy::neg_cmp_op_on_partial_ord)]
         if !(i.clip[0] < i.clip[1]) || !(i.std > 0.0) || !i.mean.is_finite() {
             return Err(bad(dir, "intensity: clip must be increasing, std positive"));
         }

@@ -1,8 +1,10 @@
 //! Resampling exactly as the official pipeline does with PyTorch `F.interpolate` (trilinear,
 //! `align_corners=False`), computed only where it is needed:
+//!
 //! * to the model spacing (`scale_factor` s): output size floor(n * s), source coordinate of output
 //!   index j = (j + 0.5) / s - 0.5, negative clamped to 0, upper neighbour clamped to n - 1;
 //! * back to the original grid (`size` n): source coordinate (j + 0.5) * m / n - 0.5, same clamps.
+//!
 //! Trilinear is separable, so each axis gets its own (index, index, weight) taps.
 
 /// One output sample along one axis: source indices x0, x1 and the weight of x1.

@@ -282,7 +282,7 @@ fn a_borrowed_int16_buffer_with_padded_rows_gives_the_owned_volume_mask() {
             .unwrap();
         masks.push(s.mask_vec(o).unwrap());
     }
-    assert!(masks[0].iter().any(|&v| v == 1));
+    assert!(masks[0].contains(&1));
     assert_eq!(masks[0], masks[1]);
     // a stride that leaves the buffer is refused
     let e = unsafe {

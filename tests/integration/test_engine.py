@@ -65,6 +65,7 @@ def _variants(tmp_path):
         ("uint8", np.uint8, a, None, None, ("sform", 2)),
         ("float32", np.float32, oblique, None, None, ("qform", 1)),
         ("float64", np.float64, a, None, None, ("both", 1)),
+        ("int16_big_endian", np.dtype(">i2"), a, 1.0, -1024.0, ("both", 1)),
     ]:
         if slope is not None:
             raw = ((data - inter) / slope).astype(dtype)
@@ -72,7 +73,8 @@ def _variants(tmp_path):
             raw = np.clip(data + 1024, 0, 255).astype(dtype)
         else:
             raw = data.astype(dtype)
-        im = nib.Nifti1Image(raw, aff)  # pixdim consistent with the matrix
+        # pixdim consistent with the matrix; the header's byte order is the data's
+        im = nib.Nifti1Image(raw, aff, header=nib.Nifti1Header(endianness=raw.dtype.byteorder))
         which, code = codes
         if which in ("sform", "both"):
             im.set_sform(aff, code=code)
@@ -105,6 +107,49 @@ def test_reader_matches_nibabel(tmp_path):
         want, sarr = sitk_index_to_lps(path)
         np.testing.assert_allclose(np.array(info["index_to_lps"]), want, atol=1e-4, err_msg=name)
         np.testing.assert_allclose(info["samples"], [float(sarr[i]) for i in idx], rtol=1e-6, atol=1e-4, err_msg=name)
+
+
+def test_invalid_scaling_reads_as_nibabel_does(tmp_path):
+    """scl_slope 0 (NIfTI-1: no scaling), NaN or infinite: the stored values, as nibabel reads them
+    (ITK applies scl_inter alone there); a valid slope with an infinite scl_inter: the intercept
+    counts as 0, as ITK reads it (nibabel refuses the file)."""
+    raw = (np.arange(5 * 6 * 7).reshape(5, 6, 7) * 3 - 200).astype(np.int16)
+    idx = [(0, 0, 0), (1, 2, 3), (4, 5, 6), (3, 0, 5)]
+    for slope, inter, want in [
+        (0.0, 7.0, raw),
+        (np.nan, 5.0, raw),
+        (np.inf, 5.0, raw),
+        (2.0, np.inf, raw * 2.0),
+        (0.5, -3.0, raw * 0.5 - 3.0),
+    ]:
+        im = nib.Nifti1Image(raw, np.eye(4))
+        im.header["scl_slope"], im.header["scl_inter"] = slope, inter
+        p = tmp_path / f"s{slope}_i{inter}.nii.gz"
+        nib.save(im, str(p))
+        if np.isfinite(inter):
+            np.testing.assert_array_equal(np.asarray(nib.load(p).get_fdata()), want)
+        info = volinfo(p, *idx)
+        assert info["status"] == "SAM3D_STATUS_OK", (slope, inter, info)
+        assert info["samples"] == [float(want[i]) for i in idx], (slope, inter)
+        assert info["sum"] == float(want.sum()), (slope, inter)
+
+
+def test_nonfinite_voxels_print_as_json_null(tmp_path):
+    """A float volume may hold NaN: it reads (the volume counts it), and volinfo's JSON stays
+    JSON (null, not Python's NaN extension)."""
+    data = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    data[1, 2, 3] = np.nan
+    p = tmp_path / "nan.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(p))
+    out = subprocess.run([os.path.join(BIN, "volinfo"), str(p), "1,2,3", "0,1,2"], capture_output=True, text=True)
+
+    def refuse(c):
+        raise ValueError(f"not JSON: {c}")
+
+    info = json.loads(out.stdout, parse_constant=refuse)
+    assert info["status"] == "SAM3D_STATUS_OK"
+    assert info["sum"] is None and info["sumsq"] is None
+    assert info["samples"] == [None, float(data[0, 1, 2])]
 
 
 def sitk_index_to_lps(path):
