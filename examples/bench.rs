@@ -46,7 +46,7 @@ fn peak_rss_mb() -> f64 {
 
 const USAGE: &str = "usage: bench --model DIR --input VOL.nii[.gz] --click I,J,K [--repeat N] [--threads N] \
 [--ort LIB] [--device cpu|cuda|tensorrt] [--gpu-mem-limit-mb MB] [--trt-cache DIR] [--trt-fp16] [--cuda-tf32] \
-[--flips 1|2|4|8] [--keep-clicked 0|1] [--click-thread opening|pool]";
+[--flips 1|2|4|8] [--keep-clicked 0|1] [--click-thread opening|pool] [--warm-up]";
 
 /// A command-line mistake: the message and the usage on stderr, exit status 2 (no panic trace).
 fn usage_error(msg: &str) -> ! {
@@ -136,12 +136,15 @@ fn main() {
     let (mut flips, mut keep_clicked) = (None::<u32>, None::<bool>);
     // clicks on the thread that opened the model, or on one started before it (--click-thread)
     let mut pool_thread = false;
+    // a warm-up (`Model::warm_up`) after the model opens, before the volume loads
+    let mut warm_up = false;
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         // flags without a value
         let flag = match k.as_str() {
             "--trt-fp16" => Some(&mut gpu.fp16),
             "--cuda-tf32" => Some(&mut gpu.tf32),
+            "--warm-up" => Some(&mut warm_up),
             _ => None,
         };
         if let Some(flag) = flag {
@@ -208,6 +211,11 @@ fn main() {
         open.push(t.elapsed().as_secs_f64());
     }
     let model = model.unwrap();
+    let warm_up_s = warm_up.then(|| {
+        let t = Instant::now();
+        model.warm_up().expect("warm-up");
+        t.elapsed().as_secs_f64()
+    });
     // the settings every session of this run uses: the package's unless given
     let inference = &model.manifest().inference;
     let flips = flips.unwrap_or(inference.test_time_flips);
@@ -249,11 +257,12 @@ fn main() {
         num(median(encodes.get(1..).unwrap_or_default().to_vec()), 6)
     ));
     println!(
-        "{{\"model\": \"{}\", \"dims\": {:?}, \"repeat\": {}, \"model_open_s\": {}, \"nifti_load_s\": {}, \"first_click_s\": {}, \"follow_up_click_s\": {}, {}, \"peak_rss_mb\": {}, \"peak_rss_first_session_mb\": {}, \"provider\": \"{}\", \"test_time_flips\": {}, \"keep_clicked_components\": {}, \"click_thread\": \"{}\"}}",
+        "{{\"model\": \"{}\", \"dims\": {:?}, \"repeat\": {}, \"model_open_s\": {}, \"warm_up_s\": {}, \"nifti_load_s\": {}, \"first_click_s\": {}, \"follow_up_click_s\": {}, {}, \"peak_rss_mb\": {}, \"peak_rss_first_session_mb\": {}, \"provider\": \"{}\", \"test_time_flips\": {}, \"keep_clicked_components\": {}, \"click_thread\": \"{}\"}}",
         model.manifest().name,
         vol.geom.dims,
         repeat,
         num(median(open), 6),
+        num(warm_up_s.unwrap_or(f64::NAN), 6),
         num(median(load), 6),
         num(median(first), 6),
         num(median(follow), 6),

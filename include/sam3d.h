@@ -259,6 +259,19 @@ enum Sam3dStatus sam3d_model_open_ex(const struct Sam3dRuntime *rt,
 // Facts about a model (strings owned by the model).
 enum Sam3dStatus sam3d_model_info(const struct Sam3dModel *model, struct Sam3dModelInfo *out);
 
+// Run one click's work on a small synthetic volume, so that the user's first click does not pay
+// for ONNX Runtime's first runs (memory the process touches for the first time; on CUDA, kernel
+// selection). Blocks for about one click with a new region; call it from a worker thread right
+// after opening the model. A click on any session of this model, or `sam3d_model_cancel_warm_up`,
+// stops it: it then returns `SAM3D_STATUS_CANCELLED` (nothing is lost; the click goes ahead).
+// A second warm-up of the same model while one runs: `SAM3D_STATUS_INVALID_ARGUMENT`. Free the
+// model only after this call has returned.
+enum Sam3dStatus sam3d_model_warm_up(const struct Sam3dModel *model);
+
+// Stop the model's running warm-up, if any (it returns `SAM3D_STATUS_CANCELLED`); callable from
+// any thread. Without a running warm-up this does nothing.
+enum Sam3dStatus sam3d_model_cancel_warm_up(const struct Sam3dModel *model);
+
 // Free a model. Sessions made from it keep it alive until they are freed. NULL is a no-op.
 void sam3d_model_free(struct Sam3dModel *model);
 

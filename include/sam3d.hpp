@@ -87,6 +87,11 @@ public:
         detail::check(sam3d_model_info(h_.get(), &i));
         return i;
     }
+    /// One click's work on a synthetic volume (sam3d_model_warm_up): run it on a worker thread
+    /// after opening; a click on any session stops it (throws sam3d::Error, SAM3D_STATUS_CANCELLED).
+    void warm_up() const { detail::check(sam3d_model_warm_up(h_.get())); }
+    /// Stop a running warm_up() from any thread; nothing happens if none runs.
+    void cancel_warm_up() const { detail::check(sam3d_model_cancel_warm_up(h_.get())); }
     const Sam3dModel* get() const noexcept { return h_.get(); }
 
 private:

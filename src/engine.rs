@@ -22,6 +22,7 @@ use crate::resample::{
 };
 use crate::runtime::Runtime;
 use crate::volume::Volume;
+use crate::warmup::WarmUpSlot;
 
 /// Execution provider requested for a model. Values are part of the C ABI.
 #[repr(C)]
@@ -108,6 +109,8 @@ pub struct Model {
     cache_memory: CacheMemory,
     /// the share of the CPU arena both sessions use (`arena`); None: each session has its own
     _arena: Option<ArenaLease>,
+    /// the running warm-up (`warmup`), which clicks stop
+    pub(crate) warm: WarmUpSlot,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -199,6 +202,7 @@ impl Model {
             cpu_threads: worker_threads(opts.threads),
             cache_memory,
             _arena: arena,
+            warm: WarmUpSlot::default(),
         })
     }
 
@@ -445,6 +449,8 @@ pub struct Segmenter {
     flips: usize,
     /// keep only the mask components a click touches
     keep_clicked: bool,
+    /// a click stops the model's running warm-up (false for the warm-up's own segmenter)
+    preempts_warm_up: bool,
 }
 
 /// Margin (model voxels) that keeps follow-up clicks on the cached region: a click closer than
@@ -486,6 +492,7 @@ impl Segmenter {
             replace_nonfinite,
             flips: inference.test_time_flips as usize,
             keep_clicked: inference.keep_clicked_components,
+            preempts_warm_up: true,
         })
     }
 
@@ -509,6 +516,11 @@ impl Segmenter {
     /// (test-time flips, keep clicked components) in force.
     pub fn inference(&self) -> (u32, bool) {
         (self.flips as u32, self.keep_clicked)
+    }
+
+    /// Whether this segmenter's clicks stop the model's running warm-up (`warmup`).
+    pub(crate) fn set_preempts_warm_up(&mut self, on: bool) {
+        self.preempts_warm_up = on;
     }
 
     /// A handle that cancels the running or next interaction from another thread.
@@ -652,6 +664,10 @@ impl Segmenter {
     ) -> Result<Sam3dResult> {
         self.cancel.store(false, Ordering::SeqCst);
         let _ = self.run_options.unterminate();
+        if self.preempts_warm_up {
+            // the warm-up holds the sessions this click needs: the user comes first
+            self.model.warm.stop();
+        }
         if clicks.is_empty() {
             let obj = self.object(object)?;
             let old = std::mem::take(&mut obj.mask);

@@ -463,6 +463,33 @@ pub unsafe extern "C" fn sam3d_model_info(
     })
 }
 
+/// Run one click's work on a small synthetic volume, so that the user's first click does not pay
+/// for ONNX Runtime's first runs (memory the process touches for the first time; on CUDA, kernel
+/// selection). Blocks for about one click with a new region; call it from a worker thread right
+/// after opening the model. A click on any session of this model, or `sam3d_model_cancel_warm_up`,
+/// stops it: it then returns `SAM3D_STATUS_CANCELLED` (nothing is lost; the click goes ahead).
+/// A second warm-up of the same model while one runs: `SAM3D_STATUS_INVALID_ARGUMENT`. Free the
+/// model only after this call has returned.
+#[no_mangle]
+pub unsafe extern "C" fn sam3d_model_warm_up(model: *const Sam3dModel) -> Sam3dStatus {
+    guard(|| {
+        nonnull(model, "model")?;
+        let m = (*model).model.clone();
+        m.warm_up()
+    })
+}
+
+/// Stop the model's running warm-up, if any (it returns `SAM3D_STATUS_CANCELLED`); callable from
+/// any thread. Without a running warm-up this does nothing.
+#[no_mangle]
+pub unsafe extern "C" fn sam3d_model_cancel_warm_up(model: *const Sam3dModel) -> Sam3dStatus {
+    guard(|| {
+        nonnull(model, "model")?;
+        (*model).model.cancel_warm_up();
+        Ok(())
+    })
+}
+
 /// Free a model. Sessions made from it keep it alive until they are freed. NULL is a no-op.
 #[no_mangle]
 pub unsafe extern "C" fn sam3d_model_free(model: *mut Sam3dModel) {

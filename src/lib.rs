@@ -4,7 +4,8 @@
 //! (NIfTI-1 with ITK's rules), `manifest` (model packages), `runtime` (finding ONNX Runtime),
 //! `arena` (one ONNX Runtime CPU arena for the open models), `fpmode` (the floating-point mode of
 //! threads calling ONNX Runtime), `frame` and `resample` (the contract's model frame and
-//! resampling), `refine` (test-time flips, clicked components), `engine` (model, segmenter).
+//! resampling), `refine` (test-time flips, clicked components), `engine` (model, segmenter),
+//! `warmup` (a model's first runs before the user's first click).
 //! The C boundary lives in `ffi` alone.
 
 // 3x3 matrices and 3-vectors read better with their indices (m[r][c] next to v[c]) than zipped
@@ -22,6 +23,7 @@ pub mod refine;
 pub mod resample;
 pub mod runtime;
 pub mod volume;
+pub mod warmup;
 
 pub use engine::{Model, ModelOptions, Sam3dCoord, Sam3dDevice, Sam3dStage, Segmenter};
 pub use error::{Error, Result, Sam3dStatus};

@@ -433,3 +433,58 @@ fn test_time_flips_and_clicked_components_are_per_session_settings() {
         assert_eq!(mk, m8, "no click on the mask: it stays whole");
     }
 }
+
+/// A warm-up leaves nothing behind (a click afterwards gives the mask of a model never warmed up);
+/// a second warm-up while one runs is refused; a user's click stops a running warm-up and goes
+/// ahead with the mask it would have had; `cancel_warm_up` from another thread stops it too.
+#[test]
+fn warm_up_leaves_no_trace_and_a_click_stops_it() {
+    let click = [24.0, 18.0, 15.0];
+    let cold = model("tiny-orient");
+    let mut s = Segmenter::new(cold, volume()).unwrap();
+    let o = s.add_object();
+    s.click(o, click, Sam3dCoord::Ijk, &mut none()).unwrap();
+    let want = s.mask_vec(o).unwrap();
+    assert!(want.contains(&1));
+
+    let m = model("tiny-orient");
+    m.warm_up().unwrap();
+    let mut s = Segmenter::new(m.clone(), volume()).unwrap();
+    let o = s.add_object();
+    s.click(o, click, Sam3dCoord::Ijk, &mut none()).unwrap();
+    assert_eq!(s.mask_vec(o).unwrap(), want);
+
+    // a click while the warm-up waits to encode (here, inside its progress callback)
+    let mut clicked = None;
+    let mut refused = None;
+    let e = m
+        .warm_up_with(&mut |st, done| {
+            if st == Sam3dStage::Encode && !done && clicked.is_none() {
+                refused = Some(m.warm_up().unwrap_err().status);
+                let mut s = Segmenter::new(m.clone(), volume()).unwrap();
+                let o = s.add_object();
+                s.click(o, click, Sam3dCoord::Ijk, &mut none()).unwrap();
+                clicked = Some(s.mask_vec(o).unwrap());
+            }
+        })
+        .unwrap_err();
+    assert_eq!(e.status, Sam3dStatus::Cancelled);
+    assert_eq!(refused, Some(Sam3dStatus::InvalidArgument));
+    assert_eq!(clicked.as_deref(), Some(&want[..]));
+
+    // cancelled from another thread at its first stage
+    let e = m
+        .warm_up_with(&mut |st, done| {
+            if st == Sam3dStage::Resample && !done {
+                let m = m.clone();
+                std::thread::spawn(move || m.cancel_warm_up())
+                    .join()
+                    .unwrap();
+            }
+        })
+        .unwrap_err();
+    assert_eq!(e.status, Sam3dStatus::Cancelled);
+    // nothing running: cancelling does nothing, and the next warm-up runs to the end
+    m.cancel_warm_up();
+    m.warm_up().unwrap();
+}

@@ -90,6 +90,9 @@ engine paper $g/paper cpu 1
 (cd onnx && timeout 240 python3 -m sam3d_onnx.quantize $g/paper $g/paper-fp16 --precision fp16 \
     && timeout 60 python3 -m sam3d_onnx.quantize ../models/demo-lesion $g/demo-fp16 --precision fp16) | tail -2
 engine paper-fp16 $g/paper-fp16 cuda 6
+# a warm-up after open (Model::warm_up): the first click's encode_first_s against the runs above
+engine paper-fp16-warm $g/paper-fp16 cuda 3 --warm-up
+engine demo-warm models/demo-lesion cuda 3 --flips 1 --warm-up
 engine paper-fp16-cap4g $g/paper-fp16 cuda 3 --gpu-mem-limit-mb 4096
 engine demo-fp16 $g/demo-fp16 cuda 10 --flips 1
 # masks on the GPU against the CPU's: the demo model on the sample CT, fp32 and TF32 (segment --truth

@@ -2,6 +2,7 @@
 //   segment_cpp MODEL_DIR VOLUME.nii.gz I,J,K OUT.nii.gz
 #include <cstdio>
 #include <iostream>
+#include <thread>
 
 #include "sam3d.hpp"
 
@@ -18,10 +19,20 @@ int main(int argc, char** argv) {
     try {
         sam3d::Runtime rt;
         sam3d::Model model(rt, argv[1]);
+        // warm the model up while the volume loads: the click below stops the warm-up if it is
+        // still running (it then throws SAM3D_STATUS_CANCELLED, which is expected here)
+        std::thread warm([&model] {
+            try {
+                model.warm_up();
+            } catch (const sam3d::Error& e) {
+                if (e.status() != SAM3D_STATUS_CANCELLED) std::cerr << "warm-up: " << e.what() << "\n";
+            }
+        });
         auto vol = sam3d::Volume::read_nifti(argv[2]);
         sam3d::Session session(model, vol);
         uint32_t obj = session.add_object();
         Sam3dResult r = session.click(obj, click);
+        warm.join();
         session.mask(obj).write_nifti(argv[4]);
         auto info = model.info();
         std::cout << "model " << info.name << ", provider " << info.provider << ", ONNX Runtime " << rt.version()

@@ -90,6 +90,8 @@ def _signatures(lib):
         "sam3d_model_open_ex": (st, [_P, C.c_char_p, C.POINTER(_ModelOptions), C.POINTER(_GpuOptions),
                                      C.POINTER(_P)]),
         "sam3d_model_info": (st, [_P, C.POINTER(_ModelInfo)]),
+        "sam3d_model_warm_up": (st, [_P]),
+        "sam3d_model_cancel_warm_up": (st, [_P]),
         "sam3d_model_free": (None, [_P]),
         "sam3d_volume_read_nifti": (st, [C.c_char_p, C.POINTER(_P)]),
         "sam3d_volume_from_buffer": (st, [C.POINTER(_BufferDesc), C.POINTER(_P)]),
@@ -276,6 +278,17 @@ class Model(_Handle):
         self._runtime = runtime
         _check(library().sam3d_model_open_ex(runtime._live(), os.fsencode(package_dir), C.byref(opts),
                                              C.byref(gpu), C.byref(self._h)))
+
+    def warm_up(self):
+        """One click's work on a small synthetic volume, so the first real click does not pay for
+        ONNX Runtime's first runs. Blocks (the GIL is released): run it in a thread after opening.
+        A click on any session of this model, or `cancel_warm_up()`, stops it: it then raises
+        `Error` with name SAM3D_STATUS_CANCELLED."""
+        _check(library().sam3d_model_warm_up(self._live()))
+
+    def cancel_warm_up(self):
+        """Stop a running `warm_up()` (from any thread); nothing happens if none runs."""
+        _check(library().sam3d_model_cancel_warm_up(self._live()))
 
     @property
     def info(self) -> dict:

@@ -3,6 +3,7 @@ equal the engine's command line, and 1000 session open/close cycles do not leak.
 import json
 import os
 import subprocess
+import threading
 
 import nibabel as nib
 import numpy as np
@@ -169,3 +170,40 @@ def test_gpu_settings_are_checked_and_fall_back_to_cpu(rt, tmp_path):
     with pytest.raises(sam3d.Error) as e:
         sam3d.Model(rt, TINY, device="tensorrt", trt_cache_dir=str(tmp_path / "file" / "sub"))
     assert e.value.name == "SAM3D_STATUS_IO" and "TensorRT cache folder" in e.value.message
+
+
+def test_warm_up_in_a_thread_yields_to_a_click(rt):
+    """A warm-up on a worker thread and a click at once: the click's mask is the one a model never
+    warmed up gives; the warm-up ends finished or stopped by the click (which comes first is up to
+    the threads), and a warm-up with nothing else running finishes."""
+    meta = json.load(open(SAMPLE + ".json"))
+    click = meta["click_ijk"]
+
+    def segment(m):
+        with sam3d.Volume.read_nifti(SAMPLE + ".nii.gz") as vol, sam3d.Session(m, vol) as s:
+            obj = s.add_object()
+            s.click(obj, click)
+            return s.mask(obj)
+
+    with sam3d.Model(rt, DEMO, threads=1) as cold:
+        want = segment(cold)
+    assert want.sum() > 0
+    with sam3d.Model(rt, DEMO, threads=1) as m:
+        ended = []
+
+        def warm():
+            try:
+                m.warm_up()
+                ended.append("finished")
+            except sam3d.Error as e:
+                ended.append(e.name)
+
+        t = threading.Thread(target=warm)
+        t.start()
+        got = segment(m)
+        t.join()
+        assert ended[0] in ("finished", "SAM3D_STATUS_CANCELLED"), ended
+        np.testing.assert_array_equal(got, want)
+        m.cancel_warm_up()
+        m.warm_up()
+        np.testing.assert_array_equal(segment(m), want)

@@ -114,6 +114,10 @@ int main(int argc, char **argv) {
     check("model: provider reported", model && strcmp(info.provider, "CPU") == 0 ? info.provider_note[0] != '\0' : model != NULL);
     check("model: licence and hash", model && info.licence[0] != '\0' && strlen(info.hash) == 64);
     expect("model: info NULL out", sam3d_model_info(model, NULL), SAM3D_STATUS_NULL_POINTER);
+    expect("model: warm-up NULL", sam3d_model_warm_up(NULL), SAM3D_STATUS_NULL_POINTER);
+    expect("model: cancel warm-up NULL", sam3d_model_cancel_warm_up(NULL), SAM3D_STATUS_NULL_POINTER);
+    expect("model: cancel warm-up, none running", sam3d_model_cancel_warm_up(model), SAM3D_STATUS_OK);
+    expect("model: warm-up", sam3d_model_warm_up(model), SAM3D_STATUS_OK);
 
     /* GPU settings: checked on every machine; without a GPU TensorRT falls back to CPU */
     Sam3dModel *gmodel = NULL;
