@@ -341,7 +341,8 @@ enum Sam3dStatus sam3d_session_get_inference(const struct Sam3dSession *s,
                                              uint32_t *test_time_flips,
                                              int32_t *keep_clicked_components);
 
-// Cancel the session's running (or next) interaction; callable from any thread. The interrupted
+// Cancel the session's running interaction; callable from any thread (a cancel while none runs is
+// dropped when the next interaction starts). The interrupted
 // call returns `SAM3D_STATUS_CANCELLED` and leaves the object's mask as it was.
 enum Sam3dStatus sam3d_session_cancel(const struct Sam3dSession *s);
 

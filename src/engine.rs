@@ -523,7 +523,8 @@ impl Segmenter {
         self.preempts_warm_up = on;
     }
 
-    /// A handle that cancels the running or next interaction from another thread.
+    /// A handle that cancels the running interaction from another thread (a cancel while none runs
+    /// is dropped when the next one starts: a stale cancel does not stop the user's next click).
     pub fn canceller(&self) -> Canceller {
         Canceller {
             flag: self.cancel.clone(),

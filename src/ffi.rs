@@ -744,7 +744,8 @@ pub unsafe extern "C" fn sam3d_session_get_inference(
     })
 }
 
-/// Cancel the session's running (or next) interaction; callable from any thread. The interrupted
+/// Cancel the session's running interaction; callable from any thread (a cancel while none runs is
+/// dropped when the next interaction starts). The interrupted
 /// call returns `SAM3D_STATUS_CANCELLED` and leaves the object's mask as it was.
 #[no_mangle]
 pub unsafe extern "C" fn sam3d_session_cancel(s: *const Sam3dSession) -> Sam3dStatus {

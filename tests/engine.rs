@@ -222,6 +222,13 @@ fn one_model_shared_by_eight_threads_gives_the_single_thread_masks() {
 #[test]
 fn cancellation_from_another_thread() {
     let m = model("tiny-orient");
+    // a cancel while nothing runs is dropped: the next click runs
+    let mut stale = Segmenter::new(m.clone(), volume()).unwrap();
+    let o = stale.add_object();
+    stale.canceller().cancel();
+    stale
+        .click(o, [24.0, 18.0, 15.0], Sam3dCoord::Ijk, &mut none())
+        .unwrap();
     let mut s = Segmenter::new(m, volume()).unwrap();
     let o = s.add_object();
     let c = s.canceller();
