@@ -138,18 +138,10 @@ pub fn read(path: &Path) -> Result<Volume> {
     let dtype = header
         .data_type()
         .map_err(|e| bad(path, format!("unsupported datatype: {e}")))?;
-    match dtype {
-        NiftiType::Uint8
-        | NiftiType::Int8
-        | NiftiType::Int16
-        | NiftiType::Uint16
-        | NiftiType::Int32
-        | NiftiType::Uint32
-        | NiftiType::Float32
-        | NiftiType::Float64
-        | NiftiType::Int64
-        | NiftiType::Uint64 => {}
-        other => return Err(bad(path, format!("datatype {other:?} is not supported"))),
+    // refused before the data is read: the datatypes `voxels_f32` decodes are the supported ones
+    let unsupported = || bad(path, format!("datatype {dtype:?} is not supported"));
+    if voxels_f32(&[], dtype, false, 1.0, 0.0).is_none() {
+        return Err(unsupported());
     }
     // A compressed file cannot be sized up front; an uncompressed one that is too short is refused
     // before reading (the header may claim far more data than the file holds).
@@ -169,8 +161,7 @@ pub fn read(path: &Path) -> Result<Volume> {
     let obj = ReaderOptions::new()
         .read_file(path)
         .map_err(|e| bad(path, format!("cannot read voxel data: {e}")))?;
-    let big_endian = obj.header().endianness == nifti::Endianness::Big;
-    let (slope, inter) = (obj.header().scl_slope, obj.header().scl_inter);
+    let big_endian = header.endianness == nifti::Endianness::Big;
     let raw = obj.into_volume().into_raw_data();
     if raw.len() != n * dtype.size_of() {
         return Err(bad(
@@ -182,8 +173,8 @@ pub fn read(path: &Path) -> Result<Volume> {
             ),
         ));
     }
-    let data = voxels_f32(&raw, dtype, big_endian, slope, inter)
-        .ok_or_else(|| bad(path, format!("datatype {dtype:?} is not supported")))?;
+    let data = voxels_f32(&raw, dtype, big_endian, header.scl_slope, header.scl_inter)
+        .ok_or_else(unsupported)?;
     Volume::new(geom, data)
 }
 
