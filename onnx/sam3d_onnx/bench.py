@@ -16,7 +16,11 @@ TotalSegmentator example CT resampled to that grid and written once as .nii.gz):
     (the official code reruns encoder and decoder for every click), peak RSS;
   * the fp32 floor: the encoder graph's FLOPs (counted by torch's FlopCounterMode on the exported
     graphs' modules) divided by this machine's rate on a large fp32 matrix product, sustained for 10 s
-    just before and just after each of that configuration's engine runs (their mean; all recorded).
+    just before and just after each of that configuration's engine runs (their mean; all recorded);
+  * what the products can reach here, at the start and the end of the run: the 4096^2 product and the
+    paper ViT's MLP product (32768 x 768 @ 768 x 3072) in PyTorch and in ONNX Runtime (its Python
+    wheel, the same version and CPU kernels as the engine's library), so an encoder's distance from
+    the floor can be split into the runtime's product rate and everything else.
 It prints medians, ratios (reference / engine, engine / floor) and writes `bench.json`.
 """
 from __future__ import annotations
@@ -105,12 +109,50 @@ def matmul_gflops(threads: int, seconds: float = 10.0, n: int = 4096) -> float:
     before a 90 s encoder pass made its floor ratio a matter of luck)."""
     torch.set_num_threads(threads)
     a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
+    return _sustained(lambda: a @ b, 2.0 * n ** 3, seconds)
+
+
+# (rows, inner, columns) of the paper ViT's MLP product: 32^3 tokens of width 768 into the 3072 hidden
+VIT_MLP_PRODUCT = (32768, 768, 3072)
+
+
+def _sustained(fn, flop: float, seconds: float) -> float:
+    fn()
     k, t = 0, time.perf_counter()
     while k == 0 or time.perf_counter() - t < seconds:
-        a @ b
+        fn()
         k += 1
-    return 2 * n ** 3 * k / (time.perf_counter() - t) / 1e9
+    return flop * k / (time.perf_counter() - t) / 1e9
+
+
+def ort_matmul(m: int, k: int, n: int, threads: int):
+    """A one-node ONNX Runtime MatMul (m x k input, constant k x n weight, as the encoder's products):
+    returns the callable that runs it once."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "w"], ["c"])], "matmul",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [m, k])],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [m, n])],
+                              [numpy_helper.from_array(rng.standard_normal((k, n), dtype=np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    sess = ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    a = rng.standard_normal((m, k), dtype=np.float32)
+    return lambda: sess.run(None, {"a": a})
+
+
+def product_rates(threads: int, seconds: float = 6.0) -> dict:
+    """GFLOP/s of the 4096^2 product and of the ViT's MLP product, in PyTorch and in ONNX Runtime."""
+    torch.set_num_threads(threads)
+    out = {}
+    for name, (m, k, n) in (("4096", (4096, 4096, 4096)), ("vit_mlp", VIT_MLP_PRODUCT)):
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        out[f"torch_{name}"] = _sustained(lambda: a @ b, 2.0 * m * k * n, seconds)
+        out[f"ort_{name}"] = _sustained(ort_matmul(m, k, n, threads), 2.0 * m * k * n, seconds)
+    return out
 
 
 def graph_gflop(cfg) -> dict:
@@ -235,6 +277,7 @@ def main(argv=None):
     record = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "threads": args.threads,
               "ct": list(SHAPE), "configs": {}}
     rates = []
+    product_runs = [product_rates(args.threads)]
     for name in args.configs.split(","):
         base = name.removesuffix("-int8")       # "paper-int8": the int8 variant, same reference model
         rep = args.paper_repeat if base == "paper" else args.repeat
@@ -280,6 +323,9 @@ def main(argv=None):
               f"reference first click {ref['first_click_s']:.3f} s", flush=True)
     record["fp32_matmul_gflops"] = float(np.mean(rates))
     record["fp32_matmul_gflops_range"] = [float(min(rates)), float(max(rates))]
+    product_runs.append(product_rates(args.threads))
+    record["product_rates_start_end"] = product_runs
+    record["product_rates"] = {k: float(np.mean([r[k] for r in product_runs])) for k in product_runs[0]}
     with open(os.path.join(args.out, "bench.json"), "w") as f:
         json.dump(record, f, indent=1)
     print_table(record)
@@ -290,7 +336,14 @@ def print_table(rec: dict):
     print(f"\nmachine: {rec['machine']}, {rec['cpus']} CPUs, {rec['threads']} threads; fp32 matrix product "
           f"{rec['fp32_matmul_gflops']:.0f} GFLOP/s ({lo:.0f}-{hi:.0f} over the run; each configuration's floor "
           f"uses the mean of the rates measured just before and after its engine runs); "
-          f"CT {rec['ct'][0]}x{rec['ct'][1]}x{rec['ct'][2]} (.nii.gz)\n")
+          f"CT {rec['ct'][0]}x{rec['ct'][1]}x{rec['ct'][2]} (.nii.gz)")
+    p = rec.get("product_rates")
+    if p:
+        m, k, n = VIT_MLP_PRODUCT
+        print(f"fp32 products (GFLOP/s, mean of the run's start and end): 4096^2 PyTorch {p['torch_4096']:.0f}, "
+              f"ONNX Runtime {p['ort_4096']:.0f}; the ViT's MLP product ({m}x{k} @ {k}x{n}) PyTorch "
+              f"{p['torch_vit_mlp']:.0f}, ONNX Runtime {p['ort_vit_mlp']:.0f}")
+    print()
     print("| model | stage | engine (s) | reference (s) | reference / engine | engine / fp32 floor |")
     print("|---|---|---|---|---|---|")
     for name, c in rec["configs"].items():
@@ -299,11 +352,18 @@ def print_table(rec: dict):
         split = [("encoder pass, a model's first", e["encode_first_s"], None, c["floor_encoder_s"]),
                  ("encoder pass, later ones", e["encode_later_s"], None, c["floor_encoder_s"])] \
             if e.get("encode_later_s") is not None else []
+        # at paper size: the later encodings against ONNX Runtime's own rate on the ViT's MLP product
+        # (the floor a perfect graph would reach with this runtime's products)
+        p = rec.get("product_rates")
+        runtime_floor = [("encoder pass, later ones, against ONNX Runtime's ViT-product rate",
+                          e.get("encode_later_s") or e["encode_s"], None, c["encoder_gflop"] / p["ort_vit_mlp"])] \
+            if p and name == "paper" else []
         rows = [("model open", e["model_open_s"], r["model_build_s"], None),
                 ("NIfTI load (.nii.gz)", e["nifti_load_s"], r["nifti_load_s"], None),
                 ("preprocessing (resample, clip, normalise)", e["resample_s"], r["preprocess_s"], None),
                 ("encoder pass", e["encode_s"], r.get("encoder_s"), c["floor_encoder_s"]),
                 *split,
+                *runtime_floor,
                 ("first click (all stages)", e["first_click_s"], r["first_click_s"], None),
                 ("follow-up click", e["follow_up_click_s"], r["follow_up_click_s"], c["floor_click_s"]),
                 ("paste-back", e["paste_s"], None, None),

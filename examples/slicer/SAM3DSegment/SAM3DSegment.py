@@ -40,9 +40,12 @@ class SAM3DSegmentWidget(ScriptedLoadableModuleWidget):
         self.point.setMRMLScene(slicer.mrmlScene)
         form.addRow("Click (point list):", self.point)
         self.model = qt.QLineEdit(os.environ.get("SAM3D_MODEL", ""))
+        # the model opens and warms up as soon as its settings are known, not at the first click
+        self.model.connect("editingFinished()", self._prepare)
         form.addRow("Model package:", self.model)
         self.device = qt.QComboBox()
         self.device.addItems(["cpu", "cuda", "tensorrt"])
+        self.device.connect("currentIndexChanged(int)", lambda _i: self._prepare())
         form.addRow("Device:", self.device)
         self.memory = qt.QSpinBox()
         self.memory.setRange(0, 1 << 20)
@@ -63,17 +66,39 @@ class SAM3DSegmentWidget(ScriptedLoadableModuleWidget):
         self.status.text = f"{stage} {'done' if done else '...'}"
         slicer.app.processEvents()
 
-    def onApply(self):
+    def enter(self):
+        self._prepare()
+
+    def _logic_for_settings(self):
+        """The logic for the current settings: the open one, or a new one (the old one's warm-up stopped)."""
         gpu = {"gpu_memory_limit": int(self.memory.value) << 20, "cuda_tf32": bool(self.tf32.checked)}
         key = (self.model.text, self.device.currentText, tuple(sorted(gpu.items())))
+        if self._logic is None or self._logic_key != key:
+            if self._logic is not None:
+                self._logic.stop_warm_up()
+                self._logic = None
+            self._logic = SAM3DSegmentLogic(self.model.text, device=self.device.currentText,
+                                            progress=self._progress, **gpu)
+            self._logic_key = key
+        return self._logic
+
+    def _prepare(self):
+        """Open the model and warm it up in the background; a failure here only shows in the status
+        line (the Segment button reports it in full)."""
+        if not self.model.text:
+            return
+        try:
+            self._logic_for_settings().start_warm_up()
+            self.status.text = "model open, warming up in the background"
+        except Exception as e:  # noqa: BLE001 - shown, and raised again by onApply
+            self.status.text = f"model: {e}"
+
+    def onApply(self):
         with slicer.util.tryWithErrorDisplay("SAM3D segmentation failed", waitCursor=True):
-            if self._logic is None or self._logic_key != key:
-                self._logic = SAM3DSegmentLogic(self.model.text, device=self.device.currentText,
-                                                progress=self._progress, **gpu)
-                self._logic_key = key
-            seg, segment_id, result = self._logic.segment(self.volume.currentNode(), self.point.currentNode())
-            note = f" ({self._logic.provider_note})" if self._logic.provider_note else ""
-            self.status.text = f"{result.voxels} voxels, {self._logic.provider}{note}"
+            logic = self._logic_for_settings()
+            seg, segment_id, result = logic.segment(self.volume.currentNode(), self.point.currentNode())
+            note = f" ({logic.provider_note})" if logic.provider_note else ""
+            self.status.text = f"{result.voxels} voxels, {logic.provider}{note}"
 
 
 class SAM3DSegmentModuleLogic(ScriptedLoadableModuleLogic):

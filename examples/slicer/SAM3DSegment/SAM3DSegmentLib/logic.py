@@ -11,6 +11,8 @@ volume under a non-linear or parent transform must be hardened first (refused ot
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import vtk
 from vtkmodules.util import numpy_support
@@ -43,6 +45,36 @@ class SAM3DSegmentLogic:
         self.progress = progress
         self._sessions = {}   # volume node ID -> (session, volume, image data modified time): the
         # encoder's cached region serves later clicks near earlier ones on the same volume
+        self._warm_thread = None
+        self.warm_up_outcome = None   # None (not run or running), "done", "stopped" or an error message
+
+    # ---- warm-up ---------------------------------------------------------------------------------
+    def start_warm_up(self) -> threading.Thread:
+        """Warm the model up on a background thread (`sam3d.Model.warm_up`: one click's work on a
+        synthetic volume, so the user's first click does not pay for ONNX Runtime's first runs; on CUDA
+        and TensorRT those are the slow ones). A click stops it (libsam3d preempts a running warm-up),
+        so it never delays one. Started once per logic: later calls return the same thread.
+        `warm_up_outcome` says how it ended."""
+        if self._warm_thread is None:
+            self._warm_thread = threading.Thread(target=self._warm_up, name="sam3d-warm-up", daemon=True)
+            self._warm_thread.start()
+        return self._warm_thread
+
+    def _warm_up(self):
+        try:
+            self.model.warm_up()
+            self.warm_up_outcome = "done"
+        except sam3d.Error as e:
+            # a click or stop_warm_up() preempted it; anything else is only reported: the clicks
+            # themselves report their own errors
+            self.warm_up_outcome = "stopped" if e.name == "SAM3D_STATUS_CANCELLED" else str(e)
+
+    def stop_warm_up(self, wait: bool = True):
+        """Stop a running warm-up (before the logic is replaced, so that it stops using the CPU/GPU)."""
+        if self._warm_thread is not None:
+            self.model.cancel_warm_up()
+            if wait:
+                self._warm_thread.join()
 
     # ---- MRML <-> libsam3d ----------------------------------------------------------------------
     @staticmethod

@@ -99,3 +99,30 @@ def test_second_click_reuses_the_session_and_errors_are_clear(logic):
     with pytest.raises(sam3d.Error) as e:
         logic.segment(volume, far)
     assert e.value.name == "SAM3D_STATUS_OUT_OF_BOUNDS"
+
+
+def test_background_warm_up_neither_delays_nor_changes_a_click():
+    """The module opens the model and warms it up when its settings are known; the user's click stops
+    a running warm-up and gets the same segment as a model that never warmed up."""
+    scene = slicer.vtkMRMLScene()
+    volume = read_node(scene, SAMPLE + ".nii.gz")
+    points = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode")
+    points.AddControlPointWorld(vtk.vtkVector3d(*click_ras()))
+    cold_seg, cold_id, _ = SAM3DSegmentLogic(MODEL, threads=1).segment(volume, points)
+    cold = SAM3DSegmentLogic.segment_mask(cold_seg, cold_id, volume)
+
+    warm = SAM3DSegmentLogic(MODEL, threads=1)
+    thread = warm.start_warm_up()
+    assert warm.start_warm_up() is thread           # one warm-up per logic
+    seg, segment_id, _ = warm.segment(volume, points)
+    thread.join(120)
+    assert not thread.is_alive()
+    assert warm.warm_up_outcome in ("done", "stopped"), warm.warm_up_outcome
+    np.testing.assert_array_equal(SAM3DSegmentLogic.segment_mask(seg, segment_id, volume), cold)
+
+    # stop_warm_up before a logic is replaced: returns once the thread has ended, whatever its stage
+    other = SAM3DSegmentLogic(MODEL, threads=1)
+    t2 = other.start_warm_up()
+    other.stop_warm_up()
+    assert not t2.is_alive() and other.warm_up_outcome in ("done", "stopped")
+    SAM3DSegmentLogic(MODEL, threads=1).stop_warm_up()   # none started: nothing to stop, no error
