@@ -103,13 +103,14 @@ def int8_package(pkg: str, out: str) -> str:
     return out
 
 
-def matmul_gflops(threads: int, seconds: float = 10.0, n: int = 4096) -> float:
+def matmul_gflops(threads: int, seconds: float = 10.0, shape=(4096, 4096, 4096)) -> float:
     """This machine's fp32 rate on a large matrix product, sustained for `seconds` (not a burst: on a
     shared 2-core machine the rate drifts by 10-25 % over minutes, and a few products timed once
     before a 90 s encoder pass made its floor ratio a matter of luck)."""
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    return _sustained(lambda: a @ b, 2.0 * n ** 3, seconds)
+    m, k, n = shape
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    return _sustained(lambda: a @ b, 2.0 * m * k * n, seconds)
 
 
 # (rows, inner, columns) of the paper ViT's MLP product: 32^3 tokens of width 768 into the 3072 hidden
@@ -146,12 +147,10 @@ def ort_matmul(m: int, k: int, n: int, threads: int):
 
 def product_rates(threads: int, seconds: float = 6.0) -> dict:
     """GFLOP/s of the 4096^2 product and of the ViT's MLP product, in PyTorch and in ONNX Runtime."""
-    torch.set_num_threads(threads)
     out = {}
-    for name, (m, k, n) in (("4096", (4096, 4096, 4096)), ("vit_mlp", VIT_MLP_PRODUCT)):
-        a, b = torch.randn(m, k), torch.randn(k, n)
-        out[f"torch_{name}"] = _sustained(lambda: a @ b, 2.0 * m * k * n, seconds)
-        out[f"ort_{name}"] = _sustained(ort_matmul(m, k, n, threads), 2.0 * m * k * n, seconds)
+    for name, shape in (("4096", (4096, 4096, 4096)), ("vit_mlp", VIT_MLP_PRODUCT)):
+        out[f"torch_{name}"] = matmul_gflops(threads, seconds, shape)
+        out[f"ort_{name}"] = _sustained(ort_matmul(*shape, threads), 2.0 * shape[0] * shape[1] * shape[2], seconds)
     return out
 
 
@@ -354,7 +353,6 @@ def print_table(rec: dict):
             if e.get("encode_later_s") is not None else []
         # at paper size: the later encodings against ONNX Runtime's own rate on the ViT's MLP product
         # (the floor a perfect graph would reach with this runtime's products)
-        p = rec.get("product_rates")
         runtime_floor = [("encoder pass, later ones, against ONNX Runtime's ViT-product rate",
                           e.get("encode_later_s") or e["encode_s"], None, c["encoder_gflop"] / p["ort_vit_mlp"])] \
             if p and name == "paper" else []

@@ -76,7 +76,7 @@ class SAM3DSegmentWidget(ScriptedLoadableModuleWidget):
         if self._logic is None or self._logic_key != key:
             if self._logic is not None:
                 self._logic.stop_warm_up()
-                self._logic = None
+                self._logic = None   # a new model that fails to open leaves no stale logic behind
             self._logic = SAM3DSegmentLogic(self.model.text, device=self.device.currentText,
                                             progress=self._progress, **gpu)
             self._logic_key = key

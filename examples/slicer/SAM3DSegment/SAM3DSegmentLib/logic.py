@@ -69,12 +69,12 @@ class SAM3DSegmentLogic:
             # themselves report their own errors
             self.warm_up_outcome = "stopped" if e.name == "SAM3D_STATUS_CANCELLED" else str(e)
 
-    def stop_warm_up(self, wait: bool = True):
-        """Stop a running warm-up (before the logic is replaced, so that it stops using the CPU/GPU)."""
+    def stop_warm_up(self):
+        """Stop a running warm-up and wait for its thread (before the logic is replaced, so that it
+        stops using the CPU/GPU)."""
         if self._warm_thread is not None:
             self.model.cancel_warm_up()
-            if wait:
-                self._warm_thread.join()
+            self._warm_thread.join()
 
     # ---- MRML <-> libsam3d ----------------------------------------------------------------------
     @staticmethod
