@@ -65,20 +65,32 @@ test-c: ort $(SAMPLE_CT) build
 	cp -r tests/fixtures/models/tiny-orient $(CBUILD)/work/badhash
 	printf '\x55\xaa' | dd of=$(CBUILD)/work/badhash/decoder.onnx bs=1 seek=1000 conv=notrunc status=none
 	cp -r tests/fixtures/models/tiny-orient $(CBUILD)/work/nograph && rm $(CBUILD)/work/nograph/encoder.onnx
+	cp -r tests/fixtures/models/tiny-orient $(CBUILD)/work/empty
+	sed -i 's/"threshold": 0.5,/"threshold": 0.99999999,/' $(CBUILD)/work/empty/sam3d-model.json
 	cc -std=c11 $(CFLAGS_STRICT) tests/c/test_c_api.c -o $(CBUILD)/test_c_api $(LINK)
 	cc -std=c11 $(CFLAGS_STRICT) examples/c/segment.c -o $(CBUILD)/segment_c $(LINK)
 	c++ -std=c++17 $(CFLAGS_STRICT) examples/cpp/segment.cpp -o $(CBUILD)/segment_cpp $(LINK)
+	c++ -std=c++17 $(CFLAGS_STRICT) tests/cpp/test_progress_exceptions.cpp -o $(CBUILD)/test_progress_exceptions $(LINK)
 	cc -std=c11 $(SAN) $(CFLAGS_STRICT) tests/c/test_c_api.c -o $(CBUILD)/test_c_api_asan $(LINK)
 	cc -std=c11 $(SAN) $(CFLAGS_STRICT) examples/c/segment.c -o $(CBUILD)/segment_c_asan $(LINK)
 	c++ -std=c++17 $(SAN) $(CFLAGS_STRICT) examples/cpp/segment.cpp -o $(CBUILD)/segment_cpp_asan $(LINK)
+	c++ -std=c++17 $(SAN) $(CFLAGS_STRICT) tests/cpp/test_progress_exceptions.cpp -o $(CBUILD)/test_progress_exceptions_asan $(LINK)
 	$(CBUILD)/test_c_api tests/fixtures/models/tiny-orient $(CBUILD)/work
 	$(CBUILD)/test_c_api_asan tests/fixtures/models/tiny-orient $(CBUILD)/work
+	$(CBUILD)/test_progress_exceptions tests/fixtures/models/tiny-orient
+	$(CBUILD)/test_progress_exceptions_asan tests/fixtures/models/tiny-orient
 	$(EXAMPLES)/segment --model tests/fixtures/models/tiny-orient --input $(SAMPLE_CT) \
 	    --click 60,50,56 --out $(CBUILD)/work/rust.nii.gz > /dev/null 2>&1
+	$(EXAMPLES)/segment --model $(CBUILD)/work/empty --input $(SAMPLE_CT) --click 60,50,56 \
+	    --out $(CBUILD)/work/rust-empty.nii.gz > /dev/null 2> $(CBUILD)/work/rust-empty.err
+	grep -q 'the click found nothing' $(CBUILD)/work/rust-empty.err
 	for prog in segment_c segment_cpp segment_c_asan segment_cpp_asan; do \
 	    $(CBUILD)/$$prog tests/fixtures/models/tiny-orient $(SAMPLE_CT) 60,50,56 \
 	        $(CBUILD)/work/$$prog.nii.gz > /dev/null 2>&1 || exit 1; \
 	    cmp $(CBUILD)/work/rust.nii.gz $(CBUILD)/work/$$prog.nii.gz || exit 1; \
+	    $(CBUILD)/$$prog $(CBUILD)/work/empty $(SAMPLE_CT) 60,50,56 $(CBUILD)/work/$$prog-empty.nii.gz \
+	        > /dev/null 2> $(CBUILD)/work/$$prog-empty.err || exit 1; \
+	    grep -q 'the click found nothing' $(CBUILD)/work/$$prog-empty.err || exit 1; \
 	done
 	@echo "C and C++ examples: same mask as the Rust example, with and without sanitizers"
 

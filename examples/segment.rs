@@ -171,6 +171,10 @@ fn run(args: Args) -> sam3d::Result<()> {
     let t = Instant::now();
     nifti_io::write_mask(&args.out, &vol.geom, &mask)?;
     let t_write = t.elapsed();
+    if res.voxels == 0 {
+        // an empty mask is a valid answer, but the user must hear of it (the file is still written)
+        eprintln!("the click found nothing: the mask is empty");
+    }
     let sp = vol.geom.spacing;
     let ml = res.voxels as f64 * sp[0] * sp[1] * sp[2] / 1000.0;
     let m = model.manifest();

@@ -26,8 +26,29 @@
 #define SAM3D_VERSION_PATCH 0
 #define SAM3D_VERSION_STRING "0.1.0"
 
+// Default memory budget: 4 GiB for one whole-volume array (a file's voxels decoded to float32,
+// a mask copy): a 1024 x 1024 x 1024 volume, or eight 512 x 512 x 512 CTs' worth of slices.
+#define DEFAULT_MEMORY_BUDGET (4 << 30)
+
+// Most ONNX Runtime intra-op threads (and engine workers) a model may ask for: more threads than
+// any host has cores only cost memory and start-up time (thousands made open and close hang).
+#define MAX_THREADS 256
+
+// Largest crop edge a model package may declare (the paper's models use 128): a 256^3 crop
+// already needs several GB of activations.
+#define MAX_CROP 256
+
+// Most clicks per object a model package may declare.
+#define MAX_CLICKS 1024
+
 // ABI version of this library: bumped on every incompatible change of the C interface.
 #define SAM3D_ABI_VERSION 1
+
+// Most ONNX Runtime threads a model may ask for (`Sam3dModelOptions.threads`).
+#define SAM3D_MAX_THREADS 256
+
+// Default memory budget in bytes (4 GiB); see `sam3d_set_memory_budget`.
+#define SAM3D_DEFAULT_MEMORY_BUDGET 4294967296
 
 // Result status of every fallible libsam3d call. Values are stable across versions.
 typedef enum Sam3dStatus {
@@ -63,6 +84,9 @@ typedef enum Sam3dStatus {
   SAM3D_STATUS_NOTHING_TO_DO = 14,
   // The model package's format version is not supported by this library.
   SAM3D_STATUS_UNSUPPORTED_FORMAT = 15,
+  // The session is in use: another call on it is running (on another thread, or this call
+  // was made from that call's progress callback). Nothing was changed; try again later.
+  SAM3D_STATUS_BUSY = 16,
   // An internal error (a bug): a panic was caught at the C boundary.
   SAM3D_STATUS_INTERNAL = 99,
 } Sam3dStatus;
@@ -126,7 +150,8 @@ typedef struct Sam3dVolume Sam3dVolume;
 typedef struct Sam3dModelOptions {
   // `Sam3dDevice`: 0 CPU, 1 CUDA, 2 TensorRT (falls back to CPU with the reason reported)
   int32_t device;
-  // ONNX Runtime intra-op threads, also the engine's resampling workers; 0 = all cores
+  // ONNX Runtime intra-op threads, also the engine's resampling workers; 0 = all cores; at most
+  // `SAM3D_MAX_THREADS` (more: `SAM3D_STATUS_INVALID_ARGUMENT`)
   uint32_t threads;
   // 1 skips the SHA-256 check of the package files (faster open of trusted packages)
   int32_t skip_hash_check;
@@ -209,6 +234,9 @@ typedef struct Sam3dResult {
   int32_t encoded;
 } Sam3dResult;
 
+// Every status, in numeric order.
+#define Sam3dStatus_ALL { Sam3dStatus_Ok, Sam3dStatus_NullPointer, Sam3dStatus_InvalidArgument, Sam3dStatus_Io, Sam3dStatus_BadVolume, Sam3dStatus_BadModel, Sam3dStatus_HashMismatch, Sam3dStatus_RuntimeMissing, Sam3dStatus_Runtime, Sam3dStatus_AbiMismatch, Sam3dStatus_NonFinite, Sam3dStatus_OutOfBounds, Sam3dStatus_Cancelled, Sam3dStatus_TooLarge, Sam3dStatus_NothingToDo, Sam3dStatus_UnsupportedFormat, Sam3dStatus_Busy, Sam3dStatus_Internal, }
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -226,10 +254,21 @@ const char *sam3d_last_error(void);
 // Name of a status value, e.g. "SAM3D_STATUS_BAD_VOLUME" (static string; "?" if unknown).
 const char *sam3d_status_name(int32_t status);
 
-// Load ONNX Runtime. `library_path` may be NULL: then `SAM3D_ORT_LIBRARY`, `ORT_DYLIB_PATH`, the
+// Set the process-wide memory budget: the most bytes libsam3d allocates for one whole-volume
+// array (a file's voxels decoded to float32; a mask copied out of a session). A volume file or a
+// request that needs more is refused with `SAM3D_STATUS_TOO_LARGE` before anything is allocated.
+// 0 restores the default (`SAM3D_DEFAULT_MEMORY_BUDGET`). Thread-safe; applies to later calls.
+void sam3d_set_memory_budget(uint64_t bytes);
+
+// The memory budget in force, in bytes (see `sam3d_set_memory_budget`).
+uint64_t sam3d_memory_budget(void);
+
+// Load ONNX Runtime. A `library_path` is the only file tried: it is loaded, or the call fails with
+// `SAM3D_STATUS_RUNTIME_MISSING` naming it. NULL: `SAM3D_ORT_LIBRARY`, `ORT_DYLIB_PATH`, the
 // directory of libsam3d and the system search path are tried, in that order. ONNX Runtime is
-// loaded once per process: after a success, later calls return that runtime whatever the path
-// (`sam3d_runtime_path` says which); after a failure, a later call may try other paths.
+// loaded once per process: after a success, a NULL path or the same file returns that runtime
+// (`sam3d_runtime_path` says which), another file fails with `SAM3D_STATUS_RUNTIME_MISSING`;
+// after a failure, a later call may try other paths.
 enum Sam3dStatus sam3d_runtime_new(const char *library_path, struct Sam3dRuntime **out);
 
 // ONNX Runtime's version string, e.g. "1.32.0" (owned by the runtime handle).
@@ -299,7 +338,12 @@ enum Sam3dStatus sam3d_session_new(const struct Sam3dModel *model,
 
 // Set (or clear, with NULL) the progress callback, called on the session's thread at the start
 // and end of each stage (load, resample, encode, decode, paste-back). ONNX Runtime reports no
-// progress within a run, so there are no percentages within a stage.
+// progress within a run, so there are no percentages within a stage. The callback must return
+// normally: it must not throw a C++ exception or `longjmp` out (that would abort the process or
+// skip the library's clean-up); to stop the interaction, call `sam3d_session_cancel` and return
+// (the C++ wrapper's `std::function` overload does this for exceptions). Other calls on the same
+// session from inside the callback return `SAM3D_STATUS_BUSY`, except `sam3d_session_cancel`;
+// never free the session from its callback.
 enum Sam3dStatus sam3d_session_set_progress(struct Sam3dSession *s,
                                             Sam3dProgressFn callback,
                                             void *user);

@@ -5,6 +5,8 @@
 
 #include <array>
 #include <cstdint>
+#include <exception>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -139,6 +141,34 @@ private:
     detail::Handle<Sam3dMask, sam3d_mask_free> h_;
 };
 
+/// A progress callback: the stage, and false at its start, true at its end. It may throw: see
+/// Session::set_progress.
+using ProgressFn = std::function<void(Sam3dStage stage, bool done)>;
+
+namespace detail {
+/// A session's C++ progress callback and the exception it threw, on the heap so that the C
+/// library's user pointer stays valid when the Session moves.
+struct Progress {
+    const Sam3dSession* session = nullptr;
+    ProgressFn fn;
+    std::exception_ptr error;
+
+    /// The C callback: no exception may cross the C library (it would abort the process), so one
+    /// is kept, the interaction cancelled, and `fn` not called again before the interrupted call
+    /// returns.
+    static void trampoline(int32_t stage, int32_t done, void* user) noexcept {
+        auto* p = static_cast<Progress*>(user);
+        if (p->error || !p->fn) return;
+        try {
+            p->fn(static_cast<Sam3dStage>(stage), done != 0);
+        } catch (...) {
+            p->error = std::current_exception();
+            sam3d_session_cancel(p->session);
+        }
+    }
+};
+}  // namespace detail
+
 /// Segmentation of one volume: objects, clicks, undo/redo. Use from one thread at a time;
 /// cancel() may be called from any thread.
 class Session {
@@ -153,19 +183,20 @@ public:
         detail::check(sam3d_session_add_object(h_.get(), &id));
         return id;
     }
+    /// click, undo and redo throw sam3d::Error, or what the progress callback threw (see set_progress).
     Sam3dResult click(uint32_t object, const std::array<double, 3>& point, Sam3dCoord coord = SAM3D_COORD_IJK) {
         Sam3dResult r{};
-        detail::check(sam3d_session_click(h_.get(), object, point.data(), static_cast<int32_t>(coord), &r));
+        finish(sam3d_session_click(h_.get(), object, point.data(), static_cast<int32_t>(coord), &r));
         return r;
     }
     Sam3dResult undo(uint32_t object) {
         Sam3dResult r{};
-        detail::check(sam3d_session_undo(h_.get(), object, &r));
+        finish(sam3d_session_undo(h_.get(), object, &r));
         return r;
     }
     Sam3dResult redo(uint32_t object) {
         Sam3dResult r{};
-        detail::check(sam3d_session_redo(h_.get(), object, &r));
+        finish(sam3d_session_redo(h_.get(), object, &r));
         return r;
     }
     void cancel() { detail::check(sam3d_session_cancel(h_.get())); }
@@ -180,7 +211,29 @@ public:
         detail::check(sam3d_session_get_inference(h_.get(), &flips, &keep));
         return {flips, keep != 0};
     }
-    void set_progress(Sam3dProgressFn fn, void* user) { detail::check(sam3d_session_set_progress(h_.get(), fn, user)); }
+    /// Call `fn` on this thread at the start and end of each stage of click, undo and redo (an empty
+    /// `fn` clears it). It may throw, e.g. to abort as ITK filters do: the exception is kept, the
+    /// interaction cancelled (the object's mask and history stay as they were, whichever stage
+    /// threw) and click/undo/redo rethrow it instead of sam3d::Error. After a throw, `fn` is not
+    /// called again within that interaction.
+    void set_progress(ProgressFn fn) {
+        if (!fn) {
+            set_progress(nullptr, nullptr);
+            return;
+        }
+        auto p = std::make_unique<detail::Progress>();
+        p->session = h_.get();
+        p->fn = std::move(fn);
+        detail::check(sam3d_session_set_progress(h_.get(), detail::Progress::trampoline, p.get()));
+        progress_ = std::move(p);
+    }
+    /// A raw C callback (NULL clears it). It runs inside the library: it must not throw or longjmp
+    /// (an exception crossing the library aborts the process); to stop the interaction, call
+    /// sam3d_session_cancel(). Replaces a callback set with set_progress(ProgressFn).
+    void set_progress(Sam3dProgressFn fn, void* user) {
+        detail::check(sam3d_session_set_progress(h_.get(), fn, user));
+        progress_.reset();
+    }
     Mask mask(uint32_t object) {
         Sam3dMask* p = nullptr;
         detail::check(sam3d_session_mask(h_.get(), object, &p));
@@ -195,6 +248,13 @@ public:
     }
 
 private:
+    /// An exception from the progress callback wins over the call's status (CANCELLED).
+    void finish(Sam3dStatus s) {
+        if (progress_ && progress_->error) std::rethrow_exception(std::exchange(progress_->error, nullptr));
+        detail::check(s);
+    }
+    // declared before h_, so the session (which points at it) is freed first
+    std::unique_ptr<detail::Progress> progress_;
     detail::Handle<Sam3dSession, sam3d_session_free> h_;
 };
 

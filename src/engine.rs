@@ -185,6 +185,8 @@ impl Model {
                 format!("{}: decoder graph lacks output `prob`", dir.display()),
             ));
         }
+        check_graph_shapes(&encoder, &decoder, crop)
+            .map_err(|m| err(Sam3dStatus::BadModel, format!("{}: {m}", dir.display())))?;
         let cache_memory = if provider == "CPU" {
             CacheMemory::Host
         } else {
@@ -209,6 +211,58 @@ impl Model {
     pub fn manifest(&self) -> &crate::manifest::Manifest {
         &self.package.manifest
     }
+}
+
+/// The graphs' declared shapes against the manifest's crop (symbolic dimensions match anything),
+/// so that a manifest cannot make the engine build crops the graphs were not made for (a crop of
+/// 512 against 32-voxel graphs took gigabytes before ONNX Runtime refused the run).
+fn check_graph_shapes(
+    encoder: &Session,
+    decoder: &Session,
+    crop: usize,
+) -> std::result::Result<(), String> {
+    use crate::manifest::shape_fits;
+    let shape = |o: &ort::value::Outlet| o.dtype().tensor_shape().map(|s| s.to_vec());
+    let c = crop as i64;
+    let find = |list: &[ort::value::Outlet], name: &str| {
+        list.iter().find(|o| o.name() == name).and_then(shape)
+    };
+    for (what, got, want) in [
+        (
+            "encoder input `crop`",
+            find(encoder.inputs(), "crop"),
+            vec![1, 1, c, c, c],
+        ),
+        (
+            "decoder output `prob`",
+            find(decoder.outputs(), "prob"),
+            vec![1, c, c, c],
+        ),
+    ] {
+        match got {
+            Some(got) if shape_fits(&got, &want) => {}
+            got => {
+                return Err(format!(
+                    "the {what} has shape {got:?}, the manifest's crop of {crop} needs {want:?}"
+                ))
+            }
+        }
+    }
+    // the region cache passes from the encoder's outputs to the decoder's inputs of the same name
+    for o in encoder.outputs() {
+        let into = find(decoder.inputs(), o.name());
+        if let (Some(a), Some(b)) = (shape(o), into) {
+            let fits =
+                a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| *x < 0 || *y < 0 || x == y);
+            if !fits {
+                return Err(format!(
+                    "the encoder's output `{}` has shape {a:?}, the decoder's input takes {b:?}",
+                    o.name()
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// GPU settings are checked on every machine, so a host sees the same error with or without a GPU.
@@ -739,6 +793,8 @@ impl Segmenter {
             self.keep_clicked_components(&mut mask, &clicks);
         }
         progress(Sam3dStage::Paste, true);
+        // a cancel from the last progress callback still leaves the object as it was
+        self.check_cancel()?;
         let voxels = mask.data.iter().map(|&v| v as u64).sum();
         let obj = self.object(object)?;
         let old = std::mem::replace(&mut obj.mask, mask);
@@ -1015,7 +1071,8 @@ impl Segmenter {
     }
 
     pub fn mask_vec(&self, object: usize) -> Result<Vec<u8>> {
-        let mut v = vec![0u8; self.volume.geom.voxel_count()?];
+        let n = self.volume.geom.voxel_count()?;
+        let mut v = crate::limits::filled_vec(n, 0u8, "the mask")?;
         self.write_mask(object, &mut v)?;
         Ok(v)
     }

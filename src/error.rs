@@ -39,11 +39,36 @@ pub enum Sam3dStatus {
     NothingToDo = 14,
     /// The model package's format version is not supported by this library.
     UnsupportedFormat = 15,
+    /// The session is in use: another call on it is running (on another thread, or this call
+    /// was made from that call's progress callback). Nothing was changed; try again later.
+    Busy = 16,
     /// An internal error (a bug): a panic was caught at the C boundary.
     Internal = 99,
 }
 
 impl Sam3dStatus {
+    /// Every status, in numeric order.
+    pub const ALL: [Sam3dStatus; 18] = [
+        Self::Ok,
+        Self::NullPointer,
+        Self::InvalidArgument,
+        Self::Io,
+        Self::BadVolume,
+        Self::BadModel,
+        Self::HashMismatch,
+        Self::RuntimeMissing,
+        Self::Runtime,
+        Self::AbiMismatch,
+        Self::NonFinite,
+        Self::OutOfBounds,
+        Self::Cancelled,
+        Self::TooLarge,
+        Self::NothingToDo,
+        Self::UnsupportedFormat,
+        Self::Busy,
+        Self::Internal,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Ok => "SAM3D_STATUS_OK",
@@ -62,6 +87,7 @@ impl Sam3dStatus {
             Self::TooLarge => "SAM3D_STATUS_TOO_LARGE",
             Self::NothingToDo => "SAM3D_STATUS_NOTHING_TO_DO",
             Self::UnsupportedFormat => "SAM3D_STATUS_UNSUPPORTED_FORMAT",
+            Self::Busy => "SAM3D_STATUS_BUSY",
             Self::Internal => "SAM3D_STATUS_INTERNAL",
         }
     }

@@ -65,14 +65,19 @@ unsafe fn free_handle<T>(p: *mut T) {
     }
 }
 
-/// A session is used by one thread at a time: a second caller gets an error, never a data race.
+/// A session is used by one call at a time: a second caller (another thread, or the running call's
+/// own progress callback) gets `BUSY` at once, never a data race and never a wait that could
+/// deadlock. A poisoned lock (a panic caught inside an earlier call) is taken over: the segmenter
+/// changes its state only after a step has succeeded.
 fn lock_session(s: &Sam3dSession) -> Result<std::sync::MutexGuard<'_, Segmenter>> {
-    s.seg.try_lock().map_err(|_| {
-        err(
-            Sam3dStatus::InvalidArgument,
-            "the session is in use by another thread",
-        )
-    })
+    match s.seg.try_lock() {
+        Ok(g) => Ok(g),
+        Err(std::sync::TryLockError::Poisoned(p)) => Ok(p.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => Err(err(
+            Sam3dStatus::Busy,
+            "the session is in use: another call on it is running",
+        )),
+    }
 }
 
 fn nonnull<T>(p: *const T, name: &str) -> Result<()> {
@@ -143,7 +148,8 @@ pub struct Sam3dMask {
 pub struct Sam3dModelOptions {
     /// `Sam3dDevice`: 0 CPU, 1 CUDA, 2 TensorRT (falls back to CPU with the reason reported)
     pub device: i32,
-    /// ONNX Runtime intra-op threads, also the engine's resampling workers; 0 = all cores
+    /// ONNX Runtime intra-op threads, also the engine's resampling workers; 0 = all cores; at most
+    /// `SAM3D_MAX_THREADS` (more: `SAM3D_STATUS_INVALID_ARGUMENT`)
     pub threads: u32,
     /// 1 skips the SHA-256 check of the package files (faster open of trusted packages)
     pub skip_hash_check: i32,
@@ -264,27 +270,12 @@ pub extern "C" fn sam3d_last_error() -> *const c_char {
 /// Name of a status value, e.g. "SAM3D_STATUS_BAD_VOLUME" (static string; "?" if unknown).
 #[no_mangle]
 pub extern "C" fn sam3d_status_name(status: i32) -> *const c_char {
-    const ALL: [Sam3dStatus; 17] = [
-        Sam3dStatus::Ok,
-        Sam3dStatus::NullPointer,
-        Sam3dStatus::InvalidArgument,
-        Sam3dStatus::Io,
-        Sam3dStatus::BadVolume,
-        Sam3dStatus::BadModel,
-        Sam3dStatus::HashMismatch,
-        Sam3dStatus::RuntimeMissing,
-        Sam3dStatus::Runtime,
-        Sam3dStatus::AbiMismatch,
-        Sam3dStatus::NonFinite,
-        Sam3dStatus::OutOfBounds,
-        Sam3dStatus::Cancelled,
-        Sam3dStatus::TooLarge,
-        Sam3dStatus::NothingToDo,
-        Sam3dStatus::UnsupportedFormat,
-        Sam3dStatus::Internal,
-    ];
-    static NAMES: once_cell::sync::Lazy<Vec<(i32, CString)>> =
-        once_cell::sync::Lazy::new(|| ALL.iter().map(|s| (*s as i32, cstring(s.name()))).collect());
+    static NAMES: once_cell::sync::Lazy<Vec<(i32, CString)>> = once_cell::sync::Lazy::new(|| {
+        Sam3dStatus::ALL
+            .iter()
+            .map(|s| (*s as i32, cstring(s.name())))
+            .collect()
+    });
     NAMES
         .iter()
         .find(|(v, _)| *v == status)
@@ -292,13 +283,40 @@ pub extern "C" fn sam3d_status_name(status: i32) -> *const c_char {
         .unwrap_or(c"?".as_ptr())
 }
 
+/// Most ONNX Runtime threads a model may ask for (`Sam3dModelOptions.threads`).
+pub const SAM3D_MAX_THREADS: u32 = 256;
+
+/// Default memory budget in bytes (4 GiB); see `sam3d_set_memory_budget`.
+pub const SAM3D_DEFAULT_MEMORY_BUDGET: u64 = 4294967296;
+
+// literals above for cbindgen, which does not evaluate paths; the engine's values are the same
+const _: () = assert!(SAM3D_MAX_THREADS == crate::limits::MAX_THREADS);
+const _: () = assert!(SAM3D_DEFAULT_MEMORY_BUDGET == crate::limits::DEFAULT_MEMORY_BUDGET);
+
+/// Set the process-wide memory budget: the most bytes libsam3d allocates for one whole-volume
+/// array (a file's voxels decoded to float32; a mask copied out of a session). A volume file or a
+/// request that needs more is refused with `SAM3D_STATUS_TOO_LARGE` before anything is allocated.
+/// 0 restores the default (`SAM3D_DEFAULT_MEMORY_BUDGET`). Thread-safe; applies to later calls.
+#[no_mangle]
+pub extern "C" fn sam3d_set_memory_budget(bytes: u64) {
+    crate::limits::set_memory_budget(bytes);
+}
+
+/// The memory budget in force, in bytes (see `sam3d_set_memory_budget`).
+#[no_mangle]
+pub extern "C" fn sam3d_memory_budget() -> u64 {
+    crate::limits::memory_budget()
+}
+
 // ------------------------------------------------------------------------------------------------
 // runtime
 
-/// Load ONNX Runtime. `library_path` may be NULL: then `SAM3D_ORT_LIBRARY`, `ORT_DYLIB_PATH`, the
+/// Load ONNX Runtime. A `library_path` is the only file tried: it is loaded, or the call fails with
+/// `SAM3D_STATUS_RUNTIME_MISSING` naming it. NULL: `SAM3D_ORT_LIBRARY`, `ORT_DYLIB_PATH`, the
 /// directory of libsam3d and the system search path are tried, in that order. ONNX Runtime is
-/// loaded once per process: after a success, later calls return that runtime whatever the path
-/// (`sam3d_runtime_path` says which); after a failure, a later call may try other paths.
+/// loaded once per process: after a success, a NULL path or the same file returns that runtime
+/// (`sam3d_runtime_path` says which), another file fails with `SAM3D_STATUS_RUNTIME_MISSING`;
+/// after a failure, a later call may try other paths.
 #[no_mangle]
 pub unsafe extern "C" fn sam3d_runtime_new(
     library_path: *const c_char,
@@ -391,6 +409,16 @@ pub unsafe extern "C" fn sam3d_model_open_ex(
                     ))
                 }
             };
+            if o.threads > crate::limits::MAX_THREADS {
+                return Err(err(
+                    Sam3dStatus::InvalidArgument,
+                    format!(
+                        "threads = {} exceeds the limit of {} (0 = all cores)",
+                        o.threads,
+                        crate::limits::MAX_THREADS
+                    ),
+                ));
+            }
             opts.threads = o.threads as usize;
             opts.verify_hashes = o.skip_hash_check == 0;
         }
@@ -595,7 +623,12 @@ pub unsafe extern "C" fn sam3d_session_new(
 
 /// Set (or clear, with NULL) the progress callback, called on the session's thread at the start
 /// and end of each stage (load, resample, encode, decode, paste-back). ONNX Runtime reports no
-/// progress within a run, so there are no percentages within a stage.
+/// progress within a run, so there are no percentages within a stage. The callback must return
+/// normally: it must not throw a C++ exception or `longjmp` out (that would abort the process or
+/// skip the library's clean-up); to stop the interaction, call `sam3d_session_cancel` and return
+/// (the C++ wrapper's `std::function` overload does this for exceptions). Other calls on the same
+/// session from inside the callback return `SAM3D_STATUS_BUSY`, except `sam3d_session_cancel`;
+/// never free the session from its callback.
 #[no_mangle]
 pub unsafe extern "C" fn sam3d_session_set_progress(
     s: *mut Sam3dSession,
@@ -618,11 +651,7 @@ pub unsafe extern "C" fn sam3d_session_add_object(
     guard(|| {
         nonnull(s, "session")?;
         nonnull(out_id, "out_id")?;
-        let id = (*s)
-            .seg
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .add_object();
+        let id = lock_session(&*s)?.add_object();
         *out_id = id as u32;
         Ok(())
     })
@@ -776,10 +805,8 @@ pub unsafe extern "C" fn sam3d_session_get_mask(
                 format!("buffer holds {size} bytes, the volume has {n} voxels"),
             ));
         }
-        let mut tmp = vec![0u8; n];
-        seg.write_mask(object as usize, &mut tmp)?;
-        std::ptr::copy_nonoverlapping(tmp.as_ptr(), buffer, n);
-        Ok(())
+        // written in place: no whole-volume copy (write_mask checks the object before writing)
+        seg.write_mask(object as usize, std::slice::from_raw_parts_mut(buffer, n))
     })
 }
 

@@ -7,6 +7,9 @@ use crate::error::{err, Result, Sam3dStatus};
 /// refused before anything is allocated.
 pub const MAX_VOXELS: u64 = 1 << 32;
 
+/// How far a direction column's length may be from 1 (float32 headers, rounding in callers).
+const UNIT_TOLERANCE: f64 = 1e-3;
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Geometry {
     pub dims: [usize; 3],
@@ -51,10 +54,30 @@ impl Geometry {
             return Err(err(Sam3dStatus::InvalidArgument, "origin is not finite"));
         }
         let d = &self.direction;
-        if d.iter().flatten().any(|v| !v.is_finite()) || det3(d).abs() < 1e-6 {
+        if d.iter().flatten().any(|v| !v.is_finite()) {
             return Err(err(
                 Sam3dStatus::InvalidArgument,
-                "direction matrix is singular or not finite",
+                format!("direction matrix {d:?} is not finite"),
+            ));
+        }
+        // ITK's direction columns are unit vectors (the spacing is separate); a looser check let
+        // matrices like 1e200 * I through, whose determinant is infinite
+        for c in 0..3 {
+            let len = (0..3).map(|r| d[r][c] * d[r][c]).sum::<f64>().sqrt();
+            if (len - 1.0).abs() > UNIT_TOLERANCE {
+                return Err(err(
+                    Sam3dStatus::InvalidArgument,
+                    format!(
+                        "direction column {c} has length {len}: columns must be unit vectors \
+                         (the voxel size goes in spacing)"
+                    ),
+                ));
+            }
+        }
+        if det3(d).abs() < 1e-6 {
+            return Err(err(
+                Sam3dStatus::InvalidArgument,
+                format!("direction matrix {d:?} is singular"),
             ));
         }
         Ok(())
@@ -179,5 +202,27 @@ mod tests {
         assert_eq!(e.status, Sam3dStatus::InvalidArgument);
         let e = Geometry::new([1, 1, 1], [f64::NAN, 1.0, 1.0], [0.0; 3], eye).unwrap_err();
         assert_eq!(e.status, Sam3dStatus::InvalidArgument);
+        // directions whose determinant overflows, or that are scaled, singular or NaN
+        let scaled = eye.map(|r| r.map(|v| v * 1e200));
+        let mut half = eye;
+        half[1][1] = 0.5;
+        // unit columns, all the same axis
+        let flat = [[1.0, 1.0, 1.0], [0.0; 3], [0.0; 3]];
+        let mut nan = eye;
+        nan[0][1] = f64::NAN;
+        for d in [scaled, half, nan, flat] {
+            let e = Geometry::new([2, 2, 2], [1.0; 3], [0.0; 3], d).unwrap_err();
+            assert_eq!(e.status, Sam3dStatus::InvalidArgument, "{d:?}");
+        }
+        // an oblique direction with float32 rounding stays valid
+        let c = (0.3f32.cos()) as f64;
+        let s = (0.3f32.sin()) as f64;
+        Geometry::new(
+            [2, 2, 2],
+            [1.0; 3],
+            [0.0; 3],
+            [[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]],
+        )
+        .unwrap();
     }
 }

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::error::{err, Result, Sam3dStatus};
+use crate::limits::{MAX_CLICKS, MAX_CROP};
 
 pub const FORMAT: &str = "sam3d-model";
 pub const FORMAT_VERSION: u32 = 1;
@@ -135,17 +136,43 @@ fn letter_lps(c: char) -> Option<[f64; 3]> {
     })
 }
 
+/// Largest manifest file read (the real ones are a few KB).
+const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
+/// Whether `name` is a plain relative path inside the package folder: no `..`, no root, no prefix.
+fn is_inside_name(name: &str) -> bool {
+    let p = Path::new(name);
+    !name.is_empty()
+        && !name.contains('\0')
+        && p.components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)))
+}
+
 impl Manifest {
+    /// Parse and validate a manifest's text (errors name the manifest's fields).
+    pub fn parse(text: &str) -> Result<Manifest> {
+        let m: Manifest = serde_json::from_str(text)
+            .map_err(|e| err(Sam3dStatus::BadModel, format!("{MANIFEST_FILE}: {e}")))?;
+        m.validate()?;
+        Ok(m)
+    }
+
     pub fn crop(&self) -> Result<usize> {
         self.architecture
             .get("crop")
             .and_then(|v| v.as_u64())
             .map(|c| c as usize)
-            .filter(|&c| c > 0 && c <= 1024)
+            .filter(|&c| c > 0 && c <= MAX_CROP)
             .ok_or_else(|| {
                 err(
                     Sam3dStatus::BadModel,
-                    "manifest: architecture.crop missing or invalid",
+                    format!(
+                        "manifest: architecture.crop {} is missing or not from 1 to {MAX_CROP}",
+                        self.architecture
+                            .get("crop")
+                            .map(|v| v.to_string())
+                            .unwrap_or_default()
+                    ),
                 )
             })
     }
@@ -200,19 +227,16 @@ impl Manifest {
         }
     }
 
-    fn validate(&self, dir: &Path) -> Result<()> {
+    fn validate(&self) -> Result<()> {
+        let bad = |msg: String| err(Sam3dStatus::BadModel, format!("{MANIFEST_FILE}: {msg}"));
         if self.format != FORMAT {
-            return Err(bad(
-                dir,
-                format!("format is {:?}, not {FORMAT:?}", self.format),
-            ));
+            return Err(bad(format!("format is {:?}, not {FORMAT:?}", self.format)));
         }
         if self.format_version != FORMAT_VERSION {
             return Err(err(
                 Sam3dStatus::UnsupportedFormat,
                 format!(
-                    "{}: format_version {} is not supported (this library reads {FORMAT_VERSION})",
-                    dir.display(),
+                    "{MANIFEST_FILE}: format_version {} is not supported (this library reads {FORMAT_VERSION})",
                     self.format_version
                 ),
             ));
@@ -220,65 +244,112 @@ impl Manifest {
         self.crop()?;
         self.frame_mode()?;
         if self.spacing_mm.iter().any(|s| !s.is_finite() || *s <= 0.0) {
-            return Err(bad(dir, "spacing_mm must be positive"));
+            return Err(bad("spacing_mm must be positive".into()));
         }
         let i = &self.intensity;
         // negated comparisons: NaN fails them too
         #[allow(clippy::neg_cmp_op_on_partial_ord)]
         if !(i.clip[0] < i.clip[1]) || !(i.std > 0.0) || !i.mean.is_finite() {
-            return Err(bad(dir, "intensity: clip must be increasing, std positive"));
+            return Err(bad(
+                "intensity: clip must be increasing, std positive".into()
+            ));
         }
         if i.nonfinite != "error" && i.nonfinite != "zero" {
-            return Err(bad(
-                dir,
-                format!(
-                    "intensity.nonfinite {:?} must be \"error\" or \"zero\"",
-                    i.nonfinite
-                ),
-            ));
+            return Err(bad(format!(
+                "intensity.nonfinite {:?} must be \"error\" or \"zero\"",
+                i.nonfinite
+            )));
         }
         if !(self.threshold > 0.0 && self.threshold < 1.0) {
-            return Err(bad(dir, "threshold must lie in (0, 1)"));
+            return Err(bad("threshold must lie in (0, 1)".into()));
         }
         if !crate::refine::FLIP_COUNTS.contains(&self.inference.test_time_flips) {
-            return Err(bad(
-                dir,
-                format!(
-                    "inference.test_time_flips must be one of {:?}",
-                    crate::refine::FLIP_COUNTS
-                ),
-            ));
+            return Err(bad(format!(
+                "inference.test_time_flips must be one of {:?}",
+                crate::refine::FLIP_COUNTS
+            )));
         }
         if !self.prompts.positive_points || self.prompts.max_points == 0 {
-            return Err(bad(dir, "the engine needs positive point prompts"));
+            return Err(bad("the engine needs positive point prompts".into()));
+        }
+        if self.prompts.max_points > MAX_CLICKS {
+            return Err(bad(format!(
+                "prompts.max_points {} exceeds the limit of {MAX_CLICKS}",
+                self.prompts.max_points
+            )));
         }
         let enc = &self.graphs.encoder;
         let dec = &self.graphs.decoder;
         if enc.inputs.len() != 1 || enc.inputs[0].name != "crop" {
-            return Err(bad(dir, "encoder must have the single input `crop`"));
+            return Err(bad("encoder must have the single input `crop`".into()));
         }
         for o in &enc.outputs {
             if !dec.inputs.iter().any(|i| i.name == o.name) {
-                return Err(bad(
-                    dir,
-                    format!("decoder lacks input `{}` for the encoder's output", o.name),
-                ));
+                return Err(bad(format!(
+                    "decoder lacks input `{}` for the encoder's output",
+                    o.name
+                )));
             }
         }
         if !dec.inputs.iter().any(|i| i.name == "points")
             || !dec.outputs.iter().any(|o| o.name == "prob")
         {
-            return Err(bad(dir, "decoder must take `points` and give `prob`"));
+            return Err(bad("decoder must take `points` and give `prob`".into()));
+        }
+        // the declared interface must agree with the crop before any graph is loaded
+        let crop = self.crop()? as i64;
+        let declared = |specs: &[TensorSpec], name: &str| {
+            specs.iter().find(|t| t.name == name).map(|t| {
+                t.shape
+                    .iter()
+                    .map(|d| d.as_i64().unwrap_or(-1))
+                    .collect::<Vec<_>>()
+            })
+        };
+        for (what, got, want) in [
+            (
+                "encoder input `crop`",
+                declared(&enc.inputs, "crop"),
+                vec![1, 1, crop, crop, crop],
+            ),
+            (
+                "decoder output `prob`",
+                declared(&dec.outputs, "prob"),
+                vec![1, crop, crop, crop],
+            ),
+        ] {
+            if let Some(got) = got {
+                if !shape_fits(&got, &want) {
+                    return Err(bad(format!(
+                        "{what} has shape {got:?}, the crop of {crop} needs {want:?}"
+                    )));
+                }
+            }
         }
         for g in [enc, dec] {
             for f in std::iter::once(&g.file).chain(g.data_files.iter()) {
                 if !g.sha256.contains_key(f) {
-                    return Err(bad(dir, format!("no sha256 for {f}")));
+                    return Err(bad(format!("no sha256 for {f}")));
+                }
+            }
+            for (f, digest) in &g.sha256 {
+                if !is_inside_name(f) {
+                    return Err(bad(format!(
+                        "file name {f:?} is not a plain relative path inside the package"
+                    )));
+                }
+                if digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(bad(format!("sha256 of {f} is not 64 hexadecimal digits")));
                 }
             }
         }
         Ok(())
     }
+}
+
+/// Whether a shape matches `want`, where -1 (a symbolic dimension) matches anything.
+pub fn shape_fits(got: &[i64], want: &[i64]) -> bool {
+    got.len() == want.len() && got.iter().zip(want).all(|(g, w)| *g < 0 || g == w)
 }
 
 pub fn sha256_file(path: &Path) -> Result<String> {
@@ -298,6 +369,32 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// A small regular file's text (the manifest): refuses FIFOs, folders and files over the limit.
+fn read_small(path: &Path) -> std::result::Result<String, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = f.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > MAX_MANIFEST_BYTES {
+        return Err(format!(
+            "{} bytes, more than the {MAX_MANIFEST_BYTES} a manifest may have",
+            meta.len()
+        ));
+    }
+    let mut text = String::new();
+    f.by_ref()
+        .take(MAX_MANIFEST_BYTES)
+        .read_to_string(&mut text)
+        .map_err(|e| e.to_string())?;
+    Ok(text)
+}
+
 /// A loaded package directory: its manifest, with every file checked against its SHA-256.
 #[derive(Debug, Clone)]
 pub struct Package {
@@ -310,28 +407,46 @@ pub struct Package {
 impl Package {
     pub fn open(dir: &Path, verify: bool) -> Result<Package> {
         let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path)
-            .map_err(|e| bad(dir, format!("cannot read {MANIFEST_FILE}: {e}")))?;
-        let manifest: Manifest =
-            serde_json::from_str(&text).map_err(|e| bad(dir, format!("{MANIFEST_FILE}: {e}")))?;
-        manifest.validate(dir)?;
+        let in_dir =
+            |e: crate::error::Error| err(e.status, format!("{}: {}", dir.display(), e.message));
+        let text =
+            read_small(&path).map_err(|m| bad(dir, format!("cannot read {MANIFEST_FILE}: {m}")))?;
+        let manifest = Manifest::parse(&text).map_err(in_dir)?;
+        // every file is checked to lie inside the folder before any is opened or hashed: a name
+        // or a symbolic link must not make the library read (or print the digest of) another file
+        let root = dir
+            .canonicalize()
+            .map_err(|e| bad(dir, format!("cannot resolve the package folder: {e}")))?;
+        let mut files = Vec::new();
         for g in [&manifest.graphs.encoder, &manifest.graphs.decoder] {
             for (file, want) in &g.sha256 {
                 let p = dir.join(file);
-                if !p.is_file() {
-                    return Err(bad(dir, format!("graph file {file} is missing")));
+                let real = p
+                    .canonicalize()
+                    .map_err(|_| bad(dir, format!("graph file {file} is missing")))?;
+                if !real.starts_with(&root) {
+                    return Err(bad(
+                        dir,
+                        format!("graph file {file} resolves to a place outside the package folder"),
+                    ));
                 }
-                if verify {
-                    let got = sha256_file(&p)?;
-                    if &got != want {
-                        return Err(err(
-                            Sam3dStatus::HashMismatch,
-                            format!(
-                                "{}: sha256 {got} does not match the manifest's {want}",
-                                p.display()
-                            ),
-                        ));
-                    }
+                if !real.is_file() {
+                    return Err(bad(dir, format!("graph file {file} is not a regular file")));
+                }
+                files.push((p, want));
+            }
+        }
+        if verify {
+            for (p, want) in files {
+                let got = sha256_file(&p)?;
+                if !got.eq_ignore_ascii_case(want) {
+                    return Err(err(
+                        Sam3dStatus::HashMismatch,
+                        format!(
+                            "{}: sha256 {got} does not match the manifest's {want}",
+                            p.display()
+                        ),
+                    ));
                 }
             }
         }

@@ -1,7 +1,7 @@
 //! Finding and loading ONNX Runtime (`ort` with `load-dynamic`: nothing is linked at build time).
 //!
-//! Search order: the path the caller gives, `SAM3D_ORT_LIBRARY`, `ORT_DYLIB_PATH`, the directory of
-//! `libsam3d.so` itself, then the system's library search (`libonnxruntime.so`). ONNX Runtime can be
+//! A path the caller gives is the only one tried. Without one: `SAM3D_ORT_LIBRARY`, `ORT_DYLIB_PATH`,
+//! the directory of `libsam3d.so` itself, then the system's library search (`libonnxruntime.so`). ONNX Runtime can be
 //! loaded once per process; later requests reuse it. A failure lists every path tried.
 
 use std::path::{Path, PathBuf};
@@ -53,10 +53,14 @@ fn own_directory() -> Option<PathBuf> {
         .and_then(|p| p.parent().map(Path::to_path_buf))
 }
 
+/// Where to look: only the caller's path when one is given (a host that names a library must get
+/// that library or an error naming it, never another ONNX Runtime found elsewhere), else the
+/// search order.
 fn candidates(explicit: Option<&Path>) -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
     if let Some(p) = explicit {
         out.push(("caller".to_string(), p.to_path_buf()));
+        return out;
     }
     for var in ["SAM3D_ORT_LIBRARY", "ORT_DYLIB_PATH"] {
         if let Some(v) = std::env::var_os(var).filter(|v| !v.is_empty()) {
@@ -132,6 +136,24 @@ fn probe(path: &Path) -> std::result::Result<String, String> {
 pub fn load(explicit: Option<&Path>) -> Result<Runtime> {
     let mut guard = LOADED.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(l) = *guard {
+        // one ONNX Runtime per process: a request for another file cannot be met
+        if let Some(p) = explicit {
+            let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+                (Ok(a), Ok(b)) => a == b,
+                _ => a == b,
+            };
+            if !same(p, &l.path) {
+                return Err(err(
+                    Sam3dStatus::RuntimeMissing,
+                    format!(
+                        "{} was not loaded: this process already runs ONNX Runtime from {}, and a \
+                         process can load only one",
+                        p.display(),
+                        l.path.display()
+                    ),
+                ));
+            }
+        }
         return Ok(Runtime { inner: l });
     }
     let mut tried = Vec::new();
@@ -170,11 +192,27 @@ pub fn load(explicit: Option<&Path>) -> Result<Runtime> {
             Err(e) => tried.push(format!("{} ({source}): {e}", path.display())),
         }
     }
+    let what = if explicit.is_some() {
+        "ONNX Runtime (>= 1.24) could not be loaded from the path given"
+    } else {
+        "ONNX Runtime (>= 1.24) not found"
+    };
     Err(err(
         Sam3dStatus::RuntimeMissing,
-        format!(
-            "ONNX Runtime (>= 1.24) not found; tried: {}",
-            tried.join("; ")
-        ),
+        format!("{what}; tried: {}", tried.join("; ")),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_explicit_path_is_the_only_candidate() {
+        let c = candidates(Some(Path::new("/nowhere/libonnxruntime.so")));
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].1, Path::new("/nowhere/libonnxruntime.so"));
+        let search = candidates(None);
+        assert_eq!(search.last().unwrap().1, Path::new(LIB_NAME));
+    }
 }

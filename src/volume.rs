@@ -99,23 +99,6 @@ impl Volume {
     ) -> Result<Self> {
         geom.voxel_count()?;
         let esize = dtype.size() as isize;
-        // lowest and highest byte offsets reached by any voxel
-        let (mut lo, mut hi) = (0isize, 0isize);
-        for a in 0..3 {
-            let span = strides[a]
-                .checked_mul(geom.dims[a] as isize - 1)
-                .ok_or_else(|| {
-                    err(
-                        Sam3dStatus::InvalidArgument,
-                        "stride times dimension overflows",
-                    )
-                })?;
-            if span < 0 {
-                lo += span
-            } else {
-                hi += span
-            }
-        }
         if strides.iter().any(|&s| s <= 0 || s % esize != 0) {
             return Err(err(
                 Sam3dStatus::InvalidArgument,
@@ -124,9 +107,21 @@ impl Volume {
                 ),
             ));
         }
-        if lo < 0 || hi.checked_add(esize).is_none_or(|end| end as usize > len) {
-            return Err(err(Sam3dStatus::InvalidArgument, format!(
-                "strides {strides:?} with dimensions {:?} reach bytes [{lo}, {}) outside the {len}-byte buffer", geom.dims, hi + esize)));
+        // the highest byte any voxel's value ends at, in 128-bit arithmetic: three spans that each
+        // fit in 64 bits can overflow 64 bits together (strides near i64::MAX / 3)
+        let end = (0..3)
+            .map(|a| strides[a] as i128 * (geom.dims[a] as i128 - 1))
+            .sum::<i128>()
+            + esize as i128;
+        if end > len as i128 {
+            return Err(err(
+                Sam3dStatus::InvalidArgument,
+                format!(
+                    "strides {strides:?} with dimensions {:?} reach byte {end}, beyond the \
+                     {len}-byte buffer",
+                    geom.dims
+                ),
+            ));
         }
         let b = Borrowed {
             ptr,

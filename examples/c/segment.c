@@ -52,6 +52,7 @@ int main(int argc, char **argv) {
     CHECK(sam3d_session_click(sess, obj, click, SAM3D_COORD_IJK, &res));
     CHECK(sam3d_session_mask(sess, obj, &mask));
     CHECK(sam3d_mask_write_nifti(mask, argv[4]));
+    if (res.voxels == 0) fprintf(stderr, "the click found nothing: the mask is empty\n");
     printf("model %s (%s), provider %s, ONNX Runtime %s\n", info.name, info.licence, info.provider,
            sam3d_runtime_version(rt));
     printf("mask voxels %llu, encoder ran %d\n", (unsigned long long)res.voxels, res.encoded);

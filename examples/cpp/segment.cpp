@@ -28,12 +28,19 @@ int main(int argc, char** argv) {
                 if (e.status() != SAM3D_STATUS_CANCELLED) std::cerr << "warm-up: " << e.what() << "\n";
             }
         });
+        // an error before warm.join() below: stop and join it (a joinable std::thread's destructor aborts)
+        struct Join {
+            std::thread& t;
+            const sam3d::Model& m;
+            ~Join() { if (t.joinable()) { sam3d_model_cancel_warm_up(m.get()); t.join(); } }
+        } join{warm, model};
         auto vol = sam3d::Volume::read_nifti(argv[2]);
         sam3d::Session session(model, vol);
         uint32_t obj = session.add_object();
         Sam3dResult r = session.click(obj, click);
         warm.join();
         session.mask(obj).write_nifti(argv[4]);
+        if (r.voxels == 0) std::cerr << "the click found nothing: the mask is empty\n";
         auto info = model.info();
         std::cout << "model " << info.name << ", provider " << info.provider << ", ONNX Runtime " << rt.version()
                   << "\nmask voxels " << r.voxels << "\n";

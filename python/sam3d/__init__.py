@@ -12,7 +12,10 @@
 Geometry is ITK's (LPS): point = origin + direction @ diag(spacing) @ index. Errors raise
 `sam3d.Error` with the library's status (`.status`, `.name`) and message. Handles are freed by
 `close()`, by `with`, or when garbage-collected; a session keeps its model and volume alive, and a
-volume made from an array keeps the array alive.
+volume made from an array keeps the array alive. `close()` may come from any thread, also while
+another thread (or a progress callback) is inside a call on the same handle: later calls raise
+ValueError at once, and the C handle is freed when the last running call has returned. A click whose
+mask is empty sets `Result.empty` and warns with `EmptyMaskWarning`.
 
 The library is found through `SAM3D_LIBRARY` (a path to libsam3d.so), then next to this package
 (`_lib/`), then the system's search path (an installed libsam3d), then a source checkout's
@@ -20,20 +23,30 @@ The library is found through `SAM3D_LIBRARY` (a path to libsam3d.so), then next 
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes as C
 import ctypes.util
 import os
+import threading
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["Error", "Geometry", "Runtime", "Model", "Volume", "Session", "Result", "library", "ABI_VERSION"]
+__all__ = ["Error", "EmptyMaskWarning", "Geometry", "Runtime", "Model", "Volume", "Session", "Result", "library",
+           "ABI_VERSION"]
 
 ABI_VERSION = 1
 _COORDS = {"ijk": 0, "lps": 1, "ras": 2}
 _DEVICES = {"cpu": 0, "cuda": 1, "tensorrt": 2}
 _STAGES = ("load", "resample", "encode", "decode", "paste")
+# Status names for `Error.name` when the loaded library has no name for a value ("?"): a library
+# older than this binding (SAM3D_STATUS_BUSY came later).
+_STATUS_NAMES = {0: "OK", 1: "NULL_POINTER", 2: "INVALID_ARGUMENT", 3: "IO", 4: "BAD_VOLUME", 5: "BAD_MODEL",
+                 6: "HASH_MISMATCH", 7: "RUNTIME_MISSING", 8: "RUNTIME", 9: "ABI_MISMATCH", 10: "NON_FINITE",
+                 11: "OUT_OF_BOUNDS", 12: "CANCELLED", 13: "TOO_LARGE", 14: "NOTHING_TO_DO",
+                 15: "UNSUPPORTED_FORMAT", 16: "BUSY", 99: "INTERNAL"}
 _DTYPES = {np.dtype(np.uint8): 1, np.dtype(np.int8): 2, np.dtype(np.uint16): 3, np.dtype(np.int16): 4,
            np.dtype(np.uint32): 5, np.dtype(np.int32): 6, np.dtype(np.float32): 7, np.dtype(np.float64): 8}
 
@@ -157,13 +170,24 @@ def library():
 
 
 class Error(RuntimeError):
-    """A libsam3d call failed: `status` (the C enum value), `name` (e.g. SAM3D_STATUS_BAD_VOLUME), message."""
+    """A libsam3d call failed: `status` (the C enum value), `name` (e.g. SAM3D_STATUS_BAD_VOLUME), message.
+    SAM3D_STATUS_BUSY: a session call while another call on the same session runs (on another thread,
+    or from that call's progress callback)."""
 
     def __init__(self, status: int, message: str):
         self.status = int(status)
-        self.name = library().sam3d_status_name(self.status).decode()
+        name = library().sam3d_status_name(self.status)
+        name = name.decode() if name else "?"
+        if name == "?" and self.status in _STATUS_NAMES:
+            name = "SAM3D_STATUS_" + _STATUS_NAMES[self.status]
+        self.name = name
         self.message = message
         super().__init__(f"{self.name}: {message}")
+
+
+class EmptyMaskWarning(UserWarning):
+    """A click returned an empty mask (`Result.empty`): the model found nothing at that point. The
+    click is recorded all the same (undo removes it)."""
 
 
 def _check(status: int):
@@ -214,20 +238,76 @@ class Geometry:
 
 
 class _Handle:
+    """A C handle shared by threads. ctypes releases the GIL during a C call, so `close()` on one
+    thread may come while another thread is inside a call on the handle (or from that call's own
+    progress callback): every call holds a use (`_live()`), and the free waits for the last use to
+    end. close() itself never waits, so it cannot deadlock against a call it is nested in."""
     _free = None
 
     def __init__(self):
         self._h = _P()
+        self._lock = threading.Lock()
+        self._users = 0           # calls in flight on the handle
+        self._closed = False
+        self._keep = []           # Python objects the C side may still call until no call is in flight
+
+    @contextlib.contextmanager
+    def _live(self):
+        """The handle for one call; ValueError once closed."""
+        with self._lock:
+            if self._closed or not self._h.value:
+                raise ValueError(f"{type(self).__name__} is closed")
+            self._users += 1
+        try:
+            yield self._h
+        finally:
+            self._release()
+
+    @contextlib.contextmanager
+    def _pin(self):
+        """Keep the C handle from being freed during a call on a handle made from it (a session's
+        model and volume); unlike `_live()`, a closed handle is no error."""
+        with self._lock:
+            pinned = bool(self._h.value)
+            self._users += pinned
+        try:
+            yield
+        finally:
+            if pinned:
+                self._release()
+
+    def _release(self):
+        keep = None
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                keep, self._keep = self._keep, []   # dropped outside the lock (their finalisers may run)
+            h = self._take()
+        self._free_c(h)
+        del keep
+
+    def _take(self):
+        """With the lock held: the handle to free now (closed and unused), detached; else None."""
+        if self._closed and self._users == 0 and self._h.value:
+            h, self._h = self._h, _P()
+            return h
+        return None
+
+    def _free_c(self, h):
+        if h is not None:
+            getattr(library(), self._free)(h)
 
     def close(self):
-        if getattr(self, "_h", None) and self._h.value:
-            getattr(library(), self._free)(self._h)
-            self._h = _P()
-
-    def _live(self):
-        if not self._h.value:
-            raise ValueError(f"{type(self).__name__} is closed")
-        return self._h
+        """Free the handle: now, or when the last call running on it returns (another thread's, or
+        the one whose progress callback this is). Later calls raise ValueError. A running call is not
+        stopped: `Session.cancel()` first does that."""
+        lock = getattr(self, "_lock", None)
+        if lock is None:          # __init__ did not get as far as the handle
+            return
+        with lock:
+            self._closed = True
+            h = self._take()
+        self._free_c(h)
 
     def __del__(self):
         try:
@@ -250,13 +330,16 @@ class Runtime(_Handle):
         super().__init__()
         _check(library().sam3d_runtime_new(os.fsencode(path) if path else None, C.byref(self._h)))
 
+    # the strings are the handle's: copied before the use ends
     @property
     def version(self) -> str:
-        return library().sam3d_runtime_version(self._live()).decode()
+        with self._live() as h:
+            return library().sam3d_runtime_version(h).decode()
 
     @property
     def path(self) -> str:
-        return library().sam3d_runtime_path(self._live()).decode()
+        with self._live() as h:
+            return library().sam3d_runtime_path(h).decode()
 
 
 class Model(_Handle):
@@ -276,26 +359,30 @@ class Model(_Handle):
         gpu = _GpuOptions(C.sizeof(_GpuOptions), int(device_id), int(gpu_memory_limit), int(bool(trt_fp16)),
                           None if trt_cache_dir is None else os.fsencode(trt_cache_dir), int(bool(cuda_tf32)))
         self._runtime = runtime
-        _check(library().sam3d_model_open_ex(runtime._live(), os.fsencode(package_dir), C.byref(opts),
-                                             C.byref(gpu), C.byref(self._h)))
+        with runtime._live() as rt:
+            _check(library().sam3d_model_open_ex(rt, os.fsencode(package_dir), C.byref(opts), C.byref(gpu),
+                                                 C.byref(self._h)))
 
     def warm_up(self):
         """One click's work on a small synthetic volume, so the first real click does not pay for
         ONNX Runtime's first runs. Blocks (the GIL is released): run it in a thread after opening.
         A click on any session of this model, or `cancel_warm_up()`, stops it: it then raises
         `Error` with name SAM3D_STATUS_CANCELLED."""
-        _check(library().sam3d_model_warm_up(self._live()))
+        with self._live() as h:
+            _check(library().sam3d_model_warm_up(h))
 
     def cancel_warm_up(self):
         """Stop a running `warm_up()` (from any thread); nothing happens if none runs."""
-        _check(library().sam3d_model_cancel_warm_up(self._live()))
+        with self._live() as h:
+            _check(library().sam3d_model_cancel_warm_up(h))
 
     @property
     def info(self) -> dict:
         i = _ModelInfo()
-        _check(library().sam3d_model_info(self._live(), C.byref(i)))
-        d = {k: (getattr(i, k).decode() if isinstance(getattr(i, k), bytes) else getattr(i, k))
-             for k, _ in _ModelInfo._fields_}
+        with self._live() as h:   # the strings are the model's: copied before the use ends
+            _check(library().sam3d_model_info(h, C.byref(i)))
+            d = {k: (getattr(i, k).decode() if isinstance(getattr(i, k), bytes) else getattr(i, k))
+                 for k, _ in _ModelInfo._fields_}
         d["array_frame"] = bool(d["array_frame"])
         return d
 
@@ -348,16 +435,23 @@ class Volume(_Handle):
     @property
     def geometry(self) -> Geometry:
         g = _Geometry()
-        _check(library().sam3d_volume_geometry(self._live(), C.byref(g)))
+        with self._live() as h:
+            _check(library().sam3d_volume_geometry(h, C.byref(g)))
         return Geometry._from_c(g)
 
 
 @dataclass(frozen=True)
 class Result:
+    """What a click, undo or redo did: the mask's voxel count, the box it changed (lo, hi), whether
+    the encoder ran; `empty`: the mask has no voxels."""
     voxels: int
     changed_lo: tuple
     changed_hi: tuple
     encoded: bool
+
+    @property
+    def empty(self) -> bool:
+        return self.voxels == 0
 
 
 def _result(r: _Result) -> Result:
@@ -365,72 +459,101 @@ def _result(r: _Result) -> Result:
 
 
 class Session(_Handle):
-    """Segmenting one volume with one model: objects, clicks, undo/redo, masks. One thread at a
-    time, except `cancel()`."""
+    """Segmenting one volume with one model: objects, clicks, undo/redo, masks. One call at a time:
+    a call while another runs on the same session (another thread's, or from the running call's
+    progress callback) raises `Error` named SAM3D_STATUS_BUSY (libraries before that status:
+    SAM3D_STATUS_INVALID_ARGUMENT), except `cancel()` and `close()`."""
     _free = "sam3d_session_free"
 
     def __init__(self, model: Model, volume: Volume, progress: Optional[Callable[[str, bool], None]] = None):
         super().__init__()
         self._model, self._volume = model, volume
-        _check(library().sam3d_session_new(model._live(), volume._live(), ABI_VERSION, C.byref(self._h)))
-        self._dims = volume.geometry.dims
         self._cb = None
+        with model._live() as m, volume._live() as v:
+            _check(library().sam3d_session_new(m, v, ABI_VERSION, C.byref(self._h)))
+        self._dims = volume.geometry.dims
         if progress is not None:
             self.set_progress(progress)
 
+    @contextlib.contextmanager
+    def _live(self):
+        # libsam3d's session holds its own references to the model and volume; pinning their
+        # handles as well keeps a close() of them from freeing them under a running call
+        with self._model._pin(), self._volume._pin(), super()._live() as h:
+            yield h
+
     def set_progress(self, fn: Optional[Callable[[str, bool], None]]):
         """`fn(stage, done)` at the start (done False) and end (True) of each stage."""
-        if fn is None:
-            self._cb = None
-            _check(library().sam3d_session_set_progress(self._live(), _PROGRESS(), None))
-            return
-        self._cb = _PROGRESS(lambda stage, done, _user: fn(_STAGES[stage] if 0 <= stage < 5 else str(stage), bool(done)))
-        _check(library().sam3d_session_set_progress(self._live(), self._cb, None))
+        cb = None if fn is None else _PROGRESS(
+            lambda stage, done, _user: fn(_STAGES[stage] if 0 <= stage < 5 else str(stage), bool(done)))
+        with self._live() as h:
+            _check(library().sam3d_session_set_progress(h, cb if cb is not None else _PROGRESS(), None))
+            # a call running on another thread took the old callback when it started: it stays
+            # alive until no call is in flight
+            with self._lock:
+                self._keep.append(self._cb)
+                self._cb = cb
 
     def add_object(self) -> int:
         out = C.c_uint32()
-        _check(library().sam3d_session_add_object(self._live(), C.byref(out)))
+        with self._live() as h:
+            _check(library().sam3d_session_add_object(h, C.byref(out)))
         return int(out.value)
 
     def click(self, obj: int, point: Sequence[float], coord: str = "ijk") -> Result:
+        """A positive click on object `obj`. A click whose mask comes out empty returns normally
+        with `Result.empty` set and warns (`EmptyMaskWarning`)."""
         if coord not in _COORDS:
             raise ValueError(f"coord {coord!r}: one of {sorted(_COORDS)}")
         p = (C.c_double * 3)(*[float(v) for v in point])
         r = _Result()
-        _check(library().sam3d_session_click(self._live(), int(obj), p, _COORDS[coord], C.byref(r)))
-        return _result(r)
+        with self._live() as h:
+            _check(library().sam3d_session_click(h, int(obj), p, _COORDS[coord], C.byref(r)))
+        res = _result(r)
+        if res.empty:
+            warnings.warn(EmptyMaskWarning(
+                f"the click at {tuple(float(v) for v in point)} ({coord}) found nothing: object {int(obj)}'s "
+                "mask is empty"), stacklevel=2)
+        return res
 
+    # an undo or redo may well leave an empty mask (no clicks left): no warning
     def undo(self, obj: int) -> Result:
         r = _Result()
-        _check(library().sam3d_session_undo(self._live(), int(obj), C.byref(r)))
+        with self._live() as h:
+            _check(library().sam3d_session_undo(h, int(obj), C.byref(r)))
         return _result(r)
 
     def redo(self, obj: int) -> Result:
         r = _Result()
-        _check(library().sam3d_session_redo(self._live(), int(obj), C.byref(r)))
+        with self._live() as h:
+            _check(library().sam3d_session_redo(h, int(obj), C.byref(r)))
         return _result(r)
 
     def cancel(self):
-        _check(library().sam3d_session_cancel(self._live()))
+        """Stop the session's running call (from any thread): it raises `Error` (CANCELLED)."""
+        with self._live() as h:
+            _check(library().sam3d_session_cancel(h))
 
     def set_inference(self, test_time_flips: int, keep_clicked_components: bool):
         """Test-time flips (1, 2, 4 or 8) and the clicked-component rule for the next clicks."""
-        _check(library().sam3d_session_set_inference(self._live(), int(test_time_flips),
-                                                     1 if keep_clicked_components else 0))
+        with self._live() as h:
+            _check(library().sam3d_session_set_inference(h, int(test_time_flips), 1 if keep_clicked_components else 0))
 
     @property
     def inference(self) -> Tuple[int, bool]:
         """(test-time flips, keep clicked components) in force: the package's until set."""
         f, k = C.c_uint32(), C.c_int32()
-        _check(library().sam3d_session_get_inference(self._live(), C.byref(f), C.byref(k)))
+        with self._live() as h:
+            _check(library().sam3d_session_get_inference(h, C.byref(f), C.byref(k)))
         return int(f.value), bool(k.value)
 
     def mask(self, obj: int) -> np.ndarray:
         """The object's mask: uint8 0/1, shaped like the volume, indexed [i, j, k]."""
         nx, ny, nz = self._dims
         buf = np.empty(nx * ny * nz, np.uint8)
-        _check(library().sam3d_session_get_mask(self._live(), int(obj),
-                                                buf.ctypes.data_as(C.POINTER(C.c_uint8)), buf.size))
+        with self._live() as h:
+            _check(library().sam3d_session_get_mask(h, int(obj), buf.ctypes.data_as(C.POINTER(C.c_uint8)),
+                                                    buf.size))
         return buf.reshape(nz, ny, nx).transpose(2, 1, 0)
 
 

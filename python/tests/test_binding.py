@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import threading
+import warnings
 
 import nibabel as nib
 import numpy as np
@@ -207,3 +208,28 @@ def test_warm_up_in_a_thread_yields_to_a_click(rt):
         m.cancel_warm_up()
         m.warm_up()
         np.testing.assert_array_equal(segment(m), want)
+
+
+def test_a_click_that_finds_nothing_warns_and_says_so(rt):
+    """A click whose mask is empty returns normally, with `empty` set and an EmptyMaskWarning; an
+    undo back to no clicks is empty without a warning."""
+    model = sam3d.Model(rt, TINY, threads=1)
+    # air, 2x2x2 voxels of 8 mm: the tiny fixture's mask is empty wherever it is clicked
+    air = sam3d.Volume.from_array(np.full((2, 2, 2), -1000, np.int16), spacing=(8.0, 8.0, 8.0))
+    with sam3d.Session(model, air) as s:
+        obj = s.add_object()
+        with pytest.warns(sam3d.EmptyMaskWarning, match="found nothing") as caught:
+            r = s.click(obj, (1, 1, 1))
+        assert len(caught) == 1 and issubclass(sam3d.EmptyMaskWarning, UserWarning)
+        assert r.empty and r.voxels == 0 and s.mask(obj).sum() == 0
+    noise = np.random.default_rng(0).normal(0, 50, (40, 40, 40)).astype(np.float32)
+    with sam3d.Session(model, sam3d.Volume.from_array(noise, spacing=(2.0, 2.0, 2.0))) as s:
+        obj = s.add_object()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", sam3d.EmptyMaskWarning)
+            r = s.click(obj, (20, 20, 20))
+            assert not r.empty and r.voxels > 0
+            r = s.undo(obj)                   # back to no clicks: empty, as expected
+            assert r.empty and r.voxels == 0
+            r = s.redo(obj)
+            assert not r.empty and r.voxels > 0

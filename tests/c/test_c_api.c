@@ -94,6 +94,21 @@ int main(int argc, char **argv) {
         return 1;
     }
 
+    /* --- the memory budget: settable, 0 restores the default; a file beyond it is refused */
+    check("budget: default", sam3d_memory_budget() == SAM3D_DEFAULT_MEMORY_BUDGET);
+    sam3d_set_memory_budget(1000);
+    check("budget: set", sam3d_memory_budget() == 1000);
+    snprintf(path, sizeof path, "%s/budget.nii", argv[2]);
+    write_nifti(path, 20, 20, 20, 20 * 20 * 20 * 2);
+    Sam3dVolume *over = NULL;
+    expect("budget: volume beyond it", sam3d_volume_read_nifti(path, &over), SAM3D_STATUS_TOO_LARGE);
+    check("budget: message names the budget", strstr(sam3d_last_error(), "memory budget") != NULL);
+    sam3d_set_memory_budget(0);
+    check("budget: 0 restores the default", sam3d_memory_budget() == SAM3D_DEFAULT_MEMORY_BUDGET);
+    expect("budget: volume within it", sam3d_volume_read_nifti(path, &over), SAM3D_STATUS_OK);
+    sam3d_volume_free(over);
+    check("status name: BUSY", strcmp(sam3d_status_name(SAM3D_STATUS_BUSY), "SAM3D_STATUS_BUSY") == 0);
+
     /* --- models */
     Sam3dModel *model = NULL;
     expect("model: NULL runtime", sam3d_model_open(NULL, model_dir, NULL, &model), SAM3D_STATUS_NULL_POINTER);
@@ -107,6 +122,10 @@ int main(int argc, char **argv) {
     check("model: output untouched on failure", model == NULL);
     Sam3dModelOptions opts = {7, 1, 0};
     expect("model: bad device", sam3d_model_open(rt, model_dir, &opts, &model), SAM3D_STATUS_INVALID_ARGUMENT);
+    opts.device = SAM3D_DEVICE_CPU;
+    opts.threads = SAM3D_MAX_THREADS + 1;
+    expect("model: threads beyond the limit", sam3d_model_open(rt, model_dir, &opts, &model), SAM3D_STATUS_INVALID_ARGUMENT);
+    opts.threads = 1;
     opts.device = SAM3D_DEVICE_CUDA; /* no GPU here: falls back to CPU with a reason */
     expect("model: open (CUDA requested)", sam3d_model_open(rt, model_dir, &opts, &model), SAM3D_STATUS_OK);
     Sam3dModelInfo info;

@@ -98,7 +98,7 @@ class SAM3DSegmentWidget(ScriptedLoadableModuleWidget):
             logic = self._logic_for_settings()
             seg, segment_id, result = logic.segment(self.volume.currentNode(), self.point.currentNode())
             note = f" ({logic.provider_note})" if logic.provider_note else ""
-            self.status.text = f"{result.voxels} voxels, {logic.provider}{note}"
+            self.status.text = f"{logic.message}, {logic.provider}{note}"
 
 
 class SAM3DSegmentModuleLogic(ScriptedLoadableModuleLogic):

@@ -25,6 +25,10 @@ except ImportError:  # pragma: no cover
     slicer = None
 
 
+# the status line's words for a click whose mask is empty (`sam3d.Result.empty`)
+NOTHING_FOUND = "the click found nothing (empty mask): click inside the structure"
+
+
 def _matrix(vtk_m) -> np.ndarray:
     return np.array([[vtk_m.GetElement(r, c) for c in range(4)] for r in range(4)])
 
@@ -34,7 +38,8 @@ class SAM3DSegmentLogic:
 
     model_dir: a libsam3d model package; device: "cpu", "cuda" or "tensorrt" (falls back to CPU,
     `provider_note` says why); progress: callable(stage, done) for the five pipeline stages; gpu: the
-    binding's GPU settings (`device_id`, `gpu_memory_limit`, `trt_fp16`, `trt_cache_dir`, `cuda_tf32`)."""
+    binding's GPU settings (`device_id`, `gpu_memory_limit`, `trt_fp16`, `trt_cache_dir`, `cuda_tf32`).
+    `message` says what the last `segment()` found, for the module's status line."""
 
     def __init__(self, model_dir: str, device: str = "cpu", threads: int = 0, runtime_library: str = None,
                  progress=None, **gpu):
@@ -47,6 +52,7 @@ class SAM3DSegmentLogic:
         # encoder's cached region serves later clicks near earlier ones on the same volume
         self._warm_thread = None
         self.warm_up_outcome = None   # None (not run or running), "done", "stopped" or an error message
+        self.message = ""
 
     # ---- warm-up ---------------------------------------------------------------------------------
     def start_warm_up(self) -> threading.Thread:
@@ -114,7 +120,9 @@ class SAM3DSegmentLogic:
     def segment(self, volume_node, point_node, point_index: int = 0, segmentation_node=None,
                 segment_name: str = "lesion"):
         """One click (the markups point's world RAS position) -> a segment in `segmentation_node`
-        (created in the volume's scene when None). Returns (segmentation node, segment id, Result)."""
+        (created in the volume's scene when None). Returns (segmentation node, segment id, Result).
+        A click that finds nothing still adds its (empty) segment; `message` then says so, and the
+        binding warns (`sam3d.EmptyMaskWarning`)."""
         if point_node.GetNumberOfControlPoints() <= point_index:
             raise ValueError(f"markups node {point_node.GetName()!r} has no point {point_index}")
         ras = [0.0, 0.0, 0.0]
@@ -122,8 +130,10 @@ class SAM3DSegmentLogic:
         session = self._session(volume_node)[0]
         # a new click on this volume starts a new object (clicks on one object refine it)
         obj = session.add_object()
+        self.message = ""
         result = session.click(obj, ras, coord="ras")
         mask = session.mask(obj)                                     # [i, j, k] on the volume's grid
+        self.message = NOTHING_FOUND if result.empty else f"{result.voxels} voxels"
         return (*self.add_segment(volume_node, mask, segmentation_node, segment_name), result)
 
     def add_segment(self, volume_node, mask: np.ndarray, segmentation_node=None, segment_name="lesion"):

@@ -9,15 +9,18 @@ import numpy as np
 import pytest
 import slicer
 import vtk
+from vtkmodules.util import numpy_support
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 from SAM3DSegmentLib import SAM3DSegmentLogic  # noqa: E402
+from SAM3DSegmentLib.logic import NOTHING_FOUND  # noqa: E402
 
 import sam3d  # noqa: E402
 
 REPO = os.path.abspath(os.path.join(HERE, "..", "..", "..", ".."))
 MODEL = os.path.join(REPO, "models", "demo-lesion")
+TINY = os.path.join(REPO, "tests", "fixtures", "models", "tiny-orient")
 SAMPLE = os.path.join(REPO, "examples", "data", "sample_ct_lesion")
 SEGMENT = os.path.join(REPO, "target", "release", "examples", "segment")
 CLICK_IJK = (95.0, 96.0, 11.0)
@@ -62,6 +65,7 @@ def test_segmentation_node_from_a_volume_and_a_point(logic, tmp_path):
 
     mask = SAM3DSegmentLogic.segment_mask(seg, segment_id, volume)   # checks labelmap geometry == volume's
     assert mask.sum() == result.voxels > 100
+    assert not result.empty and logic.message == f"{result.voxels} voxels"
     # the segment lies around the click, in RAS
     ijk_to_ras = SAM3DSegmentLogic.ijk_to_ras(volume)
     idx = np.argwhere(mask > 0)
@@ -126,3 +130,25 @@ def test_background_warm_up_neither_delays_nor_changes_a_click():
     other.stop_warm_up()
     assert not t2.is_alive() and other.warm_up_outcome in ("done", "stopped")
     SAM3DSegmentLogic(MODEL, threads=1).stop_warm_up()   # none started: nothing to stop, no error
+
+
+def test_a_click_that_finds_nothing_says_so():
+    """An empty mask is no error, but the logic's message (the module's status line) says the click
+    found nothing, and the binding warns."""
+    scene = slicer.vtkMRMLScene()
+    # air, 2x2x2 voxels of 8 mm: the tiny fixture's mask is empty wherever it is clicked
+    img = vtk.vtkImageData()
+    img.SetDimensions(2, 2, 2)
+    img.AllocateScalars(vtk.VTK_SHORT, 1)
+    numpy_support.vtk_to_numpy(img.GetPointData().GetScalars())[:] = -1000
+    volume = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "air")
+    volume.SetAndObserveImageData(img)
+    volume.SetSpacing(8.0, 8.0, 8.0)
+    points = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode")
+    points.AddControlPointWorld(vtk.vtkVector3d(4.0, 4.0, 4.0))
+    logic = SAM3DSegmentLogic(TINY, threads=1)
+    with pytest.warns(sam3d.EmptyMaskWarning, match="found nothing"):
+        seg, segment_id, result = logic.segment(volume, points)
+    assert result.empty and result.voxels == 0
+    assert logic.message == NOTHING_FOUND and logic.message.startswith("the click found nothing")
+    assert SAM3DSegmentLogic.segment_mask(seg, segment_id, volume).sum() == 0

@@ -1,0 +1,442 @@
+//! A hostile host and hostile packages against the C ABI: wrapping strides, re-entrant and
+//! concurrent session calls, absurd thread counts, manifests that lie about the crop or point
+//! outside their folder, runtime paths, scaled directions. Each case once crashed, hung or
+//! silently accepted the input.
+
+mod common;
+
+use std::ffi::{c_void, CString};
+use std::path::{Path, PathBuf};
+use std::ptr::{null, null_mut};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use common::fixture;
+use sam3d::engine::Sam3dResult;
+use sam3d::ffi::*;
+use sam3d::Sam3dStatus;
+
+fn runtime() -> *mut Sam3dRuntime {
+    let mut rt = null_mut();
+    let s = unsafe { sam3d_runtime_new(null(), &mut rt) };
+    assert_eq!(s, Sam3dStatus::Ok, "ONNX Runtime: run `make ort`");
+    rt
+}
+
+fn open(dir: &Path, threads: u32) -> (Sam3dStatus, *mut Sam3dModel, String) {
+    let rt = runtime();
+    let c = CString::new(dir.to_str().unwrap()).unwrap();
+    let opts = Sam3dModelOptions {
+        device: 0,
+        threads,
+        skip_hash_check: 0,
+    };
+    let mut m = null_mut();
+    let s = unsafe { sam3d_model_open(rt, c.as_ptr(), &opts, &mut m) };
+    let msg = last_error();
+    unsafe { sam3d_runtime_free(rt) };
+    (s, m, msg)
+}
+
+fn last_error() -> String {
+    unsafe { std::ffi::CStr::from_ptr(sam3d_last_error()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+const EYE: [f64; 9] = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0];
+
+fn desc(data: &[u8], dtype: i32, dims: [u64; 3], strides: [i64; 3]) -> Sam3dBufferDesc {
+    Sam3dBufferDesc {
+        data: data.as_ptr() as *const c_void,
+        size_bytes: data.len(),
+        dtype,
+        strides,
+        geometry: Sam3dGeometry {
+            dims,
+            spacing: [1.0; 3],
+            origin: [0.0; 3],
+            direction: EYE,
+        },
+    }
+}
+
+fn from_buffer(d: &Sam3dBufferDesc) -> (Sam3dStatus, *mut Sam3dVolume) {
+    let mut v = null_mut();
+    let s = unsafe { sam3d_volume_from_buffer(d, &mut v) };
+    (s, v)
+}
+
+/// Per-axis spans that each fit in 64 bits but overflow together, in every sign combination:
+/// refused, never read (the sum once wrapped to a small offset that passed the check).
+#[test]
+fn strides_whose_spans_overflow_together_are_refused() {
+    let buf = vec![0u8; 4 * 27];
+    let big = (i64::MAX / 3) & !7;
+    for dtype in [1, 7] {
+        for signs in 0..8 {
+            let strides: [i64; 3] =
+                std::array::from_fn(|a| if signs >> a & 1 == 1 { -big } else { big });
+            let (s, v) = from_buffer(&desc(&buf, dtype, [3, 3, 3], strides));
+            assert_eq!(s, Sam3dStatus::InvalidArgument, "{strides:?} dtype {dtype}");
+            assert!(v.is_null());
+        }
+        // just beyond the buffer by one element, and exactly fitting
+        let e = if dtype == 1 { 1 } else { 4 };
+        let n = 27 * e as usize;
+        let (s, _) = from_buffer(&desc(&buf[..n - 1], dtype, [3, 3, 3], [e, 3 * e, 9 * e]));
+        assert_eq!(s, Sam3dStatus::InvalidArgument);
+        let (s, v) = from_buffer(&desc(&buf[..n], dtype, [3, 3, 3], [e, 3 * e, 9 * e]));
+        assert_eq!(s, Sam3dStatus::Ok);
+        unsafe { sam3d_volume_free(v) };
+    }
+}
+
+/// A direction matrix scaled by 1e200 (infinite determinant) is not a direction.
+#[test]
+fn a_scaled_direction_is_refused() {
+    let buf = vec![0u8; 8];
+    let mut d = desc(&buf, 1, [2, 2, 2], [1, 2, 4]);
+    d.geometry.direction = EYE.map(|v| v * 1e200);
+    let (s, v) = from_buffer(&d);
+    assert_eq!(s, Sam3dStatus::InvalidArgument);
+    assert!(v.is_null());
+    assert!(last_error().contains("direction"), "{}", last_error());
+}
+
+#[test]
+fn thread_counts_beyond_the_limit_are_refused_at_once() {
+    let t = std::time::Instant::now();
+    let (s, m, msg) = open(&fixture("tiny-orient"), SAM3D_MAX_THREADS + 1);
+    assert_eq!(s, Sam3dStatus::InvalidArgument, "{msg}");
+    assert!(m.is_null());
+    let (s, _, msg) = open(&fixture("tiny-orient"), 20000);
+    assert_eq!(s, Sam3dStatus::InvalidArgument, "{msg}");
+    assert!(msg.contains("threads"), "{msg}");
+    assert!(t.elapsed() < Duration::from_secs(10));
+}
+
+/// A copy of a fixture package whose manifest `edit` changes.
+fn package_copy(name: &str, tag: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+    let root = std::env::temp_dir().join(format!("sam3d-hardening-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let dir = root.join("pkg");
+    std::fs::create_dir_all(&dir).unwrap();
+    for e in std::fs::read_dir(fixture(name)).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.join(e.file_name())).unwrap();
+    }
+    let path = dir.join("sam3d-model.json");
+    let mut m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut m);
+    std::fs::write(&path, serde_json::to_string_pretty(&m).unwrap()).unwrap();
+    dir
+}
+
+fn set_shapes(m: &mut serde_json::Value, crop: i64) {
+    m["graphs"]["encoder"]["inputs"][0]["shape"] = serde_json::json!([1, 1, crop, crop, crop]);
+    m["graphs"]["decoder"]["outputs"][0]["shape"] = serde_json::json!([1, crop, crop, crop]);
+}
+
+/// The manifest's crop must agree with the graphs and stay within the limit: a crop of 512 took
+/// gigabytes before ONNX Runtime refused the click; 1024 aborted the host.
+#[test]
+fn a_manifest_crop_that_disagrees_with_the_graphs_is_refused_at_open() {
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: [(&str, Edit, &str); 3] = [
+        (
+            "crop512",
+            Box::new(|m| {
+                m["architecture"]["crop"] = 512.into();
+                set_shapes(m, 512);
+            }),
+            "crop",
+        ),
+        (
+            "crop64-declared32",
+            Box::new(|m| m["architecture"]["crop"] = 64.into()),
+            "shape",
+        ),
+        (
+            "crop64-declared64",
+            Box::new(|m| {
+                m["architecture"]["crop"] = 64.into();
+                set_shapes(m, 64);
+            }),
+            "encoder input `crop`",
+        ),
+    ];
+    for (tag, edit, needle) in cases {
+        let dir = package_copy("tiny-orient", tag, edit);
+        let (s, m, msg) = open(&dir, 1);
+        assert_eq!(s, Sam3dStatus::BadModel, "{tag}: {msg}");
+        assert!(m.is_null());
+        assert!(msg.contains(needle), "{tag}: {msg}");
+        std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
+    }
+}
+
+fn sha256_hex(p: &Path) -> String {
+    sam3d::manifest::sha256_file(p).unwrap()
+}
+
+/// Graph and data file names may not leave the package folder, by name or by symbolic link, and
+/// the error never shows another file's digest.
+#[test]
+fn package_files_outside_the_folder_are_refused_before_opening() {
+    let outside_of = |dir: &Path| dir.parent().unwrap().join("outside.onnx");
+    // a decoder outside the package, named with "..", absolutely, or linked
+    type NameOf = fn(&Path) -> String;
+    let cases: [(&str, NameOf); 3] = [
+        ("dotdot", |_| "../outside.onnx".into()),
+        ("absolute", |dir| {
+            dir.parent()
+                .unwrap()
+                .join("outside.onnx")
+                .display()
+                .to_string()
+        }),
+        ("symlink", |_| "linked.onnx".into()),
+    ];
+    for (tag, name_of) in cases {
+        let dir = package_copy("tiny-orient", tag, |_| {});
+        let outside = outside_of(&dir);
+        std::fs::copy(dir.join("decoder.onnx"), &outside).unwrap();
+        std::os::unix::fs::symlink(&outside, dir.join("linked.onnx")).unwrap();
+        let name = name_of(&dir);
+        let digest = sha256_hex(&outside);
+        let path = dir.join("sam3d-model.json");
+        let mut m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let dec = &mut m["graphs"]["decoder"];
+        dec["file"] = name.clone().into();
+        dec["sha256"] = serde_json::json!({ name.clone(): digest.to_uppercase() });
+        std::fs::write(&path, m.to_string()).unwrap();
+        let (s, model, msg) = open(&dir, 1);
+        assert_eq!(s, Sam3dStatus::BadModel, "{tag}: {msg}");
+        assert!(model.is_null());
+        assert!(
+            !msg.to_lowercase().contains(&digest),
+            "{tag}: the error shows the outside file's digest: {msg}"
+        );
+        std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
+    }
+    // /etc/passwd as a data file
+    let dir = package_copy("tiny-orient", "etc", |m| {
+        m["graphs"]["encoder"]["data_files"] = serde_json::json!(["/etc/passwd"]);
+        m["graphs"]["encoder"]["sha256"]["/etc/passwd"] = "0".repeat(64).into();
+    });
+    let (s, _, msg) = open(&dir, 1);
+    assert_eq!(s, Sam3dStatus::BadModel, "{msg}");
+    std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
+}
+
+/// Digests in upper case name the same bytes.
+#[test]
+fn digests_are_compared_in_either_case() {
+    let dir = package_copy("tiny-orient", "upper", |m| {
+        for g in ["encoder", "decoder"] {
+            let table = m["graphs"][g]["sha256"].as_object_mut().unwrap();
+            for v in table.values_mut() {
+                *v = v.as_str().unwrap().to_uppercase().into();
+            }
+        }
+    });
+    let (s, model, msg) = open(&dir, 1);
+    assert_eq!(s, Sam3dStatus::Ok, "{msg}");
+    unsafe { sam3d_model_free(model) };
+    std::fs::remove_dir_all(dir.parent().unwrap()).unwrap();
+}
+
+/// A path given by the caller is the only one tried: no fall-back to another ONNX Runtime.
+#[test]
+fn an_explicit_runtime_path_is_loaded_or_named_in_the_error() {
+    let rt = runtime();
+    let loaded = unsafe { std::ffi::CStr::from_ptr(sam3d_runtime_path(rt)) }
+        .to_string_lossy()
+        .into_owned();
+    let mut other = null_mut();
+    let missing = CString::new("/nonexistent/libonnxruntime.so").unwrap();
+    let s = unsafe { sam3d_runtime_new(missing.as_ptr(), &mut other) };
+    assert_eq!(s, Sam3dStatus::RuntimeMissing);
+    assert!(other.is_null());
+    assert!(last_error().contains("/nonexistent/libonnxruntime.so"));
+    let same = CString::new(loaded).unwrap();
+    let s = unsafe { sam3d_runtime_new(same.as_ptr(), &mut other) };
+    assert_eq!(s, Sam3dStatus::Ok, "{}", last_error());
+    unsafe {
+        sam3d_runtime_free(other);
+        sam3d_runtime_free(rt);
+    }
+}
+
+/// A small volume with a bright blob (any click in it gives a region to encode).
+fn blob() -> Vec<f32> {
+    (0..32 * 32 * 32)
+        .map(|n| {
+            let (i, j, k) = (n % 32, n / 32 % 32, n / 1024);
+            let r2 = [i, j, k]
+                .iter()
+                .map(|&v| (v as f32 - 16.0).powi(2))
+                .sum::<f32>();
+            40.0 + 200.0 * (-r2 / 30.0).exp()
+        })
+        .collect()
+}
+
+struct Fixture {
+    model: *mut Sam3dModel,
+    volume: *mut Sam3dVolume,
+    session: *mut Sam3dSession,
+    _data: Vec<f32>,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let (s, model, msg) = open(&fixture("tiny-orient"), 1);
+        assert_eq!(s, Sam3dStatus::Ok, "{msg}");
+        let data = blob();
+        let bytes =
+            unsafe { std::slice::from_raw_parts(data.as_ptr() as *const u8, data.len() * 4) };
+        let (s, volume) = from_buffer(&desc(bytes, 7, [32, 32, 32], [4, 128, 4096]));
+        assert_eq!(s, Sam3dStatus::Ok, "{}", last_error());
+        let mut session = null_mut();
+        let s = unsafe { sam3d_session_new(model, volume, SAM3D_ABI_VERSION, &mut session) };
+        assert_eq!(s, Sam3dStatus::Ok);
+        let mut id = 0;
+        assert_eq!(
+            unsafe { sam3d_session_add_object(session, &mut id) },
+            Sam3dStatus::Ok
+        );
+        Fixture {
+            model,
+            volume,
+            session,
+            _data: data,
+        }
+    }
+
+    fn click(&self) -> Sam3dStatus {
+        let p = [16.0, 16.0, 16.0];
+        let mut r = Sam3dResult::default();
+        unsafe { sam3d_session_click(self.session, 0, p.as_ptr(), 0, &mut r) }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        unsafe {
+            sam3d_session_free(self.session);
+            sam3d_volume_free(self.volume);
+            sam3d_model_free(self.model);
+        }
+    }
+}
+
+/// Run `f` on a thread; fail (instead of hanging the suite) when it does not return in time.
+fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    rx.recv_timeout(Duration::from_secs(secs))
+        .unwrap_or_else(|_| panic!("{what} did not return within {secs} s (a deadlock)"))
+}
+
+static REENTRANT: AtomicI32 = AtomicI32::new(-1);
+
+unsafe extern "C" fn add_object_from_callback(stage: i32, done: i32, user: *mut c_void) {
+    if stage == 2 && done == 0 {
+        let mut id = 0;
+        let s = sam3d_session_add_object(user as *mut Sam3dSession, &mut id);
+        REENTRANT.store(s as i32, Ordering::SeqCst);
+    }
+}
+
+/// A progress callback calling back into its own session gets BUSY (it used to deadlock in
+/// add_object), and the click goes on.
+#[test]
+fn a_call_from_the_progress_callback_gets_busy() {
+    let f = Fixture::new();
+    let s = f.session as usize;
+    unsafe {
+        sam3d_session_set_progress(
+            f.session,
+            Some(add_object_from_callback),
+            f.session as *mut _,
+        )
+    };
+    let status = within(60, "a click whose callback adds an object", move || {
+        let p = [16.0, 16.0, 16.0];
+        unsafe { sam3d_session_click(s as *mut Sam3dSession, 0, p.as_ptr(), 0, null_mut()) }
+    });
+    assert_eq!(status, Sam3dStatus::Ok);
+    assert_eq!(REENTRANT.load(Ordering::SeqCst), Sam3dStatus::Busy as i32);
+    unsafe { sam3d_session_set_progress(f.session, None, null_mut()) };
+    let mut id = 0;
+    assert_eq!(
+        unsafe { sam3d_session_add_object(f.session, &mut id) },
+        Sam3dStatus::Ok
+    );
+    assert_eq!(id, 1, "the refused call added nothing");
+}
+
+static IN_ENCODE: AtomicBool = AtomicBool::new(false);
+static MAY_GO_ON: AtomicBool = AtomicBool::new(false);
+
+unsafe extern "C" fn hold_in_encode(stage: i32, done: i32, _user: *mut c_void) {
+    if stage == 2 && done == 0 {
+        IN_ENCODE.store(true, Ordering::SeqCst);
+        let t = std::time::Instant::now();
+        while !MAY_GO_ON.load(Ordering::SeqCst) && t.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Every session call from another thread while a click runs returns BUSY at once (add_object
+/// used to block until the click ended), and cancel still works from there.
+#[test]
+fn calls_from_another_thread_during_a_click_get_busy() {
+    let f = Fixture::new();
+    unsafe { sam3d_session_set_progress(f.session, Some(hold_in_encode), null_mut()) };
+    let s = f.session as usize;
+    let clicker = std::thread::spawn(move || {
+        let p = [16.0, 16.0, 16.0];
+        unsafe { sam3d_session_click(s as *mut Sam3dSession, 0, p.as_ptr(), 0, null_mut()) }
+    });
+    while !IN_ENCODE.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let statuses = within(20, "session calls during a click", move || {
+        let s = s as *mut Sam3dSession;
+        let mut id = 0;
+        let mut buf = vec![0u8; 32 * 32 * 32];
+        let (mut flips, mut keep) = (0, 0);
+        let p = [1.0, 1.0, 1.0];
+        unsafe {
+            [
+                sam3d_session_add_object(s, &mut id),
+                sam3d_session_click(s, 0, p.as_ptr(), 0, null_mut()),
+                sam3d_session_undo(s, 0, null_mut()),
+                sam3d_session_redo(s, 0, null_mut()),
+                sam3d_session_set_inference(s, 1, 0),
+                sam3d_session_get_inference(s, &mut flips, &mut keep),
+                sam3d_session_get_mask(s, 0, buf.as_mut_ptr(), buf.len()),
+            ]
+        }
+    });
+    for (n, st) in statuses.iter().enumerate() {
+        assert_eq!(*st, Sam3dStatus::Busy, "call {n}: {st:?}");
+    }
+    MAY_GO_ON.store(true, Ordering::SeqCst);
+    assert_eq!(clicker.join().unwrap(), Sam3dStatus::Ok);
+    unsafe { sam3d_session_set_progress(f.session, None, null_mut()) };
+    assert_eq!(f.click(), Sam3dStatus::Ok);
+    assert_eq!(
+        unsafe { std::ffi::CStr::from_ptr(sam3d_status_name(16)) }.to_str(),
+        Ok("SAM3D_STATUS_BUSY")
+    );
+}
