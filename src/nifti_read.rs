@@ -20,7 +20,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use flate2::bufread::MultiGzDecoder;
+use flate2::bufread::GzDecoder;
 
 use crate::error::{err, Error, Result, Sam3dStatus};
 use crate::geometry::Geometry;
@@ -36,6 +36,10 @@ const TRAILING_ALLOWANCE: u64 = 1 << 20;
 
 /// Bytes decoded per chunk (a multiple of every voxel size).
 const CHUNK: usize = 1 << 20;
+
+/// Most bytes between the header and the voxels (extensions) the reader passes over: in a gzip
+/// stream they must be inflated, so a huge `vox_offset` in a small file would cost minutes.
+const MAX_SKIP: u64 = 256 << 20;
 
 /// Voxel datatypes the reader decodes (NIfTI-1 codes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -369,6 +373,28 @@ fn decode_into(
     }
 }
 
+/// The members of a gzip stream, one after another, as one stream. Bytes after the last member
+/// that do not start another one (padding, junk) end the stream, as gzip(1) and nibabel ignore them.
+struct GzMembers<R: BufRead> {
+    member: Option<GzDecoder<R>>,
+}
+
+impl<R: BufRead> Read for GzMembers<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while let Some(m) = self.member.as_mut() {
+            let n = m.read(buf)?;
+            if n > 0 || buf.is_empty() {
+                return Ok(n);
+            }
+            let mut rest = self.member.take().expect("a member").into_inner();
+            if rest.fill_buf()?.starts_with(&[0x1f, 0x8b]) {
+                self.member = Some(GzDecoder::new(rest));
+            }
+        }
+        Ok(0)
+    }
+}
+
 /// One byte stream of a file: plain (its length known) or gzip (inflated as it is read).
 struct Stream<'a> {
     reader: Box<dyn Read + 'a>,
@@ -384,7 +410,9 @@ impl<'a> Stream<'a> {
         let gz = src.fill_buf()?.starts_with(&[0x1f, 0x8b]);
         Ok(if gz {
             Stream {
-                reader: Box::new(MultiGzDecoder::new(src)),
+                reader: Box::new(GzMembers {
+                    member: Some(GzDecoder::new(src)),
+                }),
                 plain_len: None,
                 pos: 0,
             }
@@ -414,10 +442,7 @@ impl<'a> Stream<'a> {
 
     fn describe(&self, e: std::io::Error) -> String {
         if self.plain_len.is_none() {
-            format!(
-                "corrupt gzip stream after {} decompressed bytes ({e})",
-                self.pos
-            )
+            format!("gzip stream: {e} (after {} decompressed bytes)", self.pos)
         } else {
             format!("read error after {} bytes ({e})", self.pos)
         }
@@ -476,11 +501,16 @@ fn read_voxels(s: &mut Stream, h: &Header, geom: &Geometry) -> Result<Vec<f32>> 
     let plain = |m: String| err(Sam3dStatus::BadVolume, m);
     let dtype = Datatype::from_code(h.datatype).map_err(plain)?;
     let n = geom.voxel_count()?;
-    let offset = h.vox_offset;
-    if !(offset.is_finite() && offset >= 0.0 && offset.fract() == 0.0) {
-        return Err(plain(format!("vox_offset = {offset} is not a byte offset")));
+    let held = h.vox_offset;
+    if !(held.is_finite() && held >= 0.0 && held.fract() == 0.0) {
+        return Err(plain(format!("vox_offset = {held} is not a byte offset")));
     }
-    let offset = offset as u64;
+    if held as f64 > (s.pos + MAX_SKIP) as f64 {
+        return Err(plain(format!(
+            "vox_offset = {held} leaves more than {MAX_SKIP} bytes of extensions before the voxels"
+        )));
+    }
+    let offset = held as u64;
     if offset < s.pos {
         return Err(plain(format!(
             "vox_offset = {offset} lies inside the {HEADER_SIZE}-byte header"
@@ -584,6 +614,7 @@ pub fn read(path: &Path) -> Result<Volume> {
     let named = path.to_string_lossy();
     let is_img = named.ends_with(".img") || named.ends_with(".img.gz");
     let header_path = if is_img {
+        open_regular(path)?;
         pair_file(path, false).ok_or_else(|| {
             err(
                 Sam3dStatus::Io,

@@ -202,6 +202,50 @@ def test_bad_files_get_specific_statuses(tmp_path):
     assert volinfo(tmp_path / "absent.nii")["status"] == "SAM3D_STATUS_IO"
 
 
+@pytest.mark.parametrize("name,endian", [("pair.hdr", "<"), ("pair_be.hdr", ">"), ("pair_gz.img.gz", "<")])
+def test_hdr_img_pair_matches_nibabel(tmp_path, name, endian):
+    """A NIfTI-1 two-file pair (magic "ni1", nibabel's Nifti1Pair; big endian; gzip-compressed):
+    read given either the .hdr or the .img, the scaled voxels and index-to-world equal nibabel's
+    and SimpleITK's."""
+    data = (np.arange(9 * 8 * 7).reshape(9, 8, 7) * 7 - 200).astype(np.dtype(endian + "i2"))
+    rot = np.array([[np.cos(0.3), -np.sin(0.3), 0], [np.sin(0.3), np.cos(0.3), 0], [0, 0, 1]])
+    aff = np.eye(4)
+    aff[:3, :3] = rot @ np.diag([0.8, 0.9, 2.5])
+    aff[:3, 3] = [-30, 12, 40]
+    img = nib.Nifti1Pair(data, aff, header=nib.Nifti1Pair.header_class(endianness=endian))
+    img.set_qform(aff, code=1)
+    img.set_sform(aff, code=1)
+    img.header.set_slope_inter(0.5, -3.0)
+    nib.save(img, str(tmp_path / name))
+    stem = name.split(".")[0]
+    hdr, im = [p for p in sorted(tmp_path.iterdir()) if p.name.startswith(stem + ".")]
+    assert bytes(nib.load(hdr).header["magic"]) == b"ni1\0"
+    ref = nib.load(hdr)
+    arr = np.asarray(ref.get_fdata(dtype=np.float64))
+    want, sarr = sitk_index_to_lps(hdr)
+    idx = [(0, 0, 0), (1, 2, 3), (8, 7, 6), (5, 0, 4)]
+    for p in (hdr, im):
+        info = volinfo(p, *idx)
+        assert info["status"] == "SAM3D_STATUS_OK", (p.name, info)
+        assert tuple(info["dims"]) == arr.shape
+        assert info["samples"] == [arr[i] for i in idx], p.name
+        assert info["sum"] == arr.sum(), p.name
+        np.testing.assert_allclose(np.array(info["index_to_lps"]), lps_matrix(ref.affine), atol=1e-5, err_msg=p.name)
+        np.testing.assert_allclose(np.array(info["index_to_lps"]), want, atol=1e-5, err_msg=p.name)
+        assert info["samples"] == [float(sarr[i]) for i in idx], p.name
+
+
+def test_analyze_header_is_refused_as_unsupported(tmp_path):
+    """An Analyze 7.5 pair (nibabel's AnalyzeImage: no NIfTI magic) is refused, given either name,
+    with a message that says so."""
+    img = nib.AnalyzeImage(np.arange(6 * 5 * 4, dtype=np.int16).reshape(6, 5, 4), np.diag([2.0, 2.0, 3.0, 1.0]))
+    nib.save(img, str(tmp_path / "analyze.hdr"))
+    for name in ("analyze.hdr", "analyze.img"):
+        info = volinfo(tmp_path / name)
+        assert info["status"] == "SAM3D_STATUS_BAD_VOLUME", (name, info)
+        assert "Analyze" in info["message"] and "not supported" in info["message"], info
+
+
 # ------------------------------------------------------------------------------------------------
 # masks: the Rust engine against the PyTorch reference pipeline
 
