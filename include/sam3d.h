@@ -26,21 +26,6 @@
 #define SAM3D_VERSION_PATCH 0
 #define SAM3D_VERSION_STRING "0.1.0"
 
-// Default memory budget: 4 GiB for one whole-volume array (a file's voxels decoded to float32,
-// a mask copy): a 1024 x 1024 x 1024 volume, or eight 512 x 512 x 512 CTs' worth of slices.
-#define DEFAULT_MEMORY_BUDGET (4 << 30)
-
-// Most ONNX Runtime intra-op threads (and engine workers) a model may ask for: more threads than
-// any host has cores only cost memory and start-up time (thousands made open and close hang).
-#define MAX_THREADS 256
-
-// Largest crop edge a model package may declare (the paper's models use 128): a 256^3 crop
-// already needs several GB of activations.
-#define MAX_CROP 256
-
-// Most clicks per object a model package may declare.
-#define MAX_CLICKS 1024
-
 // ABI version of this library: bumped on every incompatible change of the C interface.
 #define SAM3D_ABI_VERSION 1
 
@@ -210,7 +195,8 @@ typedef struct Sam3dBufferDesc {
   size_t size_bytes;
   // `Sam3dDtype`
   int32_t dtype;
-  // positive byte strides of i, j, k (dense ITK/VTK buffers: esize, esize*nx, esize*nx*ny)
+  // positive byte strides of i, j, k (dense ITK/VTK buffers: esize, esize*nx, esize*nx*ny); no
+  // two voxels may share bytes, and every voxel must lie within `size_bytes`
   int64_t strides[3];
   struct Sam3dGeometry geometry;
 } Sam3dBufferDesc;
@@ -314,8 +300,12 @@ enum Sam3dStatus sam3d_model_cancel_warm_up(const struct Sam3dModel *model);
 // Free a model. Sessions made from it keep it alive until they are freed. NULL is a no-op.
 void sam3d_model_free(struct Sam3dModel *model);
 
-// Read a NIfTI-1 file (.nii or .nii.gz; uint8/int8/int16/uint16/int32/uint32/int64/uint64/float32/
-// float64, scl_slope/scl_inter applied).
+// Read a NIfTI-1 image: `.nii`, `.nii.gz`, or a `.hdr`/`.img` pair given by either name
+// (uint8/int8/int16/uint16/int32/uint32/int64/uint64/float32/float64, scl_slope/scl_inter applied).
+// Only regular files are opened. Statuses: `IO` (missing, unreadable, not a regular file),
+// `BAD_VOLUME` (the message names the field and its value: dims, pixdim, vox_offset, datatype,
+// magic; a corrupt or truncated gzip stream), `TOO_LARGE` (beyond 2^32 voxels or the memory
+// budget, refused before allocating; see `sam3d_set_memory_budget`).
 enum Sam3dStatus sam3d_volume_read_nifti(const char *path, struct Sam3dVolume **out);
 
 // Borrow a caller's buffer (ITK, VTK, numpy) without a copy. The buffer must stay valid and

@@ -144,6 +144,16 @@ fn rt_err(what: &str, e: impl std::fmt::Display) -> Error {
 impl Model {
     pub fn open(runtime: &Runtime, dir: &Path, opts: &ModelOptions) -> Result<Model> {
         // the cheap checks before the package's hashes are computed (seconds at paper size)
+        if opts.threads > crate::limits::MAX_THREADS as usize {
+            return Err(err(
+                Sam3dStatus::InvalidArgument,
+                format!(
+                    "threads = {} exceeds the limit of {} (0 = all cores)",
+                    opts.threads,
+                    crate::limits::MAX_THREADS
+                ),
+            ));
+        }
         check_gpu_options(opts)?;
         let package = Package::open(dir, opts.verify_hashes)?;
         let m = &package.manifest;
@@ -507,6 +517,31 @@ pub struct Segmenter {
     preempts_warm_up: bool,
 }
 
+/// The memory one click's paste-back takes: the mask of the source box a crop covers (twice, for
+/// the clicked-component rule) and each worker's two trilinear passes. Checked against the budget
+/// when a session starts: a volume with voxels far smaller than the model's spacing would make one
+/// crop cover gigavoxels.
+fn check_click_memory(
+    crop: usize,
+    dims: [usize; 3],
+    scale: [f64; 3],
+    threads: usize,
+) -> Result<()> {
+    // source voxels one crop covers along each model axis (its taps reach one more on each side)
+    let ext = [0, 1, 2].map(|a| ((crop as f64 / scale[a]).ceil() + 2.0).min(dims[a] as f64));
+    let c = crop as f64;
+    let mask = ext[0] * ext[1] * ext[2];
+    let passes = 4.0 * (c * c * ext[2] + c * ext[1] * ext[2]);
+    let bytes = 2.0 * mask + threads as f64 * passes;
+    crate::limits::check_budget(
+        bytes.min(u64::MAX as f64) as u64,
+        &format!(
+            "a click on this volume (one crop covers {} x {} x {} of its voxels)",
+            ext[0], ext[1], ext[2]
+        ),
+    )
+}
+
 /// Margin (model voxels) that keeps follow-up clicks on the cached region: a click closer than
 /// crop/8 to the region's edge re-encodes a region centred as the contract says.
 pub fn reuse_margin(crop: usize) -> f64 {
@@ -531,6 +566,7 @@ impl Segmenter {
         let scale = [0, 1, 2].map(|a| spacing[a] / m.spacing_mm[a]);
         let dims = map.dims();
         let grid = [0, 1, 2].map(|a| model_size(dims[a], scale[a]));
+        check_click_memory(model.crop, dims, scale, model.cpu_threads)?;
         let run_options = Arc::new(RunOptions::new().map_err(|e| rt_err("run options", e))?);
         let inference = m.inference.clone();
         Ok(Segmenter {
@@ -788,7 +824,7 @@ impl Segmenter {
         progress(Sam3dStage::Decode, true);
         self.check_cancel()?;
         progress(Sam3dStage::Paste, false);
-        let mut mask = self.paste(&prob, origin);
+        let mut mask = self.paste(&prob, origin)?;
         if self.keep_clicked {
             self.keep_clicked_components(&mut mask, &clicks);
         }
@@ -979,7 +1015,7 @@ impl Segmenter {
     }
 
     /// Resample the crop's probabilities (zero elsewhere) back to the source grid, threshold.
-    fn paste(&self, prob: &[f32], origin: [i64; 3]) -> SubMask {
+    fn paste(&self, prob: &[f32], origin: [i64; 3]) -> Result<SubMask> {
         let c = self.model.crop as i64;
         let thr = self.model.manifest().threshold as f32;
         let dims = self.map.dims();
@@ -992,7 +1028,7 @@ impl Segmenter {
             )
         });
         if taps.iter().any(|t| t.is_empty()) {
-            return SubMask::default();
+            return Ok(SubMask::default());
         }
         // box in source index space
         let mut bbox = Sam3dBox::default();
@@ -1004,7 +1040,8 @@ impl Segmenter {
             bbox.hi[p] = s0.max(s1) as u64 + 1;
         }
         let ext = [0, 1, 2].map(|p| (bbox.hi[p] - bbox.lo[p]) as usize);
-        let mut data = vec![0u8; ext[0] * ext[1] * ext[2]];
+        let mut data =
+            crate::limits::filled_vec(ext[0] * ext[1] * ext[2], 0u8, "the click's mask")?;
         // sub-mask offset of each tap along each model axis (source order, flips applied)
         let offs: [Vec<usize>; 3] = [0, 1, 2].map(|a| {
             let (p, stride) = (
@@ -1033,7 +1070,7 @@ impl Segmenter {
             self.model.cpu_threads,
             &mut data,
         );
-        SubMask { bbox, data }
+        Ok(SubMask { bbox, data })
     }
 
     /// The object's full mask (i fastest) into `out` (length = voxel count).

@@ -213,7 +213,8 @@ pub struct Sam3dBufferDesc {
     pub size_bytes: usize,
     /// `Sam3dDtype`
     pub dtype: i32,
-    /// positive byte strides of i, j, k (dense ITK/VTK buffers: esize, esize*nx, esize*nx*ny)
+    /// positive byte strides of i, j, k (dense ITK/VTK buffers: esize, esize*nx, esize*nx*ny); no
+    /// two voxels may share bytes, and every voxel must lie within `size_bytes`
     pub strides: [i64; 3],
     pub geometry: Sam3dGeometry,
 }
@@ -409,16 +410,6 @@ pub unsafe extern "C" fn sam3d_model_open_ex(
                     ))
                 }
             };
-            if o.threads > crate::limits::MAX_THREADS {
-                return Err(err(
-                    Sam3dStatus::InvalidArgument,
-                    format!(
-                        "threads = {} exceeds the limit of {} (0 = all cores)",
-                        o.threads,
-                        crate::limits::MAX_THREADS
-                    ),
-                ));
-            }
             opts.threads = o.threads as usize;
             opts.verify_hashes = o.skip_hash_check == 0;
         }
@@ -527,8 +518,12 @@ pub unsafe extern "C" fn sam3d_model_free(model: *mut Sam3dModel) {
 // ------------------------------------------------------------------------------------------------
 // volume
 
-/// Read a NIfTI-1 file (.nii or .nii.gz; uint8/int8/int16/uint16/int32/uint32/int64/uint64/float32/
-/// float64, scl_slope/scl_inter applied).
+/// Read a NIfTI-1 image: `.nii`, `.nii.gz`, or a `.hdr`/`.img` pair given by either name
+/// (uint8/int8/int16/uint16/int32/uint32/int64/uint64/float32/float64, scl_slope/scl_inter applied).
+/// Only regular files are opened. Statuses: `IO` (missing, unreadable, not a regular file),
+/// `BAD_VOLUME` (the message names the field and its value: dims, pixdim, vox_offset, datatype,
+/// magic; a corrupt or truncated gzip stream), `TOO_LARGE` (beyond 2^32 voxels or the memory
+/// budget, refused before allocating; see `sam3d_set_memory_budget`).
 #[no_mangle]
 pub unsafe extern "C" fn sam3d_volume_read_nifti(
     path: *const c_char,
@@ -637,6 +632,9 @@ pub unsafe extern "C" fn sam3d_session_set_progress(
 ) -> Sam3dStatus {
     guard(|| {
         nonnull(s, "session")?;
+        // under the session's lock: a running call keeps the callback it started with, and the
+        // host may free the old callback's data once this returns
+        let _busy = lock_session(&*s)?;
         *(*s).progress.lock().unwrap_or_else(|p| p.into_inner()) = (callback, user as usize);
         Ok(())
     })
@@ -664,13 +662,14 @@ unsafe fn with_session(
 ) -> Result<()> {
     nonnull(s, "session")?;
     let sess = &*s;
+    // the callback is read once the session is locked: it cannot change while the call runs
+    let mut seg = lock_session(sess)?;
     let (cb, user) = *sess.progress.lock().unwrap_or_else(|p| p.into_inner());
     let mut progress = |stage: Sam3dStage, done: bool| {
         if let Some(cb) = cb {
             cb(stage as i32, done as i32, user as *mut c_void);
         }
     };
-    let mut seg = lock_session(sess)?;
     let r = f(&mut seg, &mut progress)?;
     if !out.is_null() {
         *out = r;

@@ -352,8 +352,10 @@ pub fn shape_fits(got: &[i64], want: &[i64]) -> bool {
     got.len() == want.len() && got.iter().zip(want).all(|(g, w)| *g < 0 || g == w)
 }
 
+/// SHA-256 of a regular file, as lowercase hex (a FIFO or device put in a file's place is refused,
+/// never waited on).
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path)
+    let mut f = open_regular(path)
         .map_err(|e| err(Sam3dStatus::BadModel, format!("{}: {e}", path.display())))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -369,18 +371,24 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// A small regular file's text (the manifest): refuses FIFOs, folders and files over the limit.
-fn read_small(path: &Path) -> std::result::Result<String, String> {
+/// Open a file for reading if it is a regular file (opening a FIFO must not block).
+fn open_regular(path: &Path) -> std::result::Result<std::fs::File, String> {
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
+    let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| e.to_string())?;
-    let meta = f.metadata().map_err(|e| e.to_string())?;
-    if !meta.is_file() {
+    if !f.metadata().map_err(|e| e.to_string())?.is_file() {
         return Err("not a regular file".into());
     }
+    Ok(f)
+}
+
+/// A small regular file's text (the manifest): refuses FIFOs, folders and files over the limit.
+fn read_small(path: &Path) -> std::result::Result<String, String> {
+    let mut f = open_regular(path)?;
+    let meta = f.metadata().map_err(|e| e.to_string())?;
     if meta.len() > MAX_MANIFEST_BYTES {
         return Err(format!(
             "{} bytes, more than the {MAX_MANIFEST_BYTES} a manifest may have",
@@ -406,34 +414,38 @@ pub struct Package {
 
 impl Package {
     pub fn open(dir: &Path, verify: bool) -> Result<Package> {
-        let path = dir.join(MANIFEST_FILE);
         let in_dir =
             |e: crate::error::Error| err(e.status, format!("{}: {}", dir.display(), e.message));
-        let text =
-            read_small(&path).map_err(|m| bad(dir, format!("cannot read {MANIFEST_FILE}: {m}")))?;
-        let manifest = Manifest::parse(&text).map_err(in_dir)?;
         // every file is checked to lie inside the folder before any is opened or hashed: a name
         // or a symbolic link must not make the library read (or print the digest of) another file
         let root = dir
             .canonicalize()
-            .map_err(|e| bad(dir, format!("cannot resolve the package folder: {e}")))?;
+            .map_err(|e| bad(dir, format!("cannot open the package folder: {e}")))?;
+        let inside = |file: &str, what: &str| -> Result<PathBuf> {
+            let real = dir
+                .join(file)
+                .canonicalize()
+                .map_err(|_| bad(dir, format!("{what} {file} is missing")))?;
+            if !real.starts_with(&root) {
+                return Err(bad(
+                    dir,
+                    format!("{what} {file} resolves to a place outside the package folder"),
+                ));
+            }
+            Ok(real)
+        };
+        let manifest_path = inside(MANIFEST_FILE, "the manifest")?;
+        let text = read_small(&manifest_path)
+            .map_err(|m| bad(dir, format!("cannot read {MANIFEST_FILE}: {m}")))?;
+        let manifest = Manifest::parse(&text).map_err(in_dir)?;
         let mut files = Vec::new();
         for g in [&manifest.graphs.encoder, &manifest.graphs.decoder] {
             for (file, want) in &g.sha256 {
-                let p = dir.join(file);
-                let real = p
-                    .canonicalize()
-                    .map_err(|_| bad(dir, format!("graph file {file} is missing")))?;
-                if !real.starts_with(&root) {
-                    return Err(bad(
-                        dir,
-                        format!("graph file {file} resolves to a place outside the package folder"),
-                    ));
-                }
+                let real = inside(file, "graph file")?;
                 if !real.is_file() {
                     return Err(bad(dir, format!("graph file {file} is not a regular file")));
                 }
-                files.push((p, want));
+                files.push((real, want));
             }
         }
         if verify {
@@ -450,7 +462,11 @@ impl Package {
                 }
             }
         }
-        let hash = sha256_file(&path)?;
+        // the digest of the bytes parsed, not of a second read of the file
+        let hash = Sha256::digest(text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         Ok(Package {
             dir: dir.to_path_buf(),
             manifest,

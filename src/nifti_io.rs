@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ndarray::{Array3, ShapeBuilder};
+use ndarray::{ArrayView3, ShapeBuilder};
 use nifti::writer::WriterOptions;
 use nifti::NiftiHeader;
 
@@ -145,11 +145,9 @@ pub fn write_mask(path: &Path, geom: &Geometry, mask: &[u8]) -> Result<()> {
             format!("{name}: output must end in .nii or .nii.gz"),
         ));
     }
-    let arr = Array3::from_shape_vec(
-        (geom.dims[0], geom.dims[1], geom.dims[2]).f(),
-        mask.to_vec(),
-    )
-    .map_err(|e| err(Sam3dStatus::Internal, e.to_string()))?;
+    // a view of the caller's mask: no whole-volume copy
+    let arr = ArrayView3::from_shape((geom.dims[0], geom.dims[1], geom.dims[2]).f(), mask)
+        .map_err(|e| err(Sam3dStatus::Internal, e.to_string()))?;
     let header = mask_header(geom);
     let tmp = temp_path(path);
     let mut options = WriterOptions::new(&tmp).reference_header(&header);

@@ -254,11 +254,23 @@ impl Header {
             }
             Ok((m, std::array::from_fn(|r| self.srow[r][3] as f64)))
         } else if self.qform_code > 0 {
-            let [b, c, d] = self.quatern.map(|v| v as f64);
+            let [mut b, mut c, mut d] = self.quatern.map(|v| v as f64);
             if ![b, c, d].iter().all(|v| v.is_finite()) {
-                return Err(format!("qform quaternion ({b}, {c}, {d}) is not finite"));
+                return Err(format!(
+                    "qform quaternion (quatern_b, quatern_c, quatern_d) = ({b}, {c}, {d}) is not \
+                     finite"
+                ));
             }
-            let a = (1.0 - (b * b + c * c + d * d)).max(0.0).sqrt();
+            // nifticlib's rule (ITK reads with it): when b^2 + c^2 + d^2 reaches 1, (b, c, d) is
+            // normalised and a = 0 (a rotation by 180 degrees)
+            let norm2 = b * b + c * c + d * d;
+            let a = if 1.0 - norm2 < 1e-7 {
+                let s = 1.0 / norm2.sqrt();
+                (b, c, d) = (b * s, c * s, d * s);
+                0.0
+            } else {
+                (1.0 - norm2).sqrt()
+            };
             let qfac = if self.pixdim[0] < 0.0 { -1.0 } else { 1.0 };
             let mut m = [
                 [
@@ -643,7 +655,9 @@ pub fn read(path: &Path) -> Result<Volume> {
         Layout::Single => read_voxels(&mut s, &h, &geom).map_err(in_file(&header_path))?,
         Layout::Pair => {
             drop(s);
-            let img = pair_file(&header_path, true).ok_or_else(|| {
+            // the .img the caller named, else the one beside the .hdr
+            let named_img = is_img.then(|| path.to_path_buf());
+            let img = named_img.or_else(|| pair_file(&header_path, true)).ok_or_else(|| {
                 bad("magic \"ni1\" says the voxels are in an .img file beside it, and there is none".into())
             })?;
             let (file, len) = open_regular(&img)?;

@@ -85,8 +85,9 @@ struct OrtApiBase {
 pub const MIN_MINOR_VERSION: u32 = 24;
 
 /// dlopen the candidate and read its version, so that a wrong or old library gets a clear message
-/// before `ort` sees it. The handle stays open when it is usable (ort opens it again).
-fn probe(path: &Path) -> std::result::Result<String, String> {
+/// before `ort` sees it; also the file the loader actually opened (a bare name resolves through the
+/// system's search). The handle stays open when it is usable (ort opens it again).
+fn probe(path: &Path) -> std::result::Result<(String, PathBuf), String> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| "path contains a NUL byte".to_string())?;
@@ -128,7 +129,14 @@ fn probe(path: &Path) -> std::result::Result<String, String> {
                 "version {version} is too old (libsam3d needs 1.{MIN_MINOR_VERSION} or newer)"
             ));
         }
-        Ok(version)
+        let mut info: libc::Dl_info = std::mem::zeroed();
+        let file = if libc::dladdr(sym, &mut info) != 0 && !info.dli_fname.is_null() {
+            let name = std::ffi::CStr::from_ptr(info.dli_fname).to_string_lossy();
+            PathBuf::from(name.into_owned())
+        } else {
+            path.to_path_buf()
+        };
+        Ok((version, file))
     }
 }
 
@@ -163,7 +171,7 @@ pub fn load(explicit: Option<&Path>) -> Result<Runtime> {
             tried.push(format!("{} ({source}): not found", path.display()));
             continue;
         }
-        let version = match probe(&path) {
+        let (version, file) = match probe(&path) {
             Ok(v) => v,
             Err(e) => {
                 tried.push(format!("{} ({source}): {e}", path.display()));
@@ -182,7 +190,7 @@ pub fn load(explicit: Option<&Path>) -> Result<Runtime> {
                     )
                 })?;
                 let loaded: &'static Loaded = Box::leak(Box::new(Loaded {
-                    path: path.clone(),
+                    path: file,
                     version,
                     env,
                 }));

@@ -107,6 +107,23 @@ impl Volume {
                 ),
             ));
         }
+        // no two voxels may share bytes: along the axes in stride order, each stride must pass the
+        // whole extent of the axes before it (a 2^32-voxel volume on a 128 KB buffer otherwise)
+        let mut order = [0, 1, 2];
+        order.sort_by_key(|&a| strides[a]);
+        let mut extent = esize as i128;
+        for &a in order.iter().filter(|&&a| geom.dims[a] > 1) {
+            if (strides[a] as i128) < extent {
+                return Err(err(
+                    Sam3dStatus::InvalidArgument,
+                    format!(
+                        "strides {strides:?} with dimensions {:?} make voxels overlap",
+                        geom.dims
+                    ),
+                ));
+            }
+            extent = strides[a] as i128 * geom.dims[a] as i128;
+        }
         // the highest byte any voxel's value ends at, in 128-bit arithmetic: three spans that each
         // fit in 64 bits can overflow 64 bits together (strides near i64::MAX / 3)
         let end = (0..3)

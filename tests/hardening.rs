@@ -73,14 +73,33 @@ fn from_buffer(d: &Sam3dBufferDesc) -> (Sam3dStatus, *mut Sam3dVolume) {
 #[test]
 fn strides_whose_spans_overflow_together_are_refused() {
     let buf = vec![0u8; 4 * 27];
-    let big = (i64::MAX / 3) & !7;
+    // 6 * s = 2^64 + 8: in 64-bit arithmetic the three spans (2 s each) summed to 8 bytes
+    let s = 3074457345618258604i64;
+    let near_max = i64::MAX - 7;
+    let cases: [([u64; 3], [i64; 3]); 4] = [
+        ([3, 3, 3], [s, s, s]),
+        ([2, 2, 2], [near_max, near_max, 16]),
+        ([2, 2, 2], [16, near_max, near_max]),
+        ([3, 3, 3], [(i64::MAX / 3) & !7; 3]),
+    ];
     for dtype in [1, 7] {
-        for signs in 0..8 {
-            let strides: [i64; 3] =
-                std::array::from_fn(|a| if signs >> a & 1 == 1 { -big } else { big });
-            let (s, v) = from_buffer(&desc(&buf, dtype, [3, 3, 3], strides));
-            assert_eq!(s, Sam3dStatus::InvalidArgument, "{strides:?} dtype {dtype}");
-            assert!(v.is_null());
+        for (dims, base) in cases {
+            for signs in 0..8 {
+                let strides: [i64; 3] = std::array::from_fn(|a| {
+                    if signs >> a & 1 == 1 {
+                        -base[a]
+                    } else {
+                        base[a]
+                    }
+                });
+                let (st, v) = from_buffer(&desc(&buf, dtype, dims, strides));
+                assert_eq!(
+                    st,
+                    Sam3dStatus::InvalidArgument,
+                    "{strides:?} dtype {dtype}"
+                );
+                assert!(v.is_null());
+            }
         }
         // just beyond the buffer by one element, and exactly fitting
         let e = if dtype == 1 { 1 } else { 4 };
@@ -89,6 +108,33 @@ fn strides_whose_spans_overflow_together_are_refused() {
         assert_eq!(s, Sam3dStatus::InvalidArgument);
         let (s, v) = from_buffer(&desc(&buf[..n], dtype, [3, 3, 3], [e, 3 * e, 9 * e]));
         assert_eq!(s, Sam3dStatus::Ok);
+        unsafe { sam3d_volume_free(v) };
+    }
+}
+
+/// Strides that make voxels share bytes claim a volume far larger than the buffer (65536 x 65536
+/// voxels on 128 KB): refused; padded strides (rows longer than the image) stay valid.
+#[test]
+fn overlapping_strides_are_refused() {
+    let buf = vec![0u8; 1 << 17];
+    for (dims, strides) in [
+        ([65536, 65536, 1], [1, 1, 1]),
+        ([4, 4, 4], [1, 2, 16]),
+        ([4, 4, 4], [16, 1, 3]),
+        ([4, 4, 4], [4, 4, 64]),
+    ] {
+        let (s, v) = from_buffer(&desc(&buf, 1, dims, strides));
+        assert_eq!(s, Sam3dStatus::InvalidArgument, "{dims:?} {strides:?}");
+        assert!(v.is_null());
+        assert!(last_error().contains("overlap"), "{}", last_error());
+    }
+    for (dims, strides) in [
+        ([4, 4, 4], [1, 5, 24]),
+        ([4, 4, 4], [16, 4, 1]),
+        ([4, 1, 4], [1, 1, 4]),
+    ] {
+        let (s, v) = from_buffer(&desc(&buf, 1, dims, strides));
+        assert_eq!(s, Sam3dStatus::Ok, "{dims:?} {strides:?}: {}", last_error());
         unsafe { sam3d_volume_free(v) };
     }
 }
@@ -346,12 +392,19 @@ fn within<T: Send + 'static>(secs: u64, what: &str, f: impl FnOnce() -> T + Send
 }
 
 static REENTRANT: AtomicI32 = AtomicI32::new(-1);
+static REENTRANT_PROGRESS: AtomicI32 = AtomicI32::new(-1);
 
 unsafe extern "C" fn add_object_from_callback(stage: i32, done: i32, user: *mut c_void) {
     if stage == 2 && done == 0 {
+        let s = user as *mut Sam3dSession;
         let mut id = 0;
-        let s = sam3d_session_add_object(user as *mut Sam3dSession, &mut id);
-        REENTRANT.store(s as i32, Ordering::SeqCst);
+        REENTRANT.store(
+            sam3d_session_add_object(s, &mut id) as i32,
+            Ordering::SeqCst,
+        );
+        // replacing the callback under a running call would free what the call still uses
+        let st = sam3d_session_set_progress(s, None, null_mut());
+        REENTRANT_PROGRESS.store(st as i32, Ordering::SeqCst);
     }
 }
 
@@ -374,6 +427,10 @@ fn a_call_from_the_progress_callback_gets_busy() {
     });
     assert_eq!(status, Sam3dStatus::Ok);
     assert_eq!(REENTRANT.load(Ordering::SeqCst), Sam3dStatus::Busy as i32);
+    assert_eq!(
+        REENTRANT_PROGRESS.load(Ordering::SeqCst),
+        Sam3dStatus::Busy as i32
+    );
     unsafe { sam3d_session_set_progress(f.session, None, null_mut()) };
     let mut id = 0;
     assert_eq!(
@@ -425,6 +482,7 @@ fn calls_from_another_thread_during_a_click_get_busy() {
                 sam3d_session_set_inference(s, 1, 0),
                 sam3d_session_get_inference(s, &mut flips, &mut keep),
                 sam3d_session_get_mask(s, 0, buf.as_mut_ptr(), buf.len()),
+                sam3d_session_set_progress(s, None, null_mut()),
             ]
         }
     });

@@ -249,7 +249,6 @@ class _Handle:
         self._lock = threading.Lock()
         self._users = 0           # calls in flight on the handle
         self._closed = False
-        self._keep = []           # Python objects the C side may still call until no call is in flight
 
     @contextlib.contextmanager
     def _live(self):
@@ -277,14 +276,10 @@ class _Handle:
                 self._release()
 
     def _release(self):
-        keep = None
         with self._lock:
             self._users -= 1
-            if self._users == 0:
-                keep, self._keep = self._keep, []   # dropped outside the lock (their finalisers may run)
             h = self._take()
         self._free_c(h)
-        del keep
 
     def _take(self):
         """With the lock held: the handle to free now (closed and unused), detached; else None."""
@@ -487,12 +482,10 @@ class Session(_Handle):
         cb = None if fn is None else _PROGRESS(
             lambda stage, done, _user: fn(_STAGES[stage] if 0 <= stage < 5 else str(stage), bool(done)))
         with self._live() as h:
+            # while a call runs the library refuses (BUSY): the old callback, which that call
+            # uses, stays referenced
             _check(library().sam3d_session_set_progress(h, cb if cb is not None else _PROGRESS(), None))
-            # a call running on another thread took the old callback when it started: it stays
-            # alive until no call is in flight
-            with self._lock:
-                self._keep.append(self._cb)
-                self._cb = cb
+            self._cb = cb
 
     def add_object(self) -> int:
         out = C.c_uint32()

@@ -239,8 +239,8 @@ def test_busy_status_has_a_name_even_from_an_older_library(monkeypatch):
 
 
 def test_progress_callback_replaced_while_a_click_runs(rt):
-    """A running click took the callback when it started: replacing it (and collecting garbage)
-    meanwhile must not free the one the click still calls."""
+    """A running click uses the callback it started with: replacing it meanwhile is refused with
+    BUSY (the old one stays alive, even through garbage collection) and the click goes on."""
     import gc
     model = sam3d.Model(rt, TINY, threads=1)
     progress, inside, go = _blocking_progress()
@@ -254,11 +254,14 @@ def test_progress_callback_replaced_while_a_click_runs(rt):
     t, out = _click_on_thread(s, obj)
     try:
         assert inside.wait(WAIT)
-        s.set_progress(None)
+        with pytest.raises(sam3d.Error) as e:
+            s.set_progress(None)
+        assert e.value.name == "SAM3D_STATUS_BUSY"
         gc.collect()
     finally:
         go.set()
         t.join(WAIT)
     assert not t.is_alive() and out["result"].voxels > 0, out
     assert ("encode", True) in stages       # the old callback went on to the click's end
+    s.set_progress(None)                    # once the click is over, replacing works
     s.close()

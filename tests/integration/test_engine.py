@@ -183,6 +183,26 @@ def test_qform_sform_choice_matches_simpleitk(tmp_path, sform_code):
     assert info["samples"] == [float(arr[1, 2, 3])]
 
 
+@pytest.mark.parametrize("quatern", [(0.8, 0.7, 0.0), (0.0, 0.6, 0.8), (1.0, 0.0, 0.0)])
+def test_qform_quaternion_of_norm_one_or_more_matches_simpleitk(tmp_path, quatern):
+    """A qform whose (b, c, d) has a norm of 1 or more: nifticlib (ITK) normalises it and takes
+    a = 0; the reader follows ITK instead of refusing non-unit direction columns."""
+    data = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    img = nib.Nifti1Image(data, np.eye(4))
+    img.set_sform(np.eye(4), code=0)
+    h = img.header
+    h.set_qform(np.eye(4), code=1)
+    h["quatern_b"], h["quatern_c"], h["quatern_d"] = quatern
+    h["pixdim"][1:4] = [1.5, 2.0, 2.5]
+    p = tmp_path / "quat.nii"
+    nib.save(nib.Nifti1Image(data, None, header=h), str(p))
+    want, arr = sitk_index_to_lps(p)
+    info = volinfo(p, (1, 2, 3))
+    assert info["status"] == "SAM3D_STATUS_OK", info
+    np.testing.assert_allclose(np.array(info["index_to_lps"]), want, atol=1e-5)
+    assert info["samples"] == [float(arr[1, 2, 3])]
+
+
 def test_bad_files_get_specific_statuses(tmp_path):
     trunc = tmp_path / "trunc.nii"
     img = nib.Nifti1Image(np.zeros((40, 40, 40), np.int16), np.eye(4))
