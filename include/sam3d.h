@@ -7,8 +7,10 @@
  *   untouched and sam3d_last_error() (per thread) says why.
  * - Handles are opaque; each *_new / *_open / *_read has a *_free, and *_free(NULL) is a no-op.
  * - Thread safety: Sam3dRuntime, Sam3dModel and Sam3dVolume are immutable and may be shared by any
- *   number of threads. A Sam3dSession is used by one thread at a time (a second thread gets
- *   SAM3D_STATUS_INVALID_ARGUMENT), except sam3d_session_cancel(), callable from any thread.
+ *   number of threads. A Sam3dSession is used by one call at a time: a second call while one runs
+ *   (another thread, or the running call's progress callback) gets SAM3D_STATUS_BUSY at once;
+ *   sam3d_session_cancel() may be called from any thread at any time.
+ * - Callbacks must return normally: no C++ exception or longjmp may cross the library.
  * - Calls leave the calling thread's floating-point mode (MXCSR) as they found it; subnormals are
  *   flushed on it only while ONNX Runtime runs, whichever thread opened the model.
  * - Geometry follows ITK: LPS point = origin + direction * diag(spacing) * index, i fastest.
