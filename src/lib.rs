@@ -14,6 +14,7 @@
 pub mod arena;
 pub mod engine;
 pub mod error;
+pub mod files;
 pub mod fpmode;
 pub mod frame;
 pub mod geometry;

@@ -355,7 +355,7 @@ pub fn shape_fits(got: &[i64], want: &[i64]) -> bool {
 /// SHA-256 of a regular file, as lowercase hex (a FIFO or device put in a file's place is refused,
 /// never waited on).
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = open_regular(path)
+    let (mut f, _) = crate::files::open_regular(path)
         .map_err(|e| err(Sam3dStatus::BadModel, format!("{}: {e}", path.display())))?;
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
@@ -368,31 +368,20 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         }
         h.update(&buf[..n]);
     }
-    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&h.finalize()))
 }
 
-/// Open a file for reading if it is a regular file (opening a FIFO must not block).
-fn open_regular(path: &Path) -> std::result::Result<std::fs::File, String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| e.to_string())?;
-    if !f.metadata().map_err(|e| e.to_string())?.is_file() {
-        return Err("not a regular file".into());
-    }
-    Ok(f)
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A small regular file's text (the manifest): refuses FIFOs, folders and files over the limit.
 fn read_small(path: &Path) -> std::result::Result<String, String> {
-    let mut f = open_regular(path)?;
-    let meta = f.metadata().map_err(|e| e.to_string())?;
-    if meta.len() > MAX_MANIFEST_BYTES {
+    let (mut f, len) = crate::files::open_regular(path)?;
+    if len > MAX_MANIFEST_BYTES {
         return Err(format!(
             "{} bytes, more than the {MAX_MANIFEST_BYTES} a manifest may have",
-            meta.len()
+            len
         ));
     }
     let mut text = String::new();
@@ -463,10 +452,7 @@ impl Package {
             }
         }
         // the digest of the bytes parsed, not of a second read of the file
-        let hash = Sha256::digest(text.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let hash = hex(&Sha256::digest(text.as_bytes()));
         Ok(Package {
             dir: dir.to_path_buf(),
             manifest,

@@ -567,29 +567,8 @@ fn read_voxels(s: &mut Stream, h: &Header, geom: &Geometry) -> Result<Vec<f32>> 
 
 /// Open `path` for reading if it is a regular file (a FIFO or a device would block or never end).
 fn open_regular(path: &Path) -> Result<(File, u64)> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |what: String| err(Sam3dStatus::Io, format!("{}: {what}", path.display()));
-    // O_NONBLOCK: opening a FIFO without a writer returns at once; regular files ignore the flag
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| {
-            io(match e.kind() {
-                std::io::ErrorKind::NotFound => "no such file".into(),
-                _ => format!("cannot open: {e}"),
-            })
-        })?;
-    let meta = file
-        .metadata()
-        .map_err(|e| io(format!("cannot read its metadata: {e}")))?;
-    if meta.is_dir() {
-        return Err(io("is a directory, not a NIfTI file".into()));
-    }
-    if !meta.is_file() {
-        return Err(io("is not a regular file (a FIFO, socket or device)".into()));
-    }
-    Ok((file, meta.len()))
+    crate::files::open_regular(path)
+        .map_err(|m| err(Sam3dStatus::Io, format!("{}: {m}", path.display())))
 }
 
 fn stream_of(file: File, len: u64, path: &Path) -> Result<Stream<'static>> {
