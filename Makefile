@@ -11,10 +11,11 @@ ORT_DIR := .cache/onnxruntime-$(ORT_FLAVOR)
 ORT_LIB := $(ORT_DIR)/libonnxruntime.so
 DATA := .cache/data
 EXAMPLES := target/release/examples
+FUZZ_SEEDS := fuzz/seeds/.stamp
 export SAM3D_ORT_LIBRARY := $(abspath $(ORT_LIB))
 
 .PHONY: all venv ort data build header lint test test-rust test-c test-integration test-python \
-        test-python-fast fixtures demo demo-parity train-demo evaluate eval-data sample clean \
+        test-python-fast fixtures demo demo-parity train-demo evaluate eval-data sample clean fuzz fuzz-seeds \
         install uninstall test-install test-binding test-slicer bench bench-gpu
 
 all: build
@@ -94,13 +95,34 @@ test-c: ort $(SAMPLE_CT) build
 	done
 	@echo "C and C++ examples: same mask as the Rust example, with and without sanitizers"
 
-test-rust: ort lint
+# The Rust tests, with the fuzz seed corpora and reproducers replayed (tests/fuzz_replay.rs).
+test-rust: ort lint $(FUZZ_SEEDS)
 	cargo test --release
 
 # Formatting and clippy's lints (warnings are errors) on the library, examples and tests.
 lint:
 	cargo fmt --check
 	cargo clippy --release --all-targets -- -D warnings
+
+# Fuzzing (fuzz/README.md): the seed corpora, made from the repository's files, then each target
+# for FUZZ_SECONDS with cargo-fuzz on the nightly toolchain (`cargo install cargo-fuzz`), debug
+# assertions on. Findings: fuzz/artifacts/<target>/; keep a reproducer in fuzz/regressions/<target>/.
+# One allocation over 512 MB (the harnesses set the library's memory budget to 256 MB), an RSS over
+# 4 GB and an input running over 10 s count as findings. NIfTI inputs stop at 256 KB (mutating
+# megabyte files is slow; the replay still reads the whole sample CT).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= nifti manifest buffer
+FUZZ_FLAGS := -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096 -malloc_limit_mb=512 -timeout=10
+fuzz-seeds:
+	$(PYTHON) tools/fuzz_seeds.py
+$(FUZZ_SEEDS): tools/fuzz_seeds.py fuzz/harness/mod.rs $(wildcard examples/data/*.nii.gz tests/fixtures/models/*/sam3d-model.json)
+	$(PYTHON) tools/fuzz_seeds.py
+fuzz: ort fuzz-seeds
+	cd fuzz && fail=0; for t in $(FUZZ_TARGETS); do \
+	    mkdir -p corpus/$$t; len=; [ $$t = nifti ] && len=-max_len=262144; \
+	    cargo +nightly fuzz run --debug-assertions $$t corpus/$$t seeds/$$t regressions/$$t \
+	        -- $(FUZZ_FLAGS) $$len || { echo "fuzz target $$t: finding (fuzz/artifacts/$$t/)"; fail=1; }; \
+	done; exit $$fail
 
 # The Rust engine against nibabel and the PyTorch reference pipeline.
 test-integration: venv ort data build

@@ -1,0 +1,7 @@
+//! The NIfTI reader on arbitrary bytes (`harness::nifti`).
+#![no_main]
+
+#[path = "../harness/mod.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::nifti(data));
