@@ -243,8 +243,9 @@ const char *sam3d_last_error(void);
 const char *sam3d_status_name(int32_t status);
 
 // Set the process-wide memory budget: the most bytes libsam3d allocates for one whole-volume
-// array (a file's voxels decoded to float32; a mask copied out of a session). A volume file or a
-// request that needs more is refused with `SAM3D_STATUS_TOO_LARGE` before anything is allocated.
+// array (a file's voxels decoded to float32; a mask copied out of a session; what one click's
+// paste-back needs, checked by `sam3d_session_new`). A volume file or a request that needs more
+// is refused with `SAM3D_STATUS_TOO_LARGE` before anything is allocated.
 // 0 restores the default (`SAM3D_DEFAULT_MEMORY_BUDGET`). Thread-safe; applies to later calls.
 void sam3d_set_memory_budget(uint64_t bytes);
 

@@ -295,8 +295,9 @@ const _: () = assert!(SAM3D_MAX_THREADS == crate::limits::MAX_THREADS);
 const _: () = assert!(SAM3D_DEFAULT_MEMORY_BUDGET == crate::limits::DEFAULT_MEMORY_BUDGET);
 
 /// Set the process-wide memory budget: the most bytes libsam3d allocates for one whole-volume
-/// array (a file's voxels decoded to float32; a mask copied out of a session). A volume file or a
-/// request that needs more is refused with `SAM3D_STATUS_TOO_LARGE` before anything is allocated.
+/// array (a file's voxels decoded to float32; a mask copied out of a session; what one click's
+/// paste-back needs, checked by `sam3d_session_new`). A volume file or a request that needs more
+/// is refused with `SAM3D_STATUS_TOO_LARGE` before anything is allocated.
 /// 0 restores the default (`SAM3D_DEFAULT_MEMORY_BUDGET`). Thread-safe; applies to later calls.
 #[no_mangle]
 pub extern "C" fn sam3d_set_memory_budget(bytes: u64) {
