@@ -94,6 +94,7 @@ int main(int argc, char** argv) {
         writer->SetFileName(argv[4]);
         writer->SetInput(mask);
         writer->Update();
+        if (r.voxels == 0) std::cerr << "the click found nothing: the mask is empty\n";
         std::cout << "model " << model.info().name << ", ONNX Runtime " << rt.version() << "\n"
                   << "input " << image->GetBufferedRegion().GetSize() << " voxels, spacing " << image->GetSpacing()
                   << "\nmask voxels " << r.voxels << " -> " << argv[4] << "\n";
