@@ -1,4 +1,4 @@
-//! Generates the C header from src/ffi.rs (cbindgen) into OUT_DIR; `SAM3D_WRITE_HEADER=1` also
+//! Generates the C header from the C boundary (cbindgen) into OUT_DIR; `SAM3D_WRITE_HEADER=1` also
 //! writes include/sam3d.h. The checked-in header is compared with the generated one by tests/header.rs.
 use std::path::PathBuf;
 
@@ -31,9 +31,12 @@ fn main() {
         std::fs::create_dir_all(dir.join("include")).unwrap();
         std::fs::copy(&out, dir.join("include/sam3d.h")).unwrap();
     }
-    // SONAME, so hosts link against the ABI, not the file name
-    println!(
-        "cargo:rustc-cdylib-link-arg=-Wl,-soname,libsam3d.so.{}",
-        v("CARGO_PKG_VERSION_MAJOR")
-    );
+    // SONAME, so hosts link against the ABI, not the file name (an ELF notion: Linux only; a
+    // macOS port would set the install name, Windows has neither)
+    if std::env::var("CARGO_CFG_TARGET_OS").is_ok_and(|os| os == "linux") {
+        println!(
+            "cargo:rustc-cdylib-link-arg=-Wl,-soname,libsam3d.so.{}",
+            v("CARGO_PKG_VERSION_MAJOR")
+        );
+    }
 }

@@ -1,9 +1,7 @@
-//! Segment a NIfTI volume from one or more clicks and write the mask.
+//! Segment a NIfTI volume from one or more clicks and write the mask (`segment --help`).
 //!
 //! cargo run --release --example segment -- --model DIR --input CT.nii.gz --click 60,70,20 \
-//!     [--click ...] [--coord ijk|lps|ras] --out mask.nii.gz [--ort libonnxruntime.so] [--device cpu|cuda|tensorrt]
-//!     [--truth truth.nii.gz]   (prints the Dice of the mask against a reference mask on the same grid)
-//!     [--flips 1|2|4|8] [--keep-clicked 0|1]   (test-time flips, clicked components; default: the package's)
+//!     --out mask.nii.gz
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -91,7 +89,10 @@ fn parse() -> Result<Args, String> {
                 }
             }
             "--device" => a.device = v()?.parse().map_err(|e| format!("--{e}"))?,
-            "-h" | "--help" => return Err(String::new()),
+            "-h" | "--help" => {
+                print!("{HELP}");
+                std::process::exit(0);
+            }
             o => return Err(format!("unknown argument {o}")),
         }
     }
@@ -122,11 +123,52 @@ fn bar(stage: Sam3dStage, done: bool) {
     }
 }
 
+const HELP: &str = "\
+segment: segment a NIfTI volume from clicks with a libsam3d model package and write the mask
+
+usage: segment --model DIR --input VOL --click X,Y,Z [--click X,Y,Z ...] --out MASK [options]
+
+required
+  --model DIR            model package folder (holds sam3d-model.json), e.g. models/demo-lesion
+  --input VOL            volume: .nii, .nii.gz, or a .hdr/.img pair (either name)
+  --click X,Y,Z          a positive click; repeat for more clicks on the same object. By default
+                         X,Y,Z is a voxel index (IJK: i fastest in the file, voxel centres at
+                         integers, fractions allowed); see --coord
+  --out MASK             mask to write: .nii or .nii.gz (uint8 0/1 on the input's grid and geometry;
+                         written to a temporary file and renamed into place)
+
+options
+  --coord ijk|lps|ras    what --click means: ijk voxel index (default), lps or ras millimetres
+                         (LPS: ITK's physical frame; RAS: NIfTI's and 3D Slicer's)
+  --ort LIB              ONNX Runtime library to load (only that file); default: SAM3D_ORT_LIBRARY,
+                         ORT_DYLIB_PATH, next to libsam3d, the system search path
+  --device cpu|cuda|tensorrt   execution provider (default cpu; falls back to the CPU with the reason)
+  --threads N            ONNX Runtime and resampling threads (default 0: all cores; at most 256)
+  --flips 1|2|4|8        test-time flips averaged per click (default: the package's choice)
+  --keep-clicked 0|1     keep only mask components that contain a click (default: the package's)
+  --truth MASK           a reference mask on the same grid: print the Dice of the result against it
+  --gpu-mem-limit-mb MB  cap on the CUDA memory arena (and TensorRT's workspace)
+  --trt-cache DIR        TensorRT engine and timing cache folder
+  --trt-fp16             let TensorRT choose fp16 kernels
+  --cuda-tf32            TF32 tensor cores on CUDA (faster, about 1e-3 relative error)
+  -h, --help             this text
+
+output
+  stdout: model, runtime, provider, inference settings, timings, the mask's voxels and volume;
+  stderr: a progress bar, and 'the click found nothing: the mask is empty' when the mask is empty
+  (the file is still written)
+
+exit status
+  0  the mask was written (also when it is empty)
+  1  libsam3d refused or failed: the message names the status (SAM3D_STATUS_...) and the reason
+  2  the command line is wrong
+";
+
 fn main() {
     let args = match parse() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("{e}\nusage: segment --model DIR --input VOL.nii[.gz] --click X,Y,Z [--click ...] [--coord ijk|lps|ras] --out MASK.nii[.gz] [--ort LIB] [--device cpu|cuda|tensorrt] [--threads N] [--truth MASK.nii[.gz]] [--gpu-mem-limit-mb MB] [--trt-cache DIR] [--trt-fp16] [--cuda-tf32] [--flips 1|2|4|8] [--keep-clicked 0|1]");
+            eprintln!("{e}\nusage: segment --model DIR --input VOL --click X,Y,Z [--click ...] --out MASK [options]\n(segment --help for every option)");
             std::process::exit(2);
         }
     };

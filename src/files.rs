@@ -6,16 +6,10 @@ use std::path::Path;
 
 /// Open `path` for reading if it is a regular file; the file and its length, or a plain message.
 pub fn open_regular(path: &Path) -> Result<(File, u64), String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    // O_NONBLOCK: opening a FIFO without a writer returns at once; regular files ignore the flag
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => "no such file".to_string(),
-            _ => format!("cannot open: {e}"),
-        })?;
+    let file = crate::platform::open_without_blocking(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_string(),
+        _ => format!("cannot open: {e}"),
+    })?;
     let meta = file
         .metadata()
         .map_err(|e| format!("cannot read its metadata: {e}"))?;

@@ -22,6 +22,7 @@ pub mod limits;
 pub mod manifest;
 pub mod nifti_io;
 pub mod nifti_read;
+pub mod platform;
 pub mod refine;
 pub mod resample;
 pub mod runtime;

@@ -1,8 +1,9 @@
 //! Finding and loading ONNX Runtime (`ort` with `load-dynamic`: nothing is linked at build time).
 //!
 //! A path the caller gives is the only one tried. Without one: `SAM3D_ORT_LIBRARY`, `ORT_DYLIB_PATH`,
-//! the directory of `libsam3d.so` itself, then the system's library search (`libonnxruntime.so`). ONNX Runtime can be
-//! loaded once per process; later requests reuse it. A failure lists every path tried.
+//! the folder of libsam3d itself, then the system's library search (`libonnxruntime.so` on Linux;
+//! names and loading per system in `platform`). ONNX Runtime can be loaded once per process; later
+//! requests reuse it. A failure lists every path tried.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -10,8 +11,7 @@ use std::sync::Mutex;
 use ort::environment::Environment;
 
 use crate::error::{err, Result, Sam3dStatus};
-
-pub const LIB_NAME: &str = "libonnxruntime.so";
+use crate::platform::{self, Os};
 
 struct Loaded {
     path: PathBuf,
@@ -39,105 +39,94 @@ impl Runtime {
     }
 }
 
-/// Directory holding the shared object this code lives in (libsam3d.so, or the test binary).
-fn own_directory() -> Option<PathBuf> {
-    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
-    let addr = own_directory as *const libc::c_void;
-    if unsafe { libc::dladdr(addr, &mut info) } == 0 || info.dli_fname.is_null() {
-        return None;
-    }
-    let name = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
-    let p = PathBuf::from(name.to_string_lossy().into_owned());
-    std::fs::canonicalize(&p)
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-}
-
 /// Where to look: only the caller's path when one is given (a host that names a library must get
 /// that library or an error naming it, never another ONNX Runtime found elsewhere), else the
-/// search order.
+/// search order: the environment variables, libsam3d's own folder, the system's search.
 fn candidates(explicit: Option<&Path>) -> Vec<(String, PathBuf)> {
-    let mut out = Vec::new();
+    search_order(
+        explicit,
+        |var| std::env::var_os(var),
+        platform::own_directory(),
+        platform::CURRENT,
+    )
+}
+
+/// `candidates` with its inputs given (tested for every system).
+fn search_order(
+    explicit: Option<&Path>,
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
+    own_dir: Option<PathBuf>,
+    os: Os,
+) -> Vec<(String, PathBuf)> {
     if let Some(p) = explicit {
-        out.push(("caller".to_string(), p.to_path_buf()));
-        return out;
+        return vec![("caller".to_string(), p.to_path_buf())];
     }
+    let name = platform::ort_library_name(os);
+    let mut out = Vec::new();
     for var in ["SAM3D_ORT_LIBRARY", "ORT_DYLIB_PATH"] {
-        if let Some(v) = std::env::var_os(var).filter(|v| !v.is_empty()) {
+        if let Some(v) = env(var).filter(|v| !v.is_empty()) {
             out.push((var.to_string(), PathBuf::from(v)));
         }
     }
-    if let Some(dir) = own_directory() {
-        out.push(("next to libsam3d".to_string(), dir.join(LIB_NAME)));
+    if let Some(dir) = own_dir {
+        out.push(("next to libsam3d".to_string(), dir.join(name)));
     }
-    out.push(("system".to_string(), PathBuf::from(LIB_NAME)));
+    out.push(("system".to_string(), PathBuf::from(name)));
     out
 }
 
 /// The first two members of ONNX Runtime's `OrtApiBase` (stable C ABI since 1.0).
 #[repr(C)]
 struct OrtApiBase {
-    get_api: unsafe extern "C" fn(u32) -> *const libc::c_void,
-    get_version_string: unsafe extern "C" fn() -> *const libc::c_char,
+    get_api: unsafe extern "C" fn(u32) -> *const std::ffi::c_void,
+    get_version_string: unsafe extern "C" fn() -> *const std::ffi::c_char,
 }
 
 /// Oldest ONNX Runtime accepted (`ort`'s `api-24` feature).
 pub const MIN_MINOR_VERSION: u32 = 24;
 
-/// dlopen the candidate and read its version, so that a wrong or old library gets a clear message
+/// Load the candidate and read its version, so that a wrong or old library gets a clear message
 /// before `ort` sees it; also the file the loader actually opened (a bare name resolves through the
-/// system's search). The handle stays open when it is usable (ort opens it again).
+/// system's search). The library stays loaded when it is usable (ort loads it again).
 fn probe(path: &Path) -> std::result::Result<(String, PathBuf), String> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| "path contains a NUL byte".to_string())?;
-    unsafe {
-        let h = libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
-        if h.is_null() {
-            let e = libc::dlerror();
-            return Err(if e.is_null() {
-                "dlopen failed".into()
-            } else {
-                std::ffi::CStr::from_ptr(e).to_string_lossy().into_owned()
-            });
-        }
-        let sym = libc::dlsym(h, c"OrtGetApiBase".as_ptr());
-        if sym.is_null() {
-            libc::dlclose(h);
-            return Err("does not export OrtGetApiBase (not ONNX Runtime)".into());
-        }
-        let get_base: unsafe extern "C" fn() -> *const OrtApiBase = std::mem::transmute(sym);
-        let base = get_base();
-        if base.is_null() {
-            libc::dlclose(h);
-            return Err("OrtGetApiBase returned NULL".into());
-        }
-        let v = ((*base).get_version_string)();
-        let version = if v.is_null() {
-            String::new()
-        } else {
-            std::ffi::CStr::from_ptr(v).to_string_lossy().into_owned()
-        };
-        let minor = version
-            .split('.')
-            .nth(1)
-            .and_then(|m| m.parse::<u32>().ok())
-            .unwrap_or(0);
-        if minor < MIN_MINOR_VERSION {
-            libc::dlclose(h);
-            return Err(format!(
-                "version {version} is too old (libsam3d needs 1.{MIN_MINOR_VERSION} or newer)"
-            ));
-        }
-        let mut info: libc::Dl_info = std::mem::zeroed();
-        let file = if libc::dladdr(sym, &mut info) != 0 && !info.dli_fname.is_null() {
-            let name = std::ffi::CStr::from_ptr(info.dli_fname).to_string_lossy();
-            PathBuf::from(name.into_owned())
-        } else {
-            path.to_path_buf()
-        };
-        Ok((version, file))
+    let lib = platform::open_library(path)?;
+    let sym = platform::symbol(&lib, c"OrtGetApiBase");
+    if sym.is_null() {
+        platform::close_library(lib);
+        return Err("does not export OrtGetApiBase (not ONNX Runtime)".into());
     }
+    // SAFETY: OrtGetApiBase has this signature in every ONNX Runtime (its stable C entry point).
+    let get_base: unsafe extern "C" fn() -> *const OrtApiBase = unsafe { std::mem::transmute(sym) };
+    // SAFETY: a call without arguments into the library just loaded.
+    let base = unsafe { get_base() };
+    if base.is_null() {
+        platform::close_library(lib);
+        return Err("OrtGetApiBase returned NULL".into());
+    }
+    // SAFETY: `base` points to ONNX Runtime's static OrtApiBase; the version string is static.
+    let v = unsafe { ((*base).get_version_string)() };
+    let version = if v.is_null() {
+        String::new()
+    } else {
+        // SAFETY: non-NULL, NUL-terminated, static.
+        unsafe { std::ffi::CStr::from_ptr(v) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    let minor = version
+        .split('.')
+        .nth(1)
+        .and_then(|m| m.parse::<u32>().ok())
+        .unwrap_or(0);
+    if minor < MIN_MINOR_VERSION {
+        platform::close_library(lib);
+        return Err(format!(
+            "version {version} is too old (libsam3d needs 1.{MIN_MINOR_VERSION} or newer)"
+        ));
+    }
+    let file = platform::file_of(sym).unwrap_or_else(|| path.to_path_buf());
+    // `lib` is not closed: `ort` opens the same library again and it stays loaded
+    Ok((version, file))
 }
 
 /// Load ONNX Runtime (once per process) and return it.
@@ -166,7 +155,7 @@ pub fn load(explicit: Option<&Path>) -> Result<Runtime> {
     }
     let mut tried = Vec::new();
     for (source, path) in candidates(explicit) {
-        let is_bare = path.components().count() == 1;
+        let is_bare = platform::is_bare(&path);
         if !is_bare && !path.exists() {
             tried.push(format!("{} ({source}): not found", path.display()));
             continue;
@@ -217,10 +206,37 @@ mod tests {
 
     #[test]
     fn an_explicit_path_is_the_only_candidate() {
-        let c = candidates(Some(Path::new("/nowhere/libonnxruntime.so")));
-        assert_eq!(c.len(), 1);
-        assert_eq!(c[0].1, Path::new("/nowhere/libonnxruntime.so"));
-        let search = candidates(None);
-        assert_eq!(search.last().unwrap().1, Path::new(LIB_NAME));
+        let env = |_: &str| Some("/env/libonnxruntime.so".into());
+        let c = search_order(Some(Path::new("/x/lib.so")), env, None, Os::Linux);
+        assert_eq!(c, [("caller".to_string(), PathBuf::from("/x/lib.so"))]);
+    }
+
+    #[test]
+    fn the_search_order_per_system() {
+        let env = |v: &str| match v {
+            "SAM3D_ORT_LIBRARY" => Some("/a/libonnxruntime.so".into()),
+            "ORT_DYLIB_PATH" => Some("".into()),
+            _ => None,
+        };
+        for (os, name) in [
+            (Os::Linux, "libonnxruntime.so"),
+            (Os::MacOs, "libonnxruntime.dylib"),
+            (Os::Windows, "onnxruntime.dll"),
+        ] {
+            let c = search_order(None, env, Some(PathBuf::from("/lib/dir")), os);
+            let paths: Vec<PathBuf> = c.iter().map(|(_, p)| p.clone()).collect();
+            assert_eq!(
+                paths,
+                [
+                    PathBuf::from("/a/libonnxruntime.so"),
+                    Path::new("/lib/dir").join(name),
+                    PathBuf::from(name),
+                ],
+                "{os:?}"
+            );
+            assert_eq!(c[0].0, "SAM3D_ORT_LIBRARY");
+        }
+        let none = search_order(None, |_: &str| None, None, Os::Linux);
+        assert_eq!(none.len(), 1);
     }
 }
