@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use sam3d::engine::{GpuOptions, ModelOptions, Sam3dCoord, Sam3dDevice, Sam3dStage};
+use sam3d::engine::{Coord, Device, GpuOptions, ModelOptions, Stage};
 use sam3d::{nifti_io, runtime, Model, Segmenter};
 
 struct Args {
@@ -16,9 +16,9 @@ struct Args {
     input: PathBuf,
     out: PathBuf,
     clicks: Vec<[f64; 3]>,
-    coord: Sam3dCoord,
+    coord: Coord,
     ort: Option<PathBuf>,
-    device: Sam3dDevice,
+    device: Device,
     threads: usize,
     truth: Option<PathBuf>,
     gpu: GpuOptions,
@@ -32,9 +32,9 @@ fn parse() -> Result<Args, String> {
         input: PathBuf::new(),
         out: PathBuf::new(),
         clicks: vec![],
-        coord: Sam3dCoord::Ijk,
+        coord: Coord::Ijk,
         ort: None,
-        device: Sam3dDevice::Cpu,
+        device: Device::Cpu,
         threads: 0,
         truth: None,
         gpu: GpuOptions::default(),
@@ -82,9 +82,9 @@ fn parse() -> Result<Args, String> {
             }
             "--coord" => {
                 a.coord = match v()?.as_str() {
-                    "ijk" => Sam3dCoord::Ijk,
-                    "lps" => Sam3dCoord::Lps,
-                    "ras" => Sam3dCoord::Ras,
+                    "ijk" => Coord::Ijk,
+                    "lps" => Coord::Lps,
+                    "ras" => Coord::Ras,
                     o => return Err(format!("--coord {o}: ijk, lps or ras")),
                 }
             }
@@ -106,7 +106,7 @@ fn parse() -> Result<Args, String> {
     Ok(a)
 }
 
-fn bar(stage: Sam3dStage, done: bool) {
+fn bar(stage: Stage, done: bool) {
     const NAMES: [&str; 5] = ["load", "resample", "encode", "decode", "paste-back"];
     let i = stage as usize;
     let filled: String = (0..5)
@@ -118,7 +118,7 @@ fn bar(stage: Sam3dStage, done: bool) {
         if done { "done" } else { "..." }
     );
     let _ = std::io::stderr().flush();
-    if done && stage == Sam3dStage::Paste {
+    if done && stage == Stage::Paste {
         eprintln!();
     }
 }
@@ -189,11 +189,11 @@ fn run(args: Args) -> sam3d::Result<()> {
     };
     let model = Arc::new(Model::open(&rt, &args.model, &opts)?);
     let t_model = t0.elapsed();
-    bar(Sam3dStage::Load, false);
+    bar(Stage::Load, false);
     let t = Instant::now();
     let vol = Arc::new(nifti_io::read(&args.input)?);
     let t_load = t.elapsed();
-    bar(Sam3dStage::Load, true);
+    bar(Stage::Load, true);
     let mut seg = Segmenter::new(model.clone(), vol.clone())?;
     let (flips, keep) = seg.inference();
     seg.set_inference(

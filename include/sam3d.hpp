@@ -71,6 +71,7 @@ public:
     Model(const Runtime& rt, const std::string& package_dir, Sam3dDevice device = SAM3D_DEVICE_CPU,
           unsigned threads = 0, const GpuOptions& gpu = GpuOptions{}) {
         Sam3dModelOptions o{};
+        o.struct_size = static_cast<uint32_t>(sizeof o);
         o.device = static_cast<int32_t>(device);
         o.threads = threads;
         Sam3dGpuOptions g{};

@@ -24,23 +24,22 @@ use crate::runtime::Runtime;
 use crate::volume::Volume;
 use crate::warmup::WarmUpSlot;
 
-/// Execution provider requested for a model. Values are part of the C ABI.
-#[repr(C)]
+/// Execution provider requested for a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sam3dDevice {
-    Cpu = 0,
-    Cuda = 1,
-    TensorRt = 2,
+pub enum Device {
+    Cpu,
+    Cuda,
+    TensorRt,
 }
 
-impl std::str::FromStr for Sam3dDevice {
+impl std::str::FromStr for Device {
     type Err = String;
     /// "cpu", "cuda" or "tensorrt" (command lines, bindings).
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
-            "cpu" => Ok(Sam3dDevice::Cpu),
-            "cuda" => Ok(Sam3dDevice::Cuda),
-            "tensorrt" => Ok(Sam3dDevice::TensorRt),
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda),
+            "tensorrt" => Ok(Device::TensorRt),
             o => Err(format!("device {o}: cpu, cuda or tensorrt")),
         }
     }
@@ -48,7 +47,7 @@ impl std::str::FromStr for Sam3dDevice {
 
 #[derive(Debug, Clone)]
 pub struct ModelOptions {
-    pub device: Sam3dDevice,
+    pub device: Device,
     /// ONNX Runtime intra-op threads, also the workers of the engine's crop resampling and
     /// paste-back (0: all cores).
     pub threads: usize,
@@ -61,7 +60,7 @@ pub struct ModelOptions {
 impl Default for ModelOptions {
     fn default() -> Self {
         ModelOptions {
-            device: Sam3dDevice::Cpu,
+            device: Device::Cpu,
             threads: 0,
             verify_hashes: true,
             gpu: GpuOptions::default(),
@@ -162,7 +161,7 @@ impl Model {
         // CPU models share one arena (the decoder reuses the encoder's freed memory); if it cannot
         // be registered, each session keeps its own, as ONNX Runtime does by default
         let arena = match opts.device {
-            Sam3dDevice::Cpu => arena::lease(*runtime).ok(),
+            Device::Cpu => arena::lease(*runtime).ok(),
             _ => None,
         };
         let shared = arena.is_some();
@@ -285,7 +284,7 @@ fn check_gpu_options(opts: &ModelOptions) -> Result<()> {
         ));
     }
     if let Some(dir) = &g.trt_cache_dir {
-        if opts.device == Sam3dDevice::TensorRt {
+        if opts.device == Device::TensorRt {
             std::fs::create_dir_all(dir).map_err(|e| {
                 err(
                     Sam3dStatus::Io,
@@ -361,9 +360,9 @@ fn make_session(
         }
     };
     let attempt = match opts.device {
-        Sam3dDevice::Cpu => None,
-        Sam3dDevice::Cuda => Some(("CUDA", cuda().register(&mut builder))),
-        Sam3dDevice::TensorRt => {
+        Device::Cpu => None,
+        Device::Cuda => Some(("CUDA", cuda().register(&mut builder))),
+        Device::TensorRt => {
             let mut trt = ort::ep::TensorRT::default()
                 .with_device_id(g.device_id)
                 .with_fp16(g.fp16);
@@ -412,49 +411,46 @@ fn make_session(
     Ok((session, provider, note))
 }
 
-/// Pipeline stages reported to progress callbacks. Values are part of the C ABI.
-#[repr(C)]
+/// Pipeline stages reported to progress callbacks, in their order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sam3dStage {
-    Load = 0,
-    Resample = 1,
-    Encode = 2,
-    Decode = 3,
-    Paste = 4,
+pub enum Stage {
+    Load,
+    Resample,
+    Encode,
+    Decode,
+    Paste,
 }
 
-/// Coordinate system of a click. Values are part of the C ABI.
-#[repr(C)]
+/// Coordinate system of a click.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sam3dCoord {
+pub enum Coord {
     /// continuous voxel index (i, j, k), voxel centres at integers
-    Ijk = 0,
+    Ijk,
     /// physical point, LPS (ITK), mm
-    Lps = 1,
+    Lps,
     /// physical point, RAS (NIfTI, 3D Slicer), mm
-    Ras = 2,
+    Ras,
 }
 
 /// An axis-aligned box of voxel indices, [lo, hi) per axis (i, j, k).
-#[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Sam3dBox {
+pub struct VoxelBox {
     pub lo: [u64; 3],
     pub hi: [u64; 3],
 }
 
-impl Sam3dBox {
+impl VoxelBox {
     pub fn is_empty(&self) -> bool {
         (0..3).any(|a| self.hi[a] <= self.lo[a])
     }
-    pub fn union(&self, o: &Sam3dBox) -> Sam3dBox {
+    pub fn union(&self, o: &VoxelBox) -> VoxelBox {
         if self.is_empty() {
             return *o;
         }
         if o.is_empty() {
             return *self;
         }
-        Sam3dBox {
+        VoxelBox {
             lo: [0, 1, 2].map(|a| self.lo[a].min(o.lo[a])),
             hi: [0, 1, 2].map(|a| self.hi[a].max(o.hi[a])),
         }
@@ -464,7 +460,7 @@ impl Sam3dBox {
 /// One object's mask, stored as the box the crop could reach.
 #[derive(Debug, Clone, Default)]
 struct SubMask {
-    bbox: Sam3dBox,
+    bbox: VoxelBox,
     data: Vec<u8>,
 }
 
@@ -483,18 +479,17 @@ struct Region {
 }
 
 /// What one interaction did.
-#[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Sam3dResult {
+pub struct Interaction {
     /// voxels in the object's mask
     pub voxels: u64,
     /// the voxels whose value may have changed
-    pub changed: Sam3dBox,
-    /// 1 when the encoder ran for this interaction, 0 when the cached region served it
-    pub encoded: i32,
+    pub changed: VoxelBox,
+    /// the encoder ran for this interaction (false: the cached region served it)
+    pub encoded: bool,
 }
 
-pub type Progress<'a> = &'a mut dyn FnMut(Sam3dStage, bool);
+pub type Progress<'a> = &'a mut dyn FnMut(Stage, bool);
 
 /// Segmentation of one volume with one model.
 pub struct Segmenter {
@@ -646,7 +641,7 @@ impl Segmenter {
     }
 
     /// Continuous source index of a click, checked to lie inside the volume.
-    pub fn click_index(&self, p: [f64; 3], coord: Sam3dCoord) -> Result<[f64; 3]> {
+    pub fn click_index(&self, p: [f64; 3], coord: Coord) -> Result<[f64; 3]> {
         if p.iter().any(|v| !v.is_finite()) {
             return Err(err(
                 Sam3dStatus::InvalidArgument,
@@ -655,9 +650,9 @@ impl Segmenter {
         }
         let g = &self.volume.geom;
         let idx = match coord {
-            Sam3dCoord::Ijk => p,
-            Sam3dCoord::Lps => g.lps_to_index(p),
-            Sam3dCoord::Ras => g.lps_to_index(crate::geometry::ras_to_lps(p)),
+            Coord::Ijk => p,
+            Coord::Lps => g.lps_to_index(p),
+            Coord::Ras => g.lps_to_index(crate::geometry::ras_to_lps(p)),
         };
         for a in 0..3 {
             if !(idx[a] >= -0.5 && idx[a] <= g.dims[a] as f64 - 0.5) {
@@ -678,9 +673,9 @@ impl Segmenter {
         &mut self,
         object: usize,
         p: [f64; 3],
-        coord: Sam3dCoord,
+        coord: Coord,
         progress: Progress,
-    ) -> Result<Sam3dResult> {
+    ) -> Result<Interaction> {
         let idx = self.click_index(p, coord)?;
         let x = self.map.to_model(idx);
         let g = [0, 1, 2].map(|a| (x[a] + 0.5) * self.scale[a] - 0.5);
@@ -699,17 +694,17 @@ impl Segmenter {
 
     /// Back to the click set before the last click (several levels). The state changes only when
     /// the recomputation succeeds: a cancelled undo leaves everything as it was.
-    pub fn undo(&mut self, object: usize, progress: Progress) -> Result<Sam3dResult> {
+    pub fn undo(&mut self, object: usize, progress: Progress) -> Result<Interaction> {
         self.travel(object, true, progress)
     }
 
     /// Forward to the click set the last undo left.
-    pub fn redo(&mut self, object: usize, progress: Progress) -> Result<Sam3dResult> {
+    pub fn redo(&mut self, object: usize, progress: Progress) -> Result<Interaction> {
         self.travel(object, false, progress)
     }
 
     /// Move one step through the object's history (`back`: undo, else redo).
-    fn travel(&mut self, object: usize, back: bool, progress: Progress) -> Result<Sam3dResult> {
+    fn travel(&mut self, object: usize, back: bool, progress: Progress) -> Result<Interaction> {
         let obj = self.object(object)?;
         let from = if back { &obj.undo } else { &obj.redo };
         let target = from.last().cloned().ok_or_else(|| {
@@ -737,7 +732,7 @@ impl Segmenter {
         object: usize,
         clicks: Vec<[f64; 3]>,
         progress: Progress,
-    ) -> Result<Sam3dResult> {
+    ) -> Result<Interaction> {
         let res = self.recompute(object, clicks.clone(), progress)?;
         let obj = self.object(object)?;
         let prev = std::mem::replace(&mut obj.clicks, clicks);
@@ -752,7 +747,7 @@ impl Segmenter {
         object: usize,
         clicks: Vec<[f64; 3]>,
         progress: Progress,
-    ) -> Result<Sam3dResult> {
+    ) -> Result<Interaction> {
         self.cancel.store(false, Ordering::SeqCst);
         let _ = self.run_options.unterminate();
         if self.preempts_warm_up {
@@ -762,10 +757,10 @@ impl Segmenter {
         if clicks.is_empty() {
             let obj = self.object(object)?;
             let old = std::mem::take(&mut obj.mask);
-            return Ok(Sam3dResult {
+            return Ok(Interaction {
                 voxels: 0,
                 changed: old.bbox,
-                encoded: 0,
+                encoded: false,
             });
         }
         let c = self.model.crop as i64;
@@ -778,7 +773,7 @@ impl Segmenter {
                 })
             })
         });
-        let mut encoded = 0;
+        let mut encoded = false;
         if !reuse {
             // centre: round-half-up of the midpoint of the clicks' bounding box (the official rule)
             let centre = [0, 1, 2].map(|a| {
@@ -792,12 +787,12 @@ impl Segmenter {
             let origin = centre.map(|v| v - c / 2);
             self.region = None;
             self.region = Some(self.encode(origin, progress)?);
-            encoded = 1;
+            encoded = true;
         }
         let region = self.region.as_ref().expect("region set above");
         let origin = region.origin;
         self.check_cancel()?;
-        progress(Sam3dStage::Decode, false);
+        progress(Stage::Decode, false);
         let cu = self.model.crop;
         // the mean of the flips' probabilities, each flipped back to the crop's own orientation
         let mut prob: Vec<f32> = Vec::new();
@@ -821,21 +816,21 @@ impl Segmenter {
         if n > 1.0 {
             prob.iter_mut().for_each(|v| *v /= n);
         }
-        progress(Sam3dStage::Decode, true);
+        progress(Stage::Decode, true);
         self.check_cancel()?;
-        progress(Sam3dStage::Paste, false);
+        progress(Stage::Paste, false);
         let mut mask = self.paste(&prob, origin)?;
         if self.keep_clicked {
             self.keep_clicked_components(&mut mask, &clicks);
         }
-        progress(Sam3dStage::Paste, true);
+        progress(Stage::Paste, true);
         // a cancel from the last progress callback still leaves the object as it was
         self.check_cancel()?;
         let voxels = mask.data.iter().map(|&v| v as u64).sum();
         let obj = self.object(object)?;
         let old = std::mem::replace(&mut obj.mask, mask);
         let changed = old.bbox.union(&obj.mask.bbox);
-        Ok(Sam3dResult {
+        Ok(Interaction {
             voxels,
             changed,
             encoded,
@@ -914,7 +909,7 @@ impl Segmenter {
         let m = self.model.manifest();
         let c = self.model.crop;
         self.check_cancel()?;
-        progress(Sam3dStage::Resample, false);
+        progress(Stage::Resample, false);
         let plan = CropPlan::new(origin, c, self.map.dims(), self.scale);
         let (lo, hi) = (m.intensity.clip[0] as f32, m.intensity.clip[1] as f32);
         let (mean, std) = (m.intensity.mean as f32, m.intensity.std as f32);
@@ -949,9 +944,9 @@ impl Segmenter {
                 }
             },
         );
-        progress(Sam3dStage::Resample, true);
+        progress(Stage::Resample, true);
         self.check_cancel()?;
-        progress(Sam3dStage::Encode, false);
+        progress(Stage::Encode, false);
         // the flips in reverse, so the unflipped crop (flip 0) is encoded last and moved, not copied
         let mut crop = crop;
         let mut caches = Vec::with_capacity(self.flips);
@@ -965,7 +960,7 @@ impl Segmenter {
             caches.push(self.encode_crop(cube)?);
         }
         caches.reverse();
-        progress(Sam3dStage::Encode, true);
+        progress(Stage::Encode, true);
         Ok(Region { origin, caches })
     }
 
@@ -1031,7 +1026,7 @@ impl Segmenter {
             return Ok(SubMask::default());
         }
         // box in source index space
-        let mut bbox = Sam3dBox::default();
+        let mut bbox = VoxelBox::default();
         for a in 0..3 {
             let (j0, j1) = (taps[a][0].0, taps[a][taps[a].len() - 1].0);
             let (s0, s1) = (self.map.src_index(a, j0), self.map.src_index(a, j1));

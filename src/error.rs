@@ -1,7 +1,5 @@
 //! Status codes and errors. Every fallible call of the C ABI returns one `Sam3dStatus`; the message
-//! is kept per thread (see `ffi.rs`). The numeric values are part of the ABI: never renumber.
-
-use std::fmt;
+//! is kept per thread (see `ffi`). The numeric values are part of the ABI: never renumber.
 
 /// Result status of every fallible libsam3d call. Values are stable across versions.
 #[repr(C)]
@@ -31,11 +29,11 @@ pub enum Sam3dStatus {
     NonFinite = 10,
     /// A click lies outside the volume.
     OutOfBounds = 11,
-    /// The operation was cancelled from another thread.
+    /// The operation was cancelled (`sam3d_session_cancel`, or a click stopping a warm-up).
     Cancelled = 12,
     /// The requested size exceeds the library's limits (refused before allocating).
     TooLarge = 13,
-    /// Nothing to undo or redo, or no such object.
+    /// Nothing to undo or redo.
     NothingToDo = 14,
     /// The model package's format version is not supported by this library.
     UnsupportedFormat = 15,
@@ -69,32 +67,32 @@ impl Sam3dStatus {
         Self::Internal,
     ];
 
+    /// The C name, e.g. `SAM3D_STATUS_BAD_VOLUME`: "SAM3D_STATUS_" and the variant's name in
+    /// upper snake case, as cbindgen writes the C enum's constants (tested against the header).
     pub fn name(self) -> &'static str {
-        match self {
-            Self::Ok => "SAM3D_STATUS_OK",
-            Self::NullPointer => "SAM3D_STATUS_NULL_POINTER",
-            Self::InvalidArgument => "SAM3D_STATUS_INVALID_ARGUMENT",
-            Self::Io => "SAM3D_STATUS_IO",
-            Self::BadVolume => "SAM3D_STATUS_BAD_VOLUME",
-            Self::BadModel => "SAM3D_STATUS_BAD_MODEL",
-            Self::HashMismatch => "SAM3D_STATUS_HASH_MISMATCH",
-            Self::RuntimeMissing => "SAM3D_STATUS_RUNTIME_MISSING",
-            Self::Runtime => "SAM3D_STATUS_RUNTIME",
-            Self::AbiMismatch => "SAM3D_STATUS_ABI_MISMATCH",
-            Self::NonFinite => "SAM3D_STATUS_NON_FINITE",
-            Self::OutOfBounds => "SAM3D_STATUS_OUT_OF_BOUNDS",
-            Self::Cancelled => "SAM3D_STATUS_CANCELLED",
-            Self::TooLarge => "SAM3D_STATUS_TOO_LARGE",
-            Self::NothingToDo => "SAM3D_STATUS_NOTHING_TO_DO",
-            Self::UnsupportedFormat => "SAM3D_STATUS_UNSUPPORTED_FORMAT",
-            Self::Busy => "SAM3D_STATUS_BUSY",
-            Self::Internal => "SAM3D_STATUS_INTERNAL",
-        }
+        static NAMES: once_cell::sync::Lazy<Vec<String>> = once_cell::sync::Lazy::new(|| {
+            Sam3dStatus::ALL
+                .iter()
+                .map(|s| {
+                    let mut name = String::from("SAM3D_STATUS");
+                    for c in format!("{s:?}").chars() {
+                        if c.is_ascii_uppercase() {
+                            name.push('_');
+                        }
+                        name.push(c.to_ascii_uppercase());
+                    }
+                    name
+                })
+                .collect()
+        });
+        let i = Self::ALL.iter().position(|&s| s == self).unwrap_or(0);
+        &NAMES[i]
     }
 }
 
 /// An error with its status and a message for the user.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{}: {message}", status.name())]
 pub struct Error {
     pub status: Sam3dStatus,
     pub message: String,
@@ -109,14 +107,6 @@ impl Error {
     }
 }
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.status.name(), self.message)
-    }
-}
-
-impl std::error::Error for Error {}
-
 pub type Result<T> = std::result::Result<T, Error>;
 
 /// `bail!(Status, "format", args)` returns an `Error` early.
@@ -130,4 +120,33 @@ macro_rules! bail {
 /// Shorthand constructor used with `map_err`.
 pub fn err(status: Sam3dStatus, message: impl Into<String>) -> Error {
     Error::new(status, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ALL` and the derived names against the enum cbindgen generated: every constant of the C
+    /// enum is in `ALL` with the same value and name, and nothing else is.
+    #[test]
+    fn the_status_list_matches_the_header() {
+        let header = include_str!(concat!(env!("OUT_DIR"), "/sam3d.h"));
+        let body = header
+            .split("typedef enum Sam3dStatus {")
+            .nth(1)
+            .and_then(|b| b.split("} Sam3dStatus;").next())
+            .expect("the header declares Sam3dStatus");
+        let in_header: Vec<(String, i32)> = body
+            .lines()
+            .filter_map(|l| {
+                let (name, value) = l.trim().trim_end_matches(',').split_once(" = ")?;
+                Some((name.to_string(), value.parse().ok()?))
+            })
+            .collect();
+        let ours: Vec<(String, i32)> = Sam3dStatus::ALL
+            .iter()
+            .map(|s| (s.name().to_string(), *s as i32))
+            .collect();
+        assert_eq!(ours, in_header);
+    }
 }

@@ -8,6 +8,9 @@
 //! `warmup` (a model's first runs before the user's first click).
 //! The C boundary lives in `ffi` alone.
 
+// every unsafe operation sits in an `unsafe {}` block with a `// SAFETY:` comment saying why it holds
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 // 3x3 matrices and 3-vectors read better with their indices (m[r][c] next to v[c]) than zipped
 #![allow(clippy::needless_range_loop)]
 
@@ -29,7 +32,7 @@ pub mod runtime;
 pub mod volume;
 pub mod warmup;
 
-pub use engine::{Model, ModelOptions, Sam3dCoord, Sam3dDevice, Sam3dStage, Segmenter};
+pub use engine::{Coord, Device, Model, ModelOptions, Segmenter, Stage};
 pub use error::{Error, Result, Sam3dStatus};
 pub use volume::Volume;
 pub mod ffi;

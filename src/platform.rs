@@ -44,7 +44,7 @@ pub fn is_bare(path: &Path) -> bool {
 /// An opened shared library (never closed while in use: ONNX Runtime stays loaded).
 pub struct Library(*mut c_void);
 
-// The handle is an opaque token of the system loader, valid on any thread.
+// SAFETY: the handle is an opaque token of the system loader, valid on any thread.
 unsafe impl Send for Library {}
 
 #[cfg(unix)]

@@ -4,21 +4,20 @@
 use crate::error::{err, Result, Sam3dStatus};
 use crate::geometry::Geometry;
 
-/// Element type of a borrowed buffer. Values are part of the C ABI.
-#[repr(C)]
+/// Element type of a borrowed buffer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sam3dDtype {
-    U8 = 1,
-    I8 = 2,
-    U16 = 3,
-    I16 = 4,
-    U32 = 5,
-    I32 = 6,
-    F32 = 7,
-    F64 = 8,
+pub enum Dtype {
+    U8,
+    I8,
+    U16,
+    I16,
+    U32,
+    I32,
+    F32,
+    F64,
 }
 
-impl Sam3dDtype {
+impl Dtype {
     pub fn size(self) -> usize {
         match self {
             Self::U8 | Self::I8 => 1,
@@ -27,32 +26,21 @@ impl Sam3dDtype {
             Self::F64 => 8,
         }
     }
-    pub fn from_raw(v: i32) -> Option<Self> {
-        Some(match v {
-            1 => Self::U8,
-            2 => Self::I8,
-            3 => Self::U16,
-            4 => Self::I16,
-            5 => Self::U32,
-            6 => Self::I32,
-            7 => Self::F32,
-            8 => Self::F64,
-            _ => return None,
-        })
-    }
 }
 
 /// A caller's buffer. The caller keeps it alive and unchanged while the volume exists.
 #[derive(Debug, Clone, Copy)]
 pub struct Borrowed {
     pub ptr: *const u8,
-    pub dtype: Sam3dDtype,
+    pub dtype: Dtype,
     /// byte strides of i, j, k
     pub strides: [isize; 3],
 }
 
-// The pointer is only read; the C API documents that the buffer must outlive the volume handle.
+// SAFETY: the pointer is only read, and the C API documents that the buffer stays valid and
+// unchanged while the volume exists, so any thread may read it.
 unsafe impl Send for Borrowed {}
+// SAFETY: as for Send: shared reads of memory nobody writes.
 unsafe impl Sync for Borrowed {}
 
 #[derive(Debug, Clone)]
@@ -94,7 +82,7 @@ impl Volume {
         geom: Geometry,
         ptr: *const u8,
         len: usize,
-        dtype: Sam3dDtype,
+        dtype: Dtype,
         strides: [isize; 3],
     ) -> Result<Self> {
         geom.voxel_count()?;
@@ -150,7 +138,7 @@ impl Volume {
             voxels: Voxels::Borrowed(b),
             nonfinite: 0,
         };
-        if matches!(dtype, Sam3dDtype::F32 | Sam3dDtype::F64) {
+        if matches!(dtype, Dtype::F32 | Dtype::F64) {
             let [nx, ny, nz] = geom.dims;
             let mut count = 0;
             for k in 0..nz {
@@ -172,21 +160,25 @@ impl Volume {
                 let [nx, ny, _] = self.geom.dims;
                 d[i + nx * (j + ny * k)]
             }
+            // SAFETY: (i, j, k) lies inside the volume (asserted), and `borrowed` checked that
+            // every voxel's bytes lie inside the caller's buffer; reads are unaligned-safe.
             Voxels::Borrowed(b) => unsafe {
+                let [nx, ny, nz] = self.geom.dims;
+                assert!(i < nx && j < ny && k < nz, "voxel index outside the volume");
                 let p = b.ptr.offset(
                     i as isize * b.strides[0]
                         + j as isize * b.strides[1]
                         + k as isize * b.strides[2],
                 );
                 match b.dtype {
-                    Sam3dDtype::U8 => *p as f32,
-                    Sam3dDtype::I8 => *(p as *const i8) as f32,
-                    Sam3dDtype::U16 => (p as *const u16).read_unaligned() as f32,
-                    Sam3dDtype::I16 => (p as *const i16).read_unaligned() as f32,
-                    Sam3dDtype::U32 => (p as *const u32).read_unaligned() as f32,
-                    Sam3dDtype::I32 => (p as *const i32).read_unaligned() as f32,
-                    Sam3dDtype::F32 => (p as *const f32).read_unaligned(),
-                    Sam3dDtype::F64 => (p as *const f64).read_unaligned() as f32,
+                    Dtype::U8 => *p as f32,
+                    Dtype::I8 => *(p as *const i8) as f32,
+                    Dtype::U16 => (p as *const u16).read_unaligned() as f32,
+                    Dtype::I16 => (p as *const i16).read_unaligned() as f32,
+                    Dtype::U32 => (p as *const u32).read_unaligned() as f32,
+                    Dtype::I32 => (p as *const i32).read_unaligned() as f32,
+                    Dtype::F32 => (p as *const f32).read_unaligned(),
+                    Dtype::F64 => (p as *const f64).read_unaligned() as f32,
                 }
             },
         }

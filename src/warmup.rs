@@ -9,7 +9,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::engine::{Canceller, Model, Progress, Sam3dCoord, Segmenter};
+use crate::engine::{Canceller, Coord, Model, Progress, Segmenter};
 use crate::error::{err, Result, Sam3dStatus};
 use crate::geometry::Geometry;
 use crate::volume::Volume;
@@ -94,7 +94,7 @@ impl Model {
             }
             progress(stage, done)
         };
-        match seg.click(object, centre, Sam3dCoord::Ijk, &mut stages) {
+        match seg.click(object, centre, Coord::Ijk, &mut stages) {
             Ok(_) => Ok(()),
             Err(e) if e.status == Sam3dStatus::Cancelled => Err(err(
                 Sam3dStatus::Cancelled,

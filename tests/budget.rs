@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use common::model;
-use sam3d::engine::Sam3dCoord;
+use sam3d::engine::Coord;
 use sam3d::geometry::Geometry;
 use sam3d::limits::{memory_budget, set_memory_budget, DEFAULT_MEMORY_BUDGET};
 use sam3d::{Sam3dStatus, Segmenter, Volume};
@@ -48,7 +48,7 @@ fn the_budget_bounds_a_click_and_a_mask_copy() {
     // within the default budget the same volume segments
     let mut s = Segmenter::new(m.clone(), vol).unwrap();
     let o = s.add_object();
-    s.click(o, [200.0, 200.0, 25.0], Sam3dCoord::Ijk, &mut |_, _| {})
+    s.click(o, [200.0, 200.0, 25.0], Coord::Ijk, &mut |_, _| {})
         .unwrap();
     // a mask copy larger than the budget is refused, not allocated
     {

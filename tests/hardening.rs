@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use common::fixture;
-use sam3d::engine::Sam3dResult;
+use sam3d::ffi::Sam3dResult;
 use sam3d::ffi::*;
 use sam3d::Sam3dStatus;
 
@@ -28,6 +28,7 @@ fn open(dir: &Path, threads: u32) -> (Sam3dStatus, *mut Sam3dModel, String) {
     let rt = runtime();
     let c = CString::new(dir.to_str().unwrap()).unwrap();
     let opts = Sam3dModelOptions {
+        struct_size: std::mem::size_of::<Sam3dModelOptions>() as u32,
         device: 0,
         threads,
         skip_hash_check: 0,

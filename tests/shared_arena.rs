@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 
 use sam3d::arena::leases;
-use sam3d::engine::Sam3dCoord;
+use sam3d::engine::Coord;
 use sam3d::{Model, Segmenter};
 
 fn open() -> Arc<Model> {
@@ -18,7 +18,7 @@ fn open() -> Arc<Model> {
 fn mask(model: &Arc<Model>) -> Vec<u8> {
     let mut seg = Segmenter::new(model.clone(), common::volume()).unwrap();
     let obj = seg.add_object();
-    seg.click(obj, [20.0, 18.0, 15.0], Sam3dCoord::Ijk, &mut |_, _| {})
+    seg.click(obj, [20.0, 18.0, 15.0], Coord::Ijk, &mut |_, _| {})
         .unwrap();
     seg.mask_vec(obj).unwrap()
 }

@@ -25,7 +25,7 @@ use std::ffi::{c_void, CStr, CString};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Mutex, Once, OnceLock};
 
-use sam3d::engine::Sam3dResult;
+use sam3d::ffi::Sam3dResult;
 use sam3d::ffi::*;
 use sam3d::manifest::{Manifest, Package, MANIFEST_FILE};
 use sam3d::volume::Voxels;
@@ -426,6 +426,7 @@ fn models() -> &'static Models {
             last_error()
         );
         let mut opts: Sam3dModelOptions = std::mem::zeroed();
+        opts.struct_size = std::mem::size_of::<Sam3dModelOptions>() as u32;
         opts.threads = 1;
         let open = |name: &str| {
             let dir = fixtures_dir().join(name);

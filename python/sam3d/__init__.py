@@ -67,7 +67,8 @@ class _GpuOptions(C.Structure):
 
 
 class _ModelOptions(C.Structure):
-    _fields_ = [("device", C.c_int32), ("threads", C.c_uint32), ("skip_hash_check", C.c_int32)]
+    _fields_ = [("struct_size", C.c_uint32), ("device", C.c_int32), ("threads", C.c_uint32),
+                ("skip_hash_check", C.c_int32)]
 
 
 class _ModelInfo(C.Structure):
@@ -350,7 +351,7 @@ class Model(_Handle):
         super().__init__()
         if device not in _DEVICES:
             raise ValueError(f"device {device!r}: one of {sorted(_DEVICES)}")
-        opts = _ModelOptions(_DEVICES[device], int(threads), 0 if check_hashes else 1)
+        opts = _ModelOptions(C.sizeof(_ModelOptions), _DEVICES[device], int(threads), 0 if check_hashes else 1)
         gpu = _GpuOptions(C.sizeof(_GpuOptions), int(device_id), int(gpu_memory_limit), int(bool(trt_fp16)),
                           None if trt_cache_dir is None else os.fsencode(trt_cache_dir), int(bool(cuda_tf32)))
         self._runtime = runtime

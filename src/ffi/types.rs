@@ -1,0 +1,334 @@
+//! The C-visible structs and enums, and their decoding into the engine's own types. Enum-typed
+//! arguments cross the boundary as `int32_t` and are decoded here (an out-of-range value in a Rust
+//! enum would be undefined behaviour); the enums below exist for their constants in the header.
+
+use std::ffi::{c_char, c_void};
+
+use super::{cstr_path, Sam3dStatus};
+use crate::engine::{Coord, Device, GpuOptions, Interaction, ModelOptions, Stage, VoxelBox};
+use crate::error::{err, Result};
+use crate::geometry::Geometry;
+use crate::volume::Dtype;
+
+/// Execution provider asked for in `Sam3dModelOptions.device`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sam3dDevice {
+    /// ONNX Runtime's CPU provider
+    Cpu = 0,
+    /// NVIDIA CUDA (falls back to the CPU with the reason in `Sam3dModelInfo.provider_note`)
+    Cuda = 1,
+    /// NVIDIA TensorRT, with CUDA for the nodes it does not take (falls back likewise)
+    TensorRt = 2,
+}
+
+/// Coordinate system of a click (`coord` of `sam3d_session_click`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sam3dCoord {
+    /// continuous voxel index (i, j, k), voxel centres at integers
+    Ijk = 0,
+    /// physical point, LPS (ITK), mm
+    Lps = 1,
+    /// physical point, RAS (NIfTI, 3D Slicer), mm
+    Ras = 2,
+}
+
+/// Pipeline stages reported to progress callbacks (`stage` of `Sam3dProgressFn`), in their order.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sam3dStage {
+    /// reading a volume (reported by the command-line example only)
+    Load = 0,
+    /// resampling the crop around the clicks to the model's spacing
+    Resample = 1,
+    /// the encoder (only when the clicks leave the cached region)
+    Encode = 2,
+    /// the decoder
+    Decode = 3,
+    /// resampling the probabilities back to the volume's grid and thresholding
+    Paste = 4,
+}
+
+/// Element type of a borrowed buffer (`Sam3dBufferDesc.dtype`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sam3dDtype {
+    /// uint8_t
+    U8 = 1,
+    /// int8_t
+    I8 = 2,
+    /// uint16_t
+    U16 = 3,
+    /// int16_t
+    I16 = 4,
+    /// uint32_t
+    U32 = 5,
+    /// int32_t
+    I32 = 6,
+    /// float
+    F32 = 7,
+    /// double
+    F64 = 8,
+}
+
+/// An axis-aligned box of voxel indices, [lo, hi) per axis (i, j, k).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Sam3dBox {
+    /// first voxel index along i, j, k
+    pub lo: [u64; 3],
+    /// one past the last voxel index along i, j, k (empty when hi <= lo on an axis)
+    pub hi: [u64; 3],
+}
+
+/// What one interaction (click, undo, redo) did.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sam3dResult {
+    /// voxels in the object's mask
+    pub voxels: u64,
+    /// the voxels whose value may have changed
+    pub changed: Sam3dBox,
+    /// 1 when the encoder ran for this interaction, 0 when the cached region served it
+    pub encoded: i32,
+}
+
+/// Progress callback: `stage` (`Sam3dStage`), `done` 0 at the start of a stage, 1 at its end,
+/// `user` as given to `sam3d_session_set_progress`. It must return normally (no C++ exception, no
+/// `longjmp`).
+pub type Sam3dProgressFn = Option<unsafe extern "C" fn(stage: i32, done: i32, user: *mut c_void)>;
+
+/// Model options. Zero-initialise, set `struct_size` to `sizeof(Sam3dModelOptions)`, then what you
+/// need; later versions only append fields (a caller compiled against an older header passes its
+/// smaller `struct_size` and gets the defaults of the fields it does not know).
+#[repr(C)]
+pub struct Sam3dModelOptions {
+    /// `sizeof(Sam3dModelOptions)` as the caller was compiled
+    pub struct_size: u32,
+    /// `Sam3dDevice`: 0 CPU, 1 CUDA, 2 TensorRT (falls back to CPU with the reason reported)
+    pub device: i32,
+    /// ONNX Runtime intra-op threads, also the engine's resampling workers; 0 = all cores; at most
+    /// `SAM3D_MAX_THREADS` (more: `SAM3D_STATUS_INVALID_ARGUMENT`)
+    pub threads: u32,
+    /// 1 skips the SHA-256 check of the package files (faster open of trusted packages)
+    pub skip_hash_check: i32,
+}
+
+/// GPU provider settings for `sam3d_model_open_ex`. Zero-initialise, set `struct_size` to
+/// `sizeof(Sam3dGpuOptions)`, then what you need; later versions only append fields.
+#[repr(C)]
+pub struct Sam3dGpuOptions {
+    /// `sizeof(Sam3dGpuOptions)` as the caller was compiled
+    pub struct_size: u32,
+    /// CUDA device ordinal
+    pub device_id: i32,
+    /// cap on the CUDA memory arena (and TensorRT's workspace) in bytes; 0 = no cap
+    pub memory_limit_bytes: u64,
+    /// 1 lets TensorRT choose fp16 kernels
+    pub trt_fp16: i32,
+    /// TensorRT engine and timing cache folder (created when missing); NULL = no cache
+    pub trt_cache_dir: *const c_char,
+    /// 1 lets the CUDA provider use TF32 tensor cores for fp32 MatMul/Conv (faster, about 1e-3
+    /// relative error); 0 = exact fp32, masks as on the CPU. Appended after the first version of
+    /// this struct: callers compiled against a header without it pass a smaller `struct_size`, get 0.
+    pub cuda_tf32: i32,
+}
+
+/// Facts about a model. Strings are owned by the model and valid until `sam3d_model_free`.
+#[repr(C)]
+pub struct Sam3dModelInfo {
+    /// the package's name (manifest `name`)
+    pub name: *const c_char,
+    /// the package's description
+    pub description: *const c_char,
+    /// the licence of the weights, as the package states it
+    pub licence: *const c_char,
+    /// SHA-256 of the package manifest (which holds the SHA-256 of every graph file)
+    pub hash: *const c_char,
+    /// execution provider in use: "CPU", "CUDA" or "TensorRT"
+    pub provider: *const c_char,
+    /// why the provider differs from the one requested ("" when it does not)
+    pub provider_note: *const c_char,
+    /// crop edge in voxels
+    pub crop: u32,
+    /// 1 for "array" frame models (results depend on how a file is stored), 0 for "orient"
+    pub array_frame: i32,
+}
+
+/// Geometry (ITK convention): LPS point = origin + direction * diag(spacing) * index.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Sam3dGeometry {
+    /// voxels along i, j, k (i fastest)
+    pub dims: [u64; 3],
+    /// voxel size along i, j, k in mm (positive)
+    pub spacing: [f64; 3],
+    /// LPS position of voxel (0, 0, 0) in mm
+    pub origin: [f64; 3],
+    /// row-major 3x3: `direction[3*r + c]` = LPS component r of index axis c (unit columns)
+    pub direction: [f64; 9],
+}
+
+/// A caller's voxel buffer, borrowed without a copy.
+#[repr(C)]
+pub struct Sam3dBufferDesc {
+    /// the first voxel (index 0, 0, 0)
+    pub data: *const c_void,
+    /// bytes readable from `data`
+    pub size_bytes: usize,
+    /// `Sam3dDtype`
+    pub dtype: i32,
+    /// positive byte strides of i, j, k (dense ITK/VTK buffers: esize, esize*nx, esize*nx*ny); no
+    /// two voxels may share bytes, and every voxel must lie within `size_bytes`
+    pub strides: [i64; 3],
+    /// the voxels' geometry
+    pub geometry: Sam3dGeometry,
+}
+
+fn invalid(msg: String) -> crate::error::Error {
+    err(Sam3dStatus::InvalidArgument, msg)
+}
+
+pub(crate) fn device_from_c(v: i32) -> Result<Device> {
+    Ok(match v {
+        0 => Device::Cpu,
+        1 => Device::Cuda,
+        2 => Device::TensorRt,
+        d => return Err(invalid(format!("device {d} is not a Sam3dDevice"))),
+    })
+}
+
+pub(crate) fn coord_from_c(v: i32) -> Result<Coord> {
+    Ok(match v {
+        0 => Coord::Ijk,
+        1 => Coord::Lps,
+        2 => Coord::Ras,
+        c => return Err(invalid(format!("coord {c} is not a Sam3dCoord"))),
+    })
+}
+
+pub(crate) fn dtype_from_c(v: i32) -> Result<Dtype> {
+    Ok(match v {
+        1 => Dtype::U8,
+        2 => Dtype::I8,
+        3 => Dtype::U16,
+        4 => Dtype::I16,
+        5 => Dtype::U32,
+        6 => Dtype::I32,
+        7 => Dtype::F32,
+        8 => Dtype::F64,
+        d => return Err(invalid(format!("dtype {d} is not a Sam3dDtype"))),
+    })
+}
+
+pub(crate) fn stage_to_c(s: Stage) -> Sam3dStage {
+    match s {
+        Stage::Load => Sam3dStage::Load,
+        Stage::Resample => Sam3dStage::Resample,
+        Stage::Encode => Sam3dStage::Encode,
+        Stage::Decode => Sam3dStage::Decode,
+        Stage::Paste => Sam3dStage::Paste,
+    }
+}
+
+fn box_to_c(b: VoxelBox) -> Sam3dBox {
+    Sam3dBox { lo: b.lo, hi: b.hi }
+}
+
+pub(crate) fn result_to_c(r: Interaction) -> Sam3dResult {
+    Sam3dResult {
+        voxels: r.voxels,
+        changed: box_to_c(r.changed),
+        encoded: r.encoded as i32,
+    }
+}
+
+pub(crate) fn geometry_from_c(g: &Sam3dGeometry) -> Result<Geometry> {
+    let d = &g.direction;
+    let dims = g.dims.map(|v| usize::try_from(v).unwrap_or(usize::MAX));
+    Geometry::new(
+        dims,
+        g.spacing,
+        g.origin,
+        [[d[0], d[1], d[2]], [d[3], d[4], d[5]], [d[6], d[7], d[8]]],
+    )
+}
+
+pub(crate) fn geometry_to_c(g: &Geometry) -> Sam3dGeometry {
+    let d = &g.direction;
+    Sam3dGeometry {
+        dims: g.dims.map(|v| v as u64),
+        spacing: g.spacing,
+        origin: g.origin,
+        direction: [
+            d[0][0], d[0][1], d[0][2], d[1][0], d[1][1], d[1][2], d[2][0], d[2][1], d[2][2],
+        ],
+    }
+}
+
+/// The first fields of a versioned struct must be covered by the caller's `struct_size`.
+fn check_struct_size(what: &str, size: u32, first: usize, ours: usize) -> Result<usize> {
+    let size = size as usize;
+    if size < first {
+        return Err(err(
+            Sam3dStatus::AbiMismatch,
+            format!(
+                "{what}.struct_size is {size}, at least {first} expected (this library's is \
+                 {ours}): set it to sizeof({what})"
+            ),
+        ));
+    }
+    Ok(size)
+}
+
+/// The engine's options from the C structs (either may be NULL: defaults).
+///
+/// # Safety
+/// Each pointer is NULL or points to its struct, whose `struct_size` says how much of it the
+/// caller wrote; `trt_cache_dir` is NULL or a NUL-terminated string.
+pub(crate) unsafe fn model_options_from_c(
+    options: *const Sam3dModelOptions,
+    gpu: *const Sam3dGpuOptions,
+) -> Result<ModelOptions> {
+    let mut opts = ModelOptions::default();
+    // SAFETY: NULL or a valid struct (the caller's contract); only `struct_size` is read before
+    // the size check, and the first version of the struct holds all the fields read below.
+    if let Some(o) = unsafe { options.as_ref() } {
+        check_struct_size(
+            "Sam3dModelOptions",
+            o.struct_size,
+            std::mem::size_of::<Sam3dModelOptions>(),
+            std::mem::size_of::<Sam3dModelOptions>(),
+        )?;
+        opts.device = device_from_c(o.device)?;
+        opts.threads = o.threads as usize;
+        opts.verify_hashes = o.skip_hash_check == 0;
+    }
+    // SAFETY: as above.
+    if let Some(g) = unsafe { gpu.as_ref() } {
+        // the first version of the struct ended after trt_cache_dir; fields appended since are
+        // read only when the caller's struct_size covers them
+        let size = check_struct_size(
+            "Sam3dGpuOptions",
+            g.struct_size,
+            std::mem::offset_of!(Sam3dGpuOptions, cuda_tf32),
+            std::mem::size_of::<Sam3dGpuOptions>(),
+        )?;
+        if size >= std::mem::offset_of!(Sam3dGpuOptions, cuda_tf32) + 4 {
+            opts.gpu.tf32 = g.cuda_tf32 != 0;
+        }
+        opts.gpu = GpuOptions {
+            device_id: g.device_id,
+            memory_limit: usize::try_from(g.memory_limit_bytes).unwrap_or(usize::MAX),
+            fp16: g.trt_fp16 != 0,
+            trt_cache_dir: match g.trt_cache_dir.is_null() {
+                true => None,
+                // SAFETY: a NUL-terminated string (the caller's contract).
+                false => Some(unsafe { cstr_path(g.trt_cache_dir, "trt_cache_dir") }?),
+            },
+            ..opts.gpu
+        };
+    }
+    Ok(opts)
+}
