@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use sam3d::engine::{Coord, Device, GpuOptions, ModelOptions, Stage};
-use sam3d::{nifti_io, runtime, Model, Segmenter, Volume};
+use sam3d::{load_runtime, read_nifti, Model, Segmenter, Volume};
+use sam3d::{Coord, Device, GpuOptions, ModelOptions, Stage};
 
 /// `x` with `decimals` decimals as a JSON number, or null where it is not finite (a stage that
 /// never ran has a NaN median; JSON has no spelling for it).
@@ -194,7 +194,7 @@ fn main() {
         let (tx, rx) = std::sync::mpsc::channel::<Job>();
         (tx, std::thread::spawn(move || rx.recv().map(|job| job())))
     });
-    let rt = runtime::load(ort.as_deref().map(std::path::Path::new)).expect("ONNX Runtime");
+    let rt = load_runtime(ort.as_deref().map(std::path::Path::new)).expect("ONNX Runtime");
     let opts = ModelOptions {
         device,
         threads,
@@ -223,7 +223,7 @@ fn main() {
     let mut vol = None;
     for _ in 0..repeat.max(1) {
         let t = Instant::now();
-        vol = Some(Arc::new(nifti_io::read(input.as_ref()).expect("volume")));
+        vol = Some(Arc::new(read_nifti(input.as_ref()).expect("volume")));
         load.push(t.elapsed().as_secs_f64());
     }
     let vol = vol.unwrap();

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
-use sam3d::engine::{Coord, Device, GpuOptions, ModelOptions, Stage};
-use sam3d::{nifti_io, runtime, Model, Segmenter};
+use sam3d::{load_runtime, read_nifti, write_mask, Model, Segmenter};
+use sam3d::{Coord, Device, GpuOptions, ModelOptions, Stage};
 
 struct Args {
     model: PathBuf,
@@ -180,7 +180,7 @@ fn main() {
 
 fn run(args: Args) -> sam3d::Result<()> {
     let t0 = Instant::now();
-    let rt = runtime::load(args.ort.as_deref())?;
+    let rt = load_runtime(args.ort.as_deref())?;
     let opts = ModelOptions {
         device: args.device,
         threads: args.threads,
@@ -191,7 +191,7 @@ fn run(args: Args) -> sam3d::Result<()> {
     let t_model = t0.elapsed();
     bar(Stage::Load, false);
     let t = Instant::now();
-    let vol = Arc::new(nifti_io::read(&args.input)?);
+    let vol = Arc::new(read_nifti(&args.input)?);
     let t_load = t.elapsed();
     bar(Stage::Load, true);
     let mut seg = Segmenter::new(model.clone(), vol.clone())?;
@@ -211,7 +211,7 @@ fn run(args: Args) -> sam3d::Result<()> {
     let res = last.expect("at least one click");
     let mask = seg.mask_vec(obj)?;
     let t = Instant::now();
-    nifti_io::write_mask(&args.out, &vol.geom, &mask)?;
+    write_mask(&args.out, &vol.geom, &mask)?;
     let t_write = t.elapsed();
     if res.voxels == 0 {
         // an empty mask is a valid answer, but the user must hear of it (the file is still written)
@@ -266,7 +266,7 @@ fn run(args: Args) -> sam3d::Result<()> {
         args.out.display()
     );
     if let Some(path) = &args.truth {
-        let truth = nifti_io::read(path)?;
+        let truth = read_nifti(path)?;
         if truth.geom.dims != vol.geom.dims {
             return Err(sam3d::Error::new(
                 sam3d::Sam3dStatus::InvalidArgument,

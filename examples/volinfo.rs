@@ -8,7 +8,7 @@ fn main() {
         eprintln!("usage: volinfo VOLUME.nii[.gz] [i,j,k ...]");
         std::process::exit(2);
     };
-    let v = match sam3d::nifti_io::read(std::path::Path::new(&path)) {
+    let v = match sam3d::read_nifti(std::path::Path::new(&path)) {
         Ok(v) => v,
         Err(e) => {
             println!(

@@ -71,7 +71,7 @@ impl FrameMap {
     }
 
     /// Continuous source index (i, j, k) -> continuous model-frame index (voxel centres at integers).
-    pub fn to_model(&self, idx: [f64; 3]) -> [f64; 3] {
+    pub fn to_model(self, idx: [f64; 3]) -> [f64; 3] {
         [0, 1, 2].map(|a| {
             let n = self.src_dims[self.perm[a]] as f64;
             let x = idx[self.perm[a]];
@@ -84,7 +84,7 @@ impl FrameMap {
     }
 
     /// Continuous model-frame index -> continuous source index (i, j, k): the inverse of `to_model`.
-    pub fn to_source(&self, x: [f64; 3]) -> [f64; 3] {
+    pub fn to_source(self, x: [f64; 3]) -> [f64; 3] {
         let mut idx = [0.0; 3];
         for a in 0..3 {
             let p = self.perm[a];
@@ -102,12 +102,6 @@ impl FrameMap {
         } else {
             m
         }
-    }
-
-    /// Strides (in voxels, i fastest) of the source axes read by each model axis.
-    pub fn src_strides(&self) -> [usize; 3] {
-        let s = [1, self.src_dims[0], self.src_dims[0] * self.src_dims[1]];
-        self.perm.map(|p| s[p])
     }
 }
 
@@ -153,6 +147,5 @@ mod tests {
         assert_eq!(m.perm, [2, 1, 0]);
         assert_eq!(m.flip, [false; 3]);
         assert_eq!(m.to_model([1.0, 2.0, 3.0]), [3.0, 2.0, 1.0]);
-        assert_eq!(m.src_strides(), [20, 4, 1]);
     }
 }

@@ -13,13 +13,13 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Os {
     Linux,
-    MacOs,
+    Mac,
     Windows,
 }
 
 /// The system this library was built for (other Unix systems follow Linux's names).
 pub const CURRENT: Os = if cfg!(target_os = "macos") {
-    Os::MacOs
+    Os::Mac
 } else if cfg!(windows) {
     Os::Windows
 } else {
@@ -30,7 +30,7 @@ pub const CURRENT: Os = if cfg!(target_os = "macos") {
 pub fn ort_library_name(os: Os) -> &'static str {
     match os {
         Os::Linux => "libonnxruntime.so",
-        Os::MacOs => "libonnxruntime.dylib",
+        Os::Mac => "libonnxruntime.dylib",
         Os::Windows => "onnxruntime.dll",
     }
 }
@@ -203,7 +203,7 @@ mod tests {
     #[test]
     fn library_names_per_system() {
         assert_eq!(ort_library_name(Os::Linux), "libonnxruntime.so");
-        assert_eq!(ort_library_name(Os::MacOs), "libonnxruntime.dylib");
+        assert_eq!(ort_library_name(Os::Mac), "libonnxruntime.dylib");
         assert_eq!(ort_library_name(Os::Windows), "onnxruntime.dll");
         assert_eq!(CURRENT, Os::Linux, "built and tested on Linux only");
         assert!(is_bare(Path::new("libonnxruntime.so")));

@@ -363,15 +363,6 @@ pub fn extract_crop(
     out
 }
 
-/// Worker threads for the resampling loops: `requested`, or every core for 0.
-pub fn worker_threads(requested: usize) -> usize {
-    if requested > 0 {
-        requested
-    } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    }
-}
-
 /// Run `f(first_unit, part)` on `threads` consecutive parts of `data`, each a whole number of
 /// `unit`-long units (the first unit's index is passed), in scoped threads (inline for one part).
 pub fn par_chunks<T: Send>(

@@ -220,7 +220,7 @@ mod tests {
         };
         for (os, name) in [
             (Os::Linux, "libonnxruntime.so"),
-            (Os::MacOs, "libonnxruntime.dylib"),
+            (Os::Mac, "libonnxruntime.dylib"),
             (Os::Windows, "onnxruntime.dll"),
         ] {
             let c = search_order(None, env, Some(PathBuf::from("/lib/dir")), os);

@@ -6,9 +6,9 @@ mod common;
 use std::sync::Arc;
 
 use common::model;
-use sam3d::engine::Coord;
-use sam3d::geometry::Geometry;
-use sam3d::limits::{memory_budget, set_memory_budget, DEFAULT_MEMORY_BUDGET};
+use sam3d::Coord;
+use sam3d::Geometry;
+use sam3d::{memory_budget, set_memory_budget, DEFAULT_MEMORY_BUDGET};
 use sam3d::{Sam3dStatus, Segmenter, Volume};
 
 /// Restores the default budget even when an assertion fails.

@@ -6,8 +6,8 @@ mod common;
 use std::sync::Arc;
 
 use common::{fixture, model, volume};
-use sam3d::engine::{Coord, ModelOptions, Stage};
-use sam3d::{runtime, Model, Sam3dStatus, Segmenter, Volume};
+use sam3d::{load_runtime, Model, Sam3dStatus, Segmenter, Volume};
+use sam3d::{Coord, ModelOptions, Stage};
 
 fn none() -> impl FnMut(Stage, bool) {
     |_, _| {}
@@ -122,7 +122,7 @@ fn bad_input_gets_specific_statuses() {
 
 #[test]
 fn damaged_packages_are_refused() {
-    let rt = runtime::load(None).unwrap();
+    let rt = load_runtime(None).unwrap();
     let dir = std::env::temp_dir().join(format!("sam3d-pkg-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -269,7 +269,7 @@ fn a_borrowed_int16_buffer_with_padded_rows_gives_the_owned_volume_mask() {
             owned.geom,
             buf.as_ptr() as *const u8,
             buf.len() * 2,
-            sam3d::volume::Dtype::I16,
+            sam3d::Dtype::I16,
             [2, 2 * row as isize, 2 * slice as isize],
         )
     }
@@ -291,7 +291,7 @@ fn a_borrowed_int16_buffer_with_padded_rows_gives_the_owned_volume_mask() {
             owned.geom,
             buf.as_ptr() as *const u8,
             buf.len() * 2,
-            sam3d::volume::Dtype::I16,
+            sam3d::Dtype::I16,
             [2, 2 * row as isize, 4 * slice as isize],
         )
     }
@@ -304,8 +304,8 @@ fn a_borrowed_int16_buffer_with_padded_rows_gives_the_owned_volume_mask() {
 /// with or without a GPU.
 #[test]
 fn gpu_requests_fall_back_to_cpu_with_the_reason_and_the_same_masks() {
-    use sam3d::engine::{Device, GpuOptions};
-    let rt = runtime::load(None).unwrap();
+    use sam3d::{Device, GpuOptions};
+    let rt = load_runtime(None).unwrap();
     let mut s = Segmenter::new(model("tiny-orient"), volume()).unwrap();
     let o = s.add_object();
     s.click(o, [24.0, 18.0, 15.0], Coord::Ijk, &mut none())

@@ -4,8 +4,8 @@
 
 mod common;
 
-use sam3d::engine::Coord;
-use sam3d::fpmode::mode;
+use sam3d::internals::mode;
+use sam3d::Coord;
 use sam3d::Segmenter;
 
 /// MXCSR's flush-to-zero and denormals-are-zero bits.

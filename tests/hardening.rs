@@ -226,7 +226,7 @@ fn a_manifest_crop_that_disagrees_with_the_graphs_is_refused_at_open() {
 }
 
 fn sha256_hex(p: &Path) -> String {
-    sam3d::manifest::sha256_file(p).unwrap()
+    sam3d::internals::sha256_file(p).unwrap()
 }
 
 /// Graph and data file names may not leave the package folder, by name or by symbolic link, and

@@ -1,4 +1,4 @@
-//! The NIfTI reader (`nifti_io::read`) on hand-made files: paths that are not regular files,
+//! The NIfTI reader (`read_nifti`) on hand-made files: paths that are not regular files,
 //! decompression bombs and over-long gzip streams, extensions, gzip's CRC-32 and length,
 //! vox_offset and pixdim checks, `.hdr`/`.img` pairs, and error messages that name the field and
 //! its value as the file holds it, in both byte orders.
@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use flate2::{Compress, Compression, Crc, FlushCompress, Status};
-use sam3d::{nifti_io, Error, Sam3dStatus, Volume};
+use sam3d::{read_nifti, Error, Sam3dStatus, Volume};
 
 // ------------------------------------------------------------------------------------------------
 // helpers
@@ -248,7 +248,7 @@ fn assert_plain(e: &Error) {
 
 /// `read(path)` fails with `status`; returns the error (its message checked for debug text).
 fn read_err(path: &Path, status: Sam3dStatus) -> Error {
-    match nifti_io::read(path) {
+    match read_nifti(path) {
         Ok(v) => panic!(
             "{} read as {:?} voxels, {:?} expected",
             path.display(),
@@ -264,8 +264,7 @@ fn read_err(path: &Path, status: Sam3dStatus) -> Error {
 }
 
 fn read_ok(path: &Path) -> Volume {
-    nifti_io::read(path)
-        .unwrap_or_else(|e| panic!("{}: {:?}: {}", path.display(), e.status, e.message))
+    read_nifti(path).unwrap_or_else(|e| panic!("{}: {:?}: {}", path.display(), e.status, e.message))
 }
 
 /// `read(path)` on another thread, given up after `limit` (a blocked reader fails the test
@@ -274,7 +273,7 @@ fn read_within(path: &Path, limit: Duration, unblock: impl FnOnce()) -> sam3d::R
     let (tx, rx) = mpsc::channel();
     let p = path.to_path_buf();
     std::thread::spawn(move || {
-        let _ = tx.send(nifti_io::read(&p));
+        let _ = tx.send(read_nifti(&p));
     });
     match rx.recv_timeout(limit) {
         Ok(r) => r,
@@ -301,14 +300,14 @@ struct Budget;
 
 impl Budget {
     fn set(bytes: u64) -> Budget {
-        sam3d::limits::set_memory_budget(bytes);
+        sam3d::set_memory_budget(bytes);
         Budget
     }
 }
 
 impl Drop for Budget {
     fn drop(&mut self) {
-        sam3d::limits::set_memory_budget(0);
+        sam3d::set_memory_budget(0);
     }
 }
 

@@ -6,8 +6,8 @@ mod common;
 
 use std::sync::Arc;
 
-use sam3d::arena::leases;
-use sam3d::engine::Coord;
+use sam3d::internals::leases;
+use sam3d::Coord;
 use sam3d::{Model, Segmenter};
 
 fn open() -> Arc<Model> {

@@ -7,8 +7,8 @@
 //! disagrees with the result that announced it, a package that names a file outside itself, two
 //! readers of the same bytes that disagree. Errors returned for bad input are the expected outcome.
 //!
-//! * `nifti`: `nifti_io::read_bytes` on the bytes (`.nii`, or `.nii.gz` by gzip's magic), and
-//!   `nifti_io::read` on the same bytes written to a file: both must agree.
+//! * `nifti`: `read_nifti_bytes` on the bytes (`.nii`, or `.nii.gz` by gzip's magic), and
+//!   `read_nifti` on the same bytes written to a file: both must agree.
 //! * `manifest`: `Manifest::parse` on the bytes, then `Package::open` (hashes checked and not) on
 //!   a package folder holding the bytes as its manifest next to dummy graph files, symlinks and
 //!   a file outside the package (layout in `PackageDir`).
@@ -27,9 +27,9 @@ use std::sync::{Mutex, Once, OnceLock};
 
 use sam3d::ffi::Sam3dResult;
 use sam3d::ffi::*;
-use sam3d::manifest::{Manifest, Package, MANIFEST_FILE};
-use sam3d::volume::Voxels;
+use sam3d::internals::Voxels;
 use sam3d::Sam3dStatus;
+use sam3d::{Manifest, Package, MANIFEST_FILE};
 
 /// The library's memory budget during fuzzing (bytes for one whole-volume array).
 pub const MEMORY_BUDGET: u64 = 256 << 20;
@@ -100,7 +100,7 @@ fn fingerprint(v: &[f32]) -> u64 {
 }
 
 /// What a successful read must satisfy; returns a summary that two readers must share.
-fn check_volume(vol: &sam3d::Volume, who: &str) -> (sam3d::geometry::Geometry, usize, u64) {
+fn check_volume(vol: &sam3d::Volume, who: &str) -> (sam3d::Geometry, usize, u64) {
     if let Err(e) = vol.geom.validate() {
         panic!(
             "{who} returned an invalid geometry {:?}: {}",
@@ -137,7 +137,7 @@ fn check_volume(vol: &sam3d::Volume, who: &str) -> (sam3d::geometry::Geometry, u
 /// `read_bytes` on the bytes; then `read` on a file holding them, which must agree.
 pub fn nifti(data: &[u8]) {
     init();
-    let from_bytes = sam3d::nifti_io::read_bytes(data);
+    let from_bytes = sam3d::read_nifti_bytes(data);
     traced("read_bytes", &from_bytes);
     let summary = match &from_bytes {
         Ok(v) => Ok(check_volume(v, "read_bytes")),
@@ -164,7 +164,7 @@ pub fn nifti(data: &[u8]) {
     };
     let path = dir.join(name);
     std::fs::write(&path, data).expect("temporary file for the nifti harness");
-    let from_file = sam3d::nifti_io::read(&path);
+    let from_file = sam3d::read_nifti(&path);
     traced("read", &from_file);
     let _ = std::fs::remove_file(&path);
     match (&summary, from_file) {

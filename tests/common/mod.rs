@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use sam3d::engine::ModelOptions;
-use sam3d::geometry::Geometry;
-use sam3d::{runtime, Model, Volume};
+use sam3d::Geometry;
+use sam3d::ModelOptions;
+use sam3d::{load_runtime, Model, Volume};
 
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -16,7 +16,7 @@ pub fn fixture(name: &str) -> PathBuf {
 }
 
 pub fn model(name: &str) -> Arc<Model> {
-    let rt = runtime::load(None).expect("ONNX Runtime: run `make ort` and set SAM3D_ORT_LIBRARY");
+    let rt = load_runtime(None).expect("ONNX Runtime: run `make ort` and set SAM3D_ORT_LIBRARY");
     Arc::new(
         Model::open(
             &rt,

@@ -9,7 +9,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use crate::engine::{Canceller, Coord, Model, Progress, Segmenter};
+use super::{Canceller, Coord, Model, Progress, Segmenter};
 use crate::error::{err, Result, Sam3dStatus};
 use crate::geometry::Geometry;
 use crate::volume::Volume;

@@ -1,0 +1,283 @@
+//! A model package loaded into two ONNX Runtime sessions, its options, and the engine's thread policy.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::Session;
+
+use super::providers::make_session;
+use super::warmup::WarmUpSlot;
+use crate::arena::{self, ArenaLease};
+use crate::error::{err, Result, Sam3dStatus};
+use crate::manifest::{FrameMode, Package};
+use crate::runtime::Runtime;
+
+/// Execution provider requested for a model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Cpu,
+    Cuda,
+    TensorRt,
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+    /// "cpu", "cuda" or "tensorrt" (command lines, bindings).
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            "cuda" => Ok(Device::Cuda),
+            "tensorrt" => Ok(Device::TensorRt),
+            o => Err(format!("device {o}: cpu, cuda or tensorrt")),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelOptions {
+    pub device: Device,
+    /// ONNX Runtime intra-op threads, also the workers of the engine's crop resampling and
+    /// paste-back (0: all cores).
+    pub threads: usize,
+    /// Check every package file against its SHA-256 before loading (default true).
+    pub verify_hashes: bool,
+    /// Settings of the CUDA and TensorRT providers (ignored on CPU).
+    pub gpu: GpuOptions,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        ModelOptions {
+            device: Device::Cpu,
+            threads: 0,
+            verify_hashes: true,
+            gpu: GpuOptions::default(),
+        }
+    }
+}
+
+/// Settings of the GPU execution providers.
+#[derive(Debug, Clone, Default)]
+pub struct GpuOptions {
+    /// CUDA device ordinal.
+    pub device_id: i32,
+    /// Cap on ONNX Runtime's CUDA memory arena in bytes (0: no cap). The cap bounds the arena, so a
+    /// run that needs more fails with `Runtime` instead of taking the host application's memory.
+    pub memory_limit: usize,
+    /// TensorRT: let TensorRT pick fp16 kernels (the graphs stay fp32; TensorRT keeps fp32 where
+    /// it must). Off by default: masks then match the CPU's within fp32 rounding.
+    pub fp16: bool,
+    /// CUDA: TF32 tensor cores for fp32 MatMul/Conv (ONNX Runtime's own default is on). Off by
+    /// default so GPU masks match the CPU's within fp32 rounding; on, the paper-size encoder runs
+    /// several times faster on an H100 at about 1e-3 relative error (README, Performance).
+    pub tf32: bool,
+    /// TensorRT: folder for built engines and timing caches, reused by later opens of the same
+    /// model (building takes minutes at paper size). Created when missing.
+    pub trt_cache_dir: Option<PathBuf>,
+}
+
+/// A loaded model package.
+pub struct Model {
+    pub package: Package,
+    pub crop: usize,
+    pub frame: FrameMode,
+    pub(super) encoder: Mutex<Session>,
+    pub(super) decoder: Mutex<Session>,
+    /// names of the encoder's outputs (the region cache), fed back to the decoder by name
+    pub cache_names: Vec<String>,
+    /// execution provider in use, and why it differs from the one asked for
+    pub provider: String,
+    pub provider_note: String,
+    /// threads of the engine's own CPU loops (crop resampling, paste-back): the ONNX Runtime
+    /// thread setting, every core for 0 (a segmenter runs them between its ONNX Runtime runs)
+    pub cpu_threads: usize,
+    /// where the encoder's outputs (the region cache) are kept: the provider's device, so the
+    /// decoder reads them there at every click instead of receiving a host copy
+    pub(super) cache_memory: CacheMemory,
+    /// the share of the CPU arena both sessions use (`arena`); None: each session has its own
+    _arena: Option<ArenaLease>,
+    /// the running warm-up (`warmup`), which clicks stop
+    pub(crate) warm: WarmUpSlot,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) enum CacheMemory {
+    Host,
+    Cuda(i32),
+}
+
+impl CacheMemory {
+    pub(super) fn info(self) -> ort::Result<MemoryInfo<'static>> {
+        let (device, id) = match self {
+            CacheMemory::Host => (AllocationDevice::CPU, 0),
+            CacheMemory::Cuda(id) => (AllocationDevice::CUDA, id),
+        };
+        MemoryInfo::new(device, id, AllocatorType::Device, MemoryType::Default)
+    }
+}
+
+impl Model {
+    pub fn open(runtime: &Runtime, dir: &Path, opts: &ModelOptions) -> Result<Model> {
+        // the cheap checks before the package's hashes are computed (seconds at paper size)
+        if opts.threads > crate::limits::MAX_THREADS as usize {
+            return Err(err(
+                Sam3dStatus::InvalidArgument,
+                format!(
+                    "threads = {} exceeds the limit of {} (0 = all cores)",
+                    opts.threads,
+                    crate::limits::MAX_THREADS
+                ),
+            ));
+        }
+        check_gpu_options(opts)?;
+        let package = Package::open(dir, opts.verify_hashes)?;
+        let m = &package.manifest;
+        let crop = m.crop()?;
+        let frame = m.frame_mode()?;
+        // CPU models share one arena (the decoder reuses the encoder's freed memory); if it cannot
+        // be registered, each session keeps its own, as ONNX Runtime does by default
+        let arena = match opts.device {
+            Device::Cpu => arena::lease(*runtime).ok(),
+            _ => None,
+        };
+        let shared = arena.is_some();
+        let (encoder, provider, provider_note) =
+            make_session(runtime, &dir.join(&m.graphs.encoder.file), opts, shared)?;
+        let (decoder, _, _) =
+            make_session(runtime, &dir.join(&m.graphs.decoder.file), opts, shared)?;
+        let cache_names: Vec<String> = encoder
+            .outputs()
+            .iter()
+            .map(|o| o.name().to_string())
+            .collect();
+        if encoder.inputs().len() != 1 || encoder.inputs()[0].name() != "crop" {
+            return Err(err(
+                Sam3dStatus::BadModel,
+                format!("{}: encoder graph must take exactly `crop`", dir.display()),
+            ));
+        }
+        for name in cache_names.iter().map(String::as_str).chain(["points"]) {
+            if !decoder.inputs().iter().any(|i| i.name() == name) {
+                return Err(err(
+                    Sam3dStatus::BadModel,
+                    format!("{}: decoder graph lacks input `{name}`", dir.display()),
+                ));
+            }
+        }
+        if !decoder.outputs().iter().any(|o| o.name() == "prob") {
+            return Err(err(
+                Sam3dStatus::BadModel,
+                format!("{}: decoder graph lacks output `prob`", dir.display()),
+            ));
+        }
+        check_graph_shapes(&encoder, &decoder, crop)
+            .map_err(|m| err(Sam3dStatus::BadModel, format!("{}: {m}", dir.display())))?;
+        let cache_memory = if provider == "CPU" {
+            CacheMemory::Host
+        } else {
+            CacheMemory::Cuda(opts.gpu.device_id)
+        };
+        Ok(Model {
+            package,
+            crop,
+            frame,
+            encoder: Mutex::new(encoder),
+            decoder: Mutex::new(decoder),
+            cache_names,
+            provider,
+            provider_note,
+            cpu_threads: worker_threads(opts.threads),
+            cache_memory,
+            _arena: arena,
+            warm: WarmUpSlot::default(),
+        })
+    }
+
+    pub fn manifest(&self) -> &crate::manifest::Manifest {
+        &self.package.manifest
+    }
+}
+
+/// The graphs' declared shapes against the manifest's crop (symbolic dimensions match anything),
+/// so that a manifest cannot make the engine build crops the graphs were not made for (a crop of
+/// 512 against 32-voxel graphs took gigabytes before ONNX Runtime refused the run).
+fn check_graph_shapes(
+    encoder: &Session,
+    decoder: &Session,
+    crop: usize,
+) -> std::result::Result<(), String> {
+    use crate::manifest::shape_fits;
+    let shape = |o: &ort::value::Outlet| o.dtype().tensor_shape().map(|s| s.to_vec());
+    let c = crop as i64;
+    let find = |list: &[ort::value::Outlet], name: &str| {
+        list.iter().find(|o| o.name() == name).and_then(shape)
+    };
+    for (what, got, want) in [
+        (
+            "encoder input `crop`",
+            find(encoder.inputs(), "crop"),
+            vec![1, 1, c, c, c],
+        ),
+        (
+            "decoder output `prob`",
+            find(decoder.outputs(), "prob"),
+            vec![1, c, c, c],
+        ),
+    ] {
+        match got {
+            Some(got) if shape_fits(&got, &want) => {}
+            got => {
+                return Err(format!(
+                    "the {what} has shape {got:?}, the manifest's crop of {crop} needs {want:?}"
+                ))
+            }
+        }
+    }
+    // the region cache passes from the encoder's outputs to the decoder's inputs of the same name
+    for o in encoder.outputs() {
+        let into = find(decoder.inputs(), o.name());
+        if let (Some(a), Some(b)) = (shape(o), into) {
+            let fits =
+                a.len() == b.len() && a.iter().zip(&b).all(|(x, y)| *x < 0 || *y < 0 || x == y);
+            if !fits {
+                return Err(format!(
+                    "the encoder's output `{}` has shape {a:?}, the decoder's input takes {b:?}",
+                    o.name()
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// GPU settings are checked on every machine, so a host sees the same error with or without a GPU.
+fn check_gpu_options(opts: &ModelOptions) -> Result<()> {
+    let g = &opts.gpu;
+    if g.device_id < 0 {
+        return Err(err(
+            Sam3dStatus::InvalidArgument,
+            format!("GPU device id {} is negative", g.device_id),
+        ));
+    }
+    if let Some(dir) = &g.trt_cache_dir {
+        if opts.device == Device::TensorRt {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                err(
+                    Sam3dStatus::Io,
+                    format!("TensorRT cache folder {}: {e}", dir.display()),
+                )
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Worker threads for the resampling loops: `requested`, or every core for 0.
+pub fn worker_threads(requested: usize) -> usize {
+    if requested > 0 {
+        requested
+    } else {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+}
