@@ -1,12 +1,10 @@
 //! One ONNX Runtime CPU memory arena shared by the sessions of every open model.
 //!
 //! Each ONNX Runtime session has its own arena by default, so a model's decoder page-faults its
-//! own memory at its first run while the encoder's arena holds gigabytes it no longer uses: the
-//! paper-size model's first decoder run took 3.2 s against 1.1-1.2 s for the next ones, and the
-//! process peaked at 5.3 GB. With one arena registered on ONNX Runtime's environment and used by
-//! both sessions (`session.use_env_allocators`), the decoder reuses the encoder's freed blocks:
-//! first decoder run 1.4 s, peak RSS 4.6 GB, the encoder no slower (2 Xeon cores, ONNX Runtime
-//! 1.32 from Python, one run each).
+//! own memory at its first run while the encoder's arena holds gigabytes it no longer uses. With
+//! one arena registered on ONNX Runtime's environment and used by both sessions
+//! (`session.use_env_allocators`), the decoder reuses the encoder's freed blocks: a faster first
+//! decoder run and a lower peak (figures in docs/performance.md).
 //!
 //! An arena never hands memory back, and one registered on the environment lives as long as the
 //! environment (the process), so each open CPU model holds a lease (`ArenaLease`) and the arena is

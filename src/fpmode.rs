@@ -6,9 +6,9 @@
 //! Runtime applies that to its own pool threads, but the thread that calls `Run` does its share of
 //! the work too, and that thread gets the mode only if it is the one that initialised the process's
 //! first session (a `call_once`), which then keeps it for good. A host that opens the model on one
-//! thread and clicks from a worker thread started earlier ran the paper encoder in 66 s instead of
-//! 38-42 s (2 Xeon cores, ONNX Runtime 1.32 from Python, same session); and the opening thread's own
-//! arithmetic silently flushed subnormals from then on.
+//! thread and clicks from a worker thread started earlier ran the paper encoder far slower
+//! (docs/performance.md); and the opening thread's own arithmetic silently flushed subnormals from
+//! then on.
 //!
 //! So the engine sets flush-to-zero and denormals-are-zero on the calling thread for each run
 //! (`ModeGuard::flush_subnormals`) and puts back the caller's mode after creating a session

@@ -153,8 +153,8 @@ pub fn write_mask(path: &Path, geom: &Geometry, mask: &[u8]) -> Result<()> {
     let mut options = WriterOptions::new(&tmp).reference_header(&header);
     if name.ends_with(".gz") {
         // gzip level 2: with flate2's zlib-rs backend, level 1 is its "quick" strategy, slower
-        // here and 7x larger (a 512x512x300 mask with a sphere: 0.041 s / 798 KB; level 2:
-        // 0.026 s / 107 KB; level 6: 0.038 s / 90 KB). Set for .gz alone: the writer
+        // here and 7 times larger than level 2, which is also faster than level 6 for masks
+        // (docs/performance.md). Set for .gz alone: the writer
         // compresses whatever the name when a level is given.
         options = options.compression_level(flate2::Compression::new(2));
     }

@@ -318,9 +318,9 @@ impl CropPlan {
 /// Trilinear crop extraction; `read(i0, i1, i2)` returns the source voxel at model-frame indices.
 /// `loops` names the model axes from the outermost loop to the innermost. The innermost should be
 /// the axis along which the source is contiguous, so that neighbouring outputs read neighbouring
-/// memory: for the paper-size crop of a 512 x 512 x 300 CT in RAS that is 0.14-0.29 s instead of
-/// 0.77-0.82 s (W, the model's innermost axis, is the source's slowest there). Each output is computed
-/// on its own, so the order changes no value (asserted by a test).
+/// memory (several times faster for a CT in RAS, where W, the model's innermost axis, is the
+/// source's slowest). Each output is computed on its own, so the order changes no value (asserted
+/// by a test).
 /// `threads` workers each fill a run of whole D planes of the crop (same loops, same values).
 pub fn extract_crop(
     plan: &CropPlan,

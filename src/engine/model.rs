@@ -70,7 +70,7 @@ pub struct GpuOptions {
     pub fp16: bool,
     /// CUDA: TF32 tensor cores for fp32 MatMul/Conv (ONNX Runtime's own default is on). Off by
     /// default so GPU masks match the CPU's within fp32 rounding; on, the paper-size encoder runs
-    /// several times faster on an H100 at about 1e-3 relative error (README, Performance).
+    /// several times faster at about 1e-3 relative error (docs/performance.md).
     pub tf32: bool,
     /// TensorRT: folder for built engines and timing caches, reused by later opens of the same
     /// model (building takes minutes at paper size). Created when missing.
@@ -86,6 +86,10 @@ pub struct Model {
     pub(super) decoder: Mutex<Session>,
     /// names of the encoder's outputs (the region cache), fed back to the decoder by name
     pub cache_names: Vec<String>,
+    /// the crop goes in, and the probabilities come out, as float16 (a half-precision package
+    /// halves those copies between host and device); otherwise float32
+    pub(super) crop_f16: bool,
+    pub(super) prob_f16: bool,
     /// execution provider in use, and why it differs from the one asked for
     pub provider: String,
     pub provider_note: String,
@@ -173,6 +177,11 @@ impl Model {
         }
         check_graph_shapes(&encoder, &decoder, crop)
             .map_err(|m| err(Sam3dStatus::BadModel, format!("{}: {m}", dir.display())))?;
+        let bad = |m: String| err(Sam3dStatus::BadModel, format!("{}: {m}", dir.display()));
+        let crop_f16 = is_f16(&encoder.inputs()[0], "the encoder's input `crop`").map_err(bad)?;
+        let prob = decoder.outputs().iter().find(|o| o.name() == "prob");
+        let prob_f16 =
+            is_f16(prob.expect("checked above"), "the decoder's output `prob`").map_err(bad)?;
         let cache_memory = if provider == "CPU" {
             CacheMemory::Host
         } else {
@@ -185,6 +194,8 @@ impl Model {
             encoder: Mutex::new(encoder),
             decoder: Mutex::new(decoder),
             cache_names,
+            crop_f16,
+            prob_f16,
             provider,
             provider_note,
             cpu_threads: worker_threads(opts.threads),
@@ -249,6 +260,18 @@ fn check_graph_shapes(
         }
     }
     Ok(())
+}
+
+/// Whether a graph's input or output is a float16 tensor (else float32; anything else is refused).
+fn is_f16(o: &ort::value::Outlet, what: &str) -> std::result::Result<bool, String> {
+    use ort::value::{TensorElementType as T, ValueType};
+    match o.dtype() {
+        ValueType::Tensor { ty: T::Float16, .. } => Ok(true),
+        ValueType::Tensor { ty: T::Float32, .. } => Ok(false),
+        other => Err(format!(
+            "{what} is {other}, not a float32 or float16 tensor"
+        )),
+    }
 }
 
 /// GPU settings are checked on every machine, so a host sees the same error with or without a GPU.

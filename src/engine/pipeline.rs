@@ -4,6 +4,7 @@
 
 use std::sync::atomic::Ordering;
 
+use half::f16;
 use ort::value::{DynValue, TensorRef};
 
 use super::segmenter::{reuse_margin, Region, SubMask};
@@ -127,9 +128,18 @@ impl Segmenter {
         inputs.push(("points".into(), pt.into()));
         let out = flushing(|| dec.run_with_options(inputs, &self.run_options))
             .map_err(|e| self.run_error("decoder", e))?;
-        let (shape, data) = out["prob"]
-            .try_extract_tensor::<f32>()
-            .map_err(|e| rt_err("decoder output", e))?;
+        let prob = &out["prob"];
+        let (shape, data): (Vec<i64>, Vec<f32>) = if self.model.prob_f16 {
+            let (shape, halves) = prob
+                .try_extract_tensor::<f16>()
+                .map_err(|e| rt_err("decoder output", e))?;
+            (shape.to_vec(), halves.iter().map(|h| h.to_f32()).collect())
+        } else {
+            let (shape, data) = prob
+                .try_extract_tensor::<f32>()
+                .map_err(|e| rt_err("decoder output", e))?;
+            (shape.to_vec(), data.to_vec())
+        };
         let want = [1i64, c, c, c];
         if shape[..] != want[..] {
             return Err(err(
@@ -137,7 +147,7 @@ impl Segmenter {
                 format!("decoder returned `prob` of shape {shape:?}, expected {want:?}"),
             ));
         }
-        Ok(data.to_vec())
+        Ok(data)
     }
 
     /// Drop the components of `mask` that no click touches (`refine::keep_seeded_components`); a
@@ -245,8 +255,14 @@ impl Segmenter {
     pub(super) fn encode_crop(&self, crop: Vec<f32>) -> Result<Vec<(String, DynValue)>> {
         let ci = self.model.crop as i64;
         // owned: IoBinding clones a borrowed input first (and ort rc.15 deadlocks doing so)
-        let input = ort::value::Tensor::from_array(([1i64, 1, ci, ci, ci], crop))
-            .map_err(|e| rt_err("crop", e))?;
+        let shape = [1i64, 1, ci, ci, ci];
+        let input: DynValue = if self.model.crop_f16 {
+            let halves: Vec<f16> = crop.iter().map(|&v| f16::from_f32(v)).collect();
+            ort::value::Tensor::from_array((shape, halves)).map(|t| t.into_dyn())
+        } else {
+            ort::value::Tensor::from_array((shape, crop)).map(|t| t.into_dyn())
+        }
+        .map_err(|e| rt_err("crop", e))?;
         let mut enc = self.model.encoder.lock().unwrap_or_else(|p| p.into_inner());
         // IO binding: the outputs are allocated where the provider computes them (device memory
         // on CUDA/TensorRT) and stay there for the decoder's runs
@@ -273,12 +289,13 @@ impl Segmenter {
             let value = out
                 .remove(name.as_str())
                 .ok_or_else(|| err(Sam3dStatus::BadModel, format!("encoder gave no `{name}`")))?;
+            use ort::value::TensorElementType as T;
             let ok = matches!(value.dtype(), ort::value::ValueType::Tensor { ty, .. }
-                if *ty == ort::value::TensorElementType::Float32);
+                if *ty == T::Float32 || *ty == T::Float16);
             if !ok {
                 return Err(err(
                     Sam3dStatus::BadModel,
-                    format!("encoder output `{name}` is not a float32 tensor"),
+                    format!("encoder output `{name}` is not a float32 or float16 tensor"),
                 ));
             }
             cache.push((name.clone(), value));

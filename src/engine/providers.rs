@@ -31,27 +31,27 @@ pub(super) fn make_session(
             .with_intra_threads(opts.threads)
             .map_err(|e| rt_err("threads", e))?;
     }
-    // ONNX Runtime's intra-op workers spin after each run by default; on the 2-core development
-    // machine that took the cores from the next short run and from the engine's own loops (demo click
-    // 0.065 s without spinning vs 0.11 s with). SAM3D_INTRA_OP_SPINNING=1 restores ONNX Runtime's default.
+    // ONNX Runtime's intra-op workers spin after each run by default, which takes the cores from
+    // the next short run and from the engine's own loops on small machines (a demo click took
+    // almost twice as long, docs/performance.md). SAM3D_INTRA_OP_SPINNING=1 restores the default.
     let spin = std::env::var("SAM3D_INTRA_OP_SPINNING").is_ok_and(|v| v == "1");
     builder = builder
         .with_intra_op_spinning(spin)
         .map_err(|e| rt_err("spinning", e))?;
     // Subnormal floats as zero in ONNX Runtime's worker threads. The shifted-window blocks add the
     // official -100 mask inside the attention logits, so the flash-attention loop rescales by
-    // exp(-100) ~ 4e-44, a subnormal: on Intel cores each such operation takes a microcode assist.
-    // Paper-size encoder on 2 Xeon cores: 96.7 s -> 50.9 s (its 6 shifted blocks 8.7 s -> 0.3-0.7 s each);
-    // AMD Zen 3 showed no such cost. Only values below 1.2e-38 change, and those to 0. This covers
-    // ONNX Runtime's pool threads; `flushing` covers the thread that calls a run.
+    // exp(-100) ~ 4e-44, a subnormal: on Intel cores each such operation takes a microcode assist
+    // (the paper-size encoder ran about twice as long without this; AMD showed no such cost;
+    // docs/performance.md). Only values below 1.2e-38 change, and those to 0. This covers ONNX
+    // Runtime's pool threads; `flushing` covers the thread that calls a run.
     builder = builder
         .with_flush_to_zero()
         .map_err(|e| rt_err("denormals as zero", e))?;
     // No memory pattern. With it, ONNX Runtime serves a graph's first run from its arena piece by
     // piece, then plans one block of the whole run's size for every later run with the same input
-    // shapes while the arena keeps the first run's pieces: the paper-size engine's peak RSS went
-    // 5.1 → 9.1 GB at the second encoding (5.7 GB without the pattern, encoder no slower; 2 Xeon
-    // cores), and the decoder would add a block per click count. The arena still reuses memory.
+    // shapes while the arena keeps the first run's pieces: the paper-size engine's peak RSS almost
+    // doubled at the second encoding (docs/performance.md), and the decoder would add a block per
+    // click count. Without it the encoder is no slower, and the arena still reuses memory.
     builder = builder
         .with_memory_pattern(false)
         .map_err(|e| rt_err("memory pattern", e))?;
@@ -65,7 +65,7 @@ pub(super) fn make_session(
     let g = &opts.gpu;
     let cuda = || {
         // SameAsRequested: the arena grows by what a run asks for, not to the next power of two
-        // (which took the paper-size encoder's peak from about 8 to 18 GB on an H100)
+        // (which more than doubled the paper-size encoder's peak GPU memory)
         let ep = ort::ep::CUDA::default()
             .with_device_id(g.device_id)
             .with_tf32(g.tf32)

@@ -1,7 +1,7 @@
 //! Warm-up: one click's work on a synthetic volume, so that the host's first real click does not
 //! pay for a session's first runs. ONNX Runtime grows its arena during them and the process
-//! page-faults that memory (on 2 Xeon cores the paper-size int8 encoder's first pass took 31.1 s
-//! against 23.8 s for later ones); on CUDA, kernel selection and lazy module loading happen there.
+//! page-faults that memory (a paper-size encoder's first pass is seconds slower than later ones,
+//! docs/performance.md); on CUDA, kernel selection and lazy module loading happen there.
 //!
 //! A host calls it right after opening a model, on a worker thread, while the user picks a volume.
 //! A click on any session of the model stops a running warm-up (it would otherwise wait for the
