@@ -582,7 +582,8 @@ enum Sam3dStatus sam3d_model_cancel_warm_up(const struct Sam3dModel *model);
 void sam3d_model_free(struct Sam3dModel *model);
 
 /**
- * Load ONNX Runtime.
+ * Load ONNX Runtime: the first call a host makes. Pass `SAM3D_ABI_VERSION` as `abi_version`: a
+ * host built against another ABI is refused here, before it uses any struct.
  *
  * A `library_path` is the only file tried: it is loaded, or the call fails naming it. NULL:
  * `SAM3D_ORT_LIBRARY`, `ORT_DYLIB_PATH`, the folder of libsam3d and the system search path are
@@ -593,12 +594,15 @@ void sam3d_model_free(struct Sam3dModel *model);
  * Ownership: on success `*out` is a new handle; free it with `sam3d_runtime_free` (ONNX Runtime
  * itself stays loaded). Any thread.
  *
- * @return `SAM3D_STATUS_OK`; `SAM3D_STATUS_NULL_POINTER` (`out` NULL);
+ * @return `SAM3D_STATUS_OK`; `SAM3D_STATUS_ABI_MISMATCH` (the caller was built against another
+ * ABI); `SAM3D_STATUS_NULL_POINTER` (`out_runtime` NULL);
  * `SAM3D_STATUS_INVALID_ARGUMENT` (path not UTF-8); `SAM3D_STATUS_RUNTIME_MISSING` (not found,
  * not ONNX Runtime, older than 1.24, or another ONNX Runtime already loaded: the message lists
  * every path tried); `SAM3D_STATUS_RUNTIME` (loaded, but its environment failed).
  */
-enum Sam3dStatus sam3d_runtime_new(const char *library_path, struct Sam3dRuntime **out_runtime);
+enum Sam3dStatus sam3d_runtime_new(uint32_t abi_version,
+                                   const char *library_path,
+                                   struct Sam3dRuntime **out_runtime);
 
 /**
  * ONNX Runtime's version string, e.g. "1.32.0".

@@ -45,7 +45,7 @@ class Runtime {
 public:
     explicit Runtime(const std::string& library_path = "") {
         Sam3dRuntime* p = nullptr;
-        detail::check(sam3d_runtime_new(library_path.empty() ? nullptr : library_path.c_str(), &p));
+        detail::check(sam3d_runtime_new(SAM3D_ABI_VERSION, library_path.empty() ? nullptr : library_path.c_str(), &p));
         h_.reset(p);
     }
     std::string version() const { return sam3d_runtime_version(h_.get()); }

@@ -19,7 +19,7 @@ use sam3d::Sam3dStatus;
 
 fn runtime() -> *mut Sam3dRuntime {
     let mut rt = null_mut();
-    let s = unsafe { sam3d_runtime_new(null(), &mut rt) };
+    let s = unsafe { sam3d_runtime_new(SAM3D_ABI_VERSION, null(), &mut rt) };
     assert_eq!(s, Sam3dStatus::Ok, "ONNX Runtime: run `make ort`");
     rt
 }
@@ -306,12 +306,12 @@ fn an_explicit_runtime_path_is_loaded_or_named_in_the_error() {
         .into_owned();
     let mut other = null_mut();
     let missing = CString::new("/nonexistent/libonnxruntime.so").unwrap();
-    let s = unsafe { sam3d_runtime_new(missing.as_ptr(), &mut other) };
+    let s = unsafe { sam3d_runtime_new(SAM3D_ABI_VERSION, missing.as_ptr(), &mut other) };
     assert_eq!(s, Sam3dStatus::RuntimeMissing);
     assert!(other.is_null());
     assert!(last_error().contains("/nonexistent/libonnxruntime.so"));
     let same = CString::new(loaded).unwrap();
-    let s = unsafe { sam3d_runtime_new(same.as_ptr(), &mut other) };
+    let s = unsafe { sam3d_runtime_new(SAM3D_ABI_VERSION, same.as_ptr(), &mut other) };
     assert_eq!(s, Sam3dStatus::Ok, "{}", last_error());
     unsafe {
         sam3d_runtime_free(other);

@@ -42,7 +42,7 @@ int main(int argc, char **argv) {
     Sam3dResult res;
     uint32_t obj = 0;
 
-    CHECK(sam3d_runtime_new(NULL, &rt));
+    CHECK(sam3d_runtime_new(SAM3D_ABI_VERSION, NULL, &rt));
     CHECK(sam3d_model_open(rt, argv[1], NULL, &model));
     CHECK(sam3d_model_info(model, &info));
     CHECK(sam3d_volume_read_nifti(argv[2], &vol));

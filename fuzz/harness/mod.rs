@@ -419,7 +419,7 @@ fn models() -> &'static Models {
     static MODELS: OnceLock<Models> = OnceLock::new();
     MODELS.get_or_init(|| unsafe {
         let mut rt = std::ptr::null_mut();
-        let st = sam3d_runtime_new(std::ptr::null(), &mut rt);
+        let st = sam3d_runtime_new(SAM3D_ABI_VERSION, std::ptr::null(), &mut rt);
         assert!(
             st == Sam3dStatus::Ok,
             "ONNX Runtime did not load ({}): run `make ort` and set SAM3D_ORT_LIBRARY",

@@ -96,7 +96,7 @@ def _signatures(lib):
         "sam3d_version": (C.c_char_p, []),
         "sam3d_last_error": (C.c_char_p, []),
         "sam3d_status_name": (C.c_char_p, [C.c_int32]),
-        "sam3d_runtime_new": (st, [C.c_char_p, C.POINTER(_P)]),
+        "sam3d_runtime_new": (st, [C.c_uint32, C.c_char_p, C.POINTER(_P)]),
         "sam3d_runtime_version": (C.c_char_p, [_P]),
         "sam3d_runtime_path": (C.c_char_p, [_P]),
         "sam3d_runtime_free": (None, [_P]),
@@ -324,7 +324,7 @@ class Runtime(_Handle):
 
     def __init__(self, path: Optional[str] = None):
         super().__init__()
-        _check(library().sam3d_runtime_new(os.fsencode(path) if path else None, C.byref(self._h)))
+        _check(library().sam3d_runtime_new(ABI_VERSION, os.fsencode(path) if path else None, C.byref(self._h)))
 
     # the strings are the handle's: copied before the use ends
     @property

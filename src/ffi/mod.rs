@@ -130,6 +130,20 @@ unsafe fn cstr_path(p: *const c_char, name: &str) -> Result<PathBuf> {
     Ok(PathBuf::from(s))
 }
 
+/// Refuse a caller built against another ABI version.
+fn check_abi(abi_version: u32) -> Result<()> {
+    if abi_version != SAM3D_ABI_VERSION {
+        return Err(err(
+            Sam3dStatus::AbiMismatch,
+            format!(
+                "the caller was built for libsam3d ABI {abi_version}, this library has ABI \
+                 {SAM3D_ABI_VERSION}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A C string of `s` (an interior NUL, which C cannot hold, becomes a space).
 fn cstring(s: &str) -> CString {
     CString::new(s.replace('\0', " ")).unwrap_or_default()

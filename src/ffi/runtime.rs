@@ -2,7 +2,7 @@
 
 use std::ffi::{c_char, CString};
 
-use super::{arg, cstr_path, cstring, free_handle, guard, out, Sam3dStatus};
+use super::{arg, check_abi, cstr_path, cstring, free_handle, guard, out, Sam3dStatus};
 
 /// ONNX Runtime, loaded once per process. Thread-safe.
 pub struct Sam3dRuntime {
@@ -11,7 +11,8 @@ pub struct Sam3dRuntime {
     path: CString,
 }
 
-/// Load ONNX Runtime.
+/// Load ONNX Runtime: the first call a host makes. Pass `SAM3D_ABI_VERSION` as `abi_version`: a
+/// host built against another ABI is refused here, before it uses any struct.
 ///
 /// A `library_path` is the only file tried: it is loaded, or the call fails naming it. NULL:
 /// `SAM3D_ORT_LIBRARY`, `ORT_DYLIB_PATH`, the folder of libsam3d and the system search path are
@@ -22,16 +23,19 @@ pub struct Sam3dRuntime {
 /// Ownership: on success `*out` is a new handle; free it with `sam3d_runtime_free` (ONNX Runtime
 /// itself stays loaded). Any thread.
 ///
-/// @return `SAM3D_STATUS_OK`; `SAM3D_STATUS_NULL_POINTER` (`out` NULL);
+/// @return `SAM3D_STATUS_OK`; `SAM3D_STATUS_ABI_MISMATCH` (the caller was built against another
+/// ABI); `SAM3D_STATUS_NULL_POINTER` (`out_runtime` NULL);
 /// `SAM3D_STATUS_INVALID_ARGUMENT` (path not UTF-8); `SAM3D_STATUS_RUNTIME_MISSING` (not found,
 /// not ONNX Runtime, older than 1.24, or another ONNX Runtime already loaded: the message lists
 /// every path tried); `SAM3D_STATUS_RUNTIME` (loaded, but its environment failed).
 #[no_mangle]
 pub unsafe extern "C" fn sam3d_runtime_new(
+    abi_version: u32,
     library_path: *const c_char,
     out_runtime: *mut *mut Sam3dRuntime,
 ) -> Sam3dStatus {
     guard(|| {
+        check_abi(abi_version)?;
         // SAFETY: NULL or writable (the documented contract).
         let o = unsafe { out(out_runtime, "out") }?;
         let p = if library_path.is_null() {

@@ -5,8 +5,8 @@ use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use super::types::{coord_from_c, result_to_c, stage_to_c};
 use super::{
-    arg, free_handle, guard, out, Sam3dMask, Sam3dModel, Sam3dProgressFn, Sam3dResult, Sam3dStatus,
-    Sam3dVolume, SAM3D_ABI_VERSION,
+    arg, check_abi, free_handle, guard, out, Sam3dMask, Sam3dModel, Sam3dProgressFn, Sam3dResult,
+    Sam3dStatus, Sam3dVolume,
 };
 use crate::engine::{Canceller, Interaction, Segmenter, Stage};
 use crate::error::{err, Result};
@@ -64,15 +64,7 @@ pub unsafe extern "C" fn sam3d_session_new(
     out_session: *mut *mut Sam3dSession,
 ) -> Sam3dStatus {
     guard(|| {
-        if abi_version != SAM3D_ABI_VERSION {
-            return Err(err(
-                Sam3dStatus::AbiMismatch,
-                format!(
-                    "the caller was built for libsam3d ABI {abi_version}, this library has ABI \
-                     {SAM3D_ABI_VERSION}"
-                ),
-            ));
-        }
+        check_abi(abi_version)?;
         // SAFETY: NULL or live handles; NULL or writable (the documented contract).
         let (m, v, o) = unsafe {
             (

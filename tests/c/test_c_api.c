@@ -84,11 +84,13 @@ int main(int argc, char **argv) {
     unsetenv("SAM3D_ORT_LIBRARY");
     unsetenv("ORT_DYLIB_PATH");
     Sam3dRuntime *rt = NULL;
-    expect("runtime: missing library", sam3d_runtime_new("/nonexistent/libonnxruntime.so", &rt), SAM3D_STATUS_RUNTIME_MISSING);
+    expect("runtime: missing library", sam3d_runtime_new(SAM3D_ABI_VERSION, "/nonexistent/libonnxruntime.so", &rt), SAM3D_STATUS_RUNTIME_MISSING);
     check("runtime: message lists the path tried", strstr(sam3d_last_error(), "/nonexistent/libonnxruntime.so") != NULL);
     check("runtime: output untouched on failure", rt == NULL);
-    expect("runtime: NULL out", sam3d_runtime_new(NULL, NULL), SAM3D_STATUS_NULL_POINTER);
-    expect("runtime: load", sam3d_runtime_new(ort[0] ? ort : NULL, &rt), SAM3D_STATUS_OK);
+    expect("runtime: NULL out", sam3d_runtime_new(SAM3D_ABI_VERSION, NULL, NULL), SAM3D_STATUS_NULL_POINTER);
+    expect("runtime: another ABI", sam3d_runtime_new(SAM3D_ABI_VERSION + 1, NULL, &rt), SAM3D_STATUS_ABI_MISMATCH);
+    check("runtime: output untouched on an ABI mismatch", rt == NULL);
+    expect("runtime: load", sam3d_runtime_new(SAM3D_ABI_VERSION, ort[0] ? ort : NULL, &rt), SAM3D_STATUS_OK);
     if (!rt) {
         fprintf(stderr, "cannot continue without ONNX Runtime\n");
         return 1;
