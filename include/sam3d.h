@@ -433,11 +433,6 @@ typedef struct Sam3dBufferDesc {
   struct Sam3dGeometry geometry;
 } Sam3dBufferDesc;
 
-/**
- * Every status, in numeric order.
- */
-#define Sam3dStatus_ALL { Sam3dStatus_Ok, Sam3dStatus_NullPointer, Sam3dStatus_InvalidArgument, Sam3dStatus_Io, Sam3dStatus_BadVolume, Sam3dStatus_BadModel, Sam3dStatus_HashMismatch, Sam3dStatus_RuntimeMissing, Sam3dStatus_Runtime, Sam3dStatus_AbiMismatch, Sam3dStatus_NonFinite, Sam3dStatus_OutOfBounds, Sam3dStatus_Cancelled, Sam3dStatus_TooLarge, Sam3dStatus_NothingToDo, Sam3dStatus_UnsupportedFormat, Sam3dStatus_Busy, Sam3dStatus_Internal, }
-
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus

@@ -44,34 +44,34 @@ pub enum Sam3dStatus {
     Internal = 99,
 }
 
-impl Sam3dStatus {
-    /// Every status, in numeric order.
-    pub const ALL: [Sam3dStatus; 18] = [
-        Self::Ok,
-        Self::NullPointer,
-        Self::InvalidArgument,
-        Self::Io,
-        Self::BadVolume,
-        Self::BadModel,
-        Self::HashMismatch,
-        Self::RuntimeMissing,
-        Self::Runtime,
-        Self::AbiMismatch,
-        Self::NonFinite,
-        Self::OutOfBounds,
-        Self::Cancelled,
-        Self::TooLarge,
-        Self::NothingToDo,
-        Self::UnsupportedFormat,
-        Self::Busy,
-        Self::Internal,
-    ];
+/// Every status, in numeric order (not `pub`: cbindgen would write it into the header).
+pub(crate) const ALL_STATUSES: [Sam3dStatus; 18] = [
+    Sam3dStatus::Ok,
+    Sam3dStatus::NullPointer,
+    Sam3dStatus::InvalidArgument,
+    Sam3dStatus::Io,
+    Sam3dStatus::BadVolume,
+    Sam3dStatus::BadModel,
+    Sam3dStatus::HashMismatch,
+    Sam3dStatus::RuntimeMissing,
+    Sam3dStatus::Runtime,
+    Sam3dStatus::AbiMismatch,
+    Sam3dStatus::NonFinite,
+    Sam3dStatus::OutOfBounds,
+    Sam3dStatus::Cancelled,
+    Sam3dStatus::TooLarge,
+    Sam3dStatus::NothingToDo,
+    Sam3dStatus::UnsupportedFormat,
+    Sam3dStatus::Busy,
+    Sam3dStatus::Internal,
+];
 
+impl Sam3dStatus {
     /// The C name, e.g. `SAM3D_STATUS_BAD_VOLUME`: "SAM3D_STATUS_" and the variant's name in
     /// upper snake case, as cbindgen writes the C enum's constants (tested against the header).
     pub fn name(self) -> &'static str {
         static NAMES: once_cell::sync::Lazy<Vec<String>> = once_cell::sync::Lazy::new(|| {
-            Sam3dStatus::ALL
+            ALL_STATUSES
                 .iter()
                 .map(|s| {
                     let mut name = String::from("SAM3D_STATUS");
@@ -85,7 +85,7 @@ impl Sam3dStatus {
                 })
                 .collect()
         });
-        let i = Self::ALL.iter().position(|&s| s == self).unwrap_or(0);
+        let i = ALL_STATUSES.iter().position(|&s| s == self).unwrap_or(0);
         &NAMES[i]
     }
 }
@@ -143,7 +143,7 @@ mod tests {
                 Some((name.to_string(), value.parse().ok()?))
             })
             .collect();
-        let ours: Vec<(String, i32)> = Sam3dStatus::ALL
+        let ours: Vec<(String, i32)> = ALL_STATUSES
             .iter()
             .map(|s| (s.name().to_string(), *s as i32))
             .collect();

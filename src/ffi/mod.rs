@@ -182,7 +182,7 @@ pub extern "C" fn sam3d_last_error() -> *const c_char {
 #[no_mangle]
 pub extern "C" fn sam3d_status_name(status: i32) -> *const c_char {
     static NAMES: once_cell::sync::Lazy<Vec<(i32, CString)>> = once_cell::sync::Lazy::new(|| {
-        Sam3dStatus::ALL
+        crate::error::ALL_STATUSES
             .iter()
             .map(|s| (*s as i32, cstring(s.name())))
             .collect()
