@@ -16,7 +16,7 @@ export SAM3D_ORT_LIBRARY := $(abspath $(ORT_LIB))
 
 .PHONY: all venv ort data build header lint test test-rust test-c test-integration test-python \
         test-python-fast fixtures demo demo-parity train-demo evaluate eval-data sample clean fuzz fuzz-seeds \
-        install uninstall test-install test-binding test-slicer bench bench-gpu
+        install uninstall test-install test-binding test-slicer test-docs bench bench-gpu
 
 all: build
 
@@ -56,7 +56,7 @@ build:
 	cargo build --release --lib --examples
 	ln -sf libsam3d.so $(LIBDIR)/libsam3d.so.0
 
-# Regenerate the checked-in C header from src/ffi.rs (tests/header.rs fails when it is stale).
+# Regenerate the checked-in C header from src/ffi/ (tests/header.rs fails when it is stale).
 header:
 	SAM3D_WRITE_HEADER=1 cargo build --release --lib
 
@@ -136,7 +136,11 @@ test-python: venv
 test-python-fast: venv
 	cd onnx && ../$(PY) -m pytest -q -m "not paper"
 
-test: test-rust test-c test-integration test-install test-binding test-slicer test-python
+test: test-rust test-c test-integration test-install test-binding test-slicer test-python test-docs
+
+# The docs: README quick start and C example compiled and run; links, paths, make targets exist.
+test-docs: venv ort build
+	$(PY) -m pytest -q tests/docs
 
 # Install under PREFIX (default /usr/local): library with SONAME and version links, headers,
 # pkg-config file, CMake package, and ONNX Runtime next to the library (INSTALL_ORT=0: leave it out).
@@ -172,7 +176,7 @@ test-binding: venv ort build
 
 # Regenerate the committed fixture packages (tests/fixtures/models) after a change to the export.
 fixtures: venv
-	cd onnx && ../$(PY) -m sam3d_onnx.fixtures --out ../tests/fixtures/models
+	cd onnx && ../$(PY) -m sam3d_onnx fixtures --out ../tests/fixtures/models
 
 # The main job: segment a liver lesion in a real CT (examples/data: a crop of a CT the model never saw
 # in training, with one synthetic lesion and its ground truth) from one click with the trained demo
@@ -185,53 +189,53 @@ demo: ort build
 	$(EXAMPLES)/segment --model $(DEMO_MODEL) --input $(SAMPLE).nii.gz --click $(SAMPLE_CLICK) \
 	    --truth $(SAMPLE)_truth.nii.gz --out build/demo_mask.nii.gz
 
-# Issue 4's data: the training CT, the held-out CT (DICOM, converted with SimpleITK) and the real tumours.
+# The evaluation's data: the training CT, the held-out CT (DICOM, converted with SimpleITK) and the real tumours.
 eval-data: venv
 	$(PY) tools/fetch_data.py --out $(DATA) totalsegmentator totalsegmentator_dicom pyradiomics
 
-# Train the demo model from scratch (about 4.6 hours on 2 cores; CI does not run it) and install it:
+# Train the demo model from scratch (hours on a CPU; CI does not run it) and install it:
 # 2D pretraining + 7000 steps of the recipe, then 3500 steps with the scanner augmentation, then 4000
 # + 3000 with the scanner and contrast-phase augmentations, then 7000 on a 1.5 mm grid with lesions
 # drawn on grids finer than the training CT's, then 6000 with the CT in simulated contrast phases;
 # last the package's threshold, test-time flips and component rule, chosen on training-CT lesions.
 train-demo: venv eval-data
-	cd onnx && ../$(PY) -m sam3d_onnx.demo_train --data ../$(DATA) --out ../build/demo-train \
+	cd onnx && ../$(PY) -m sam3d_onnx train-demo --data ../$(DATA) --out ../build/demo-train \
 	    --pretrain-steps 1500 --steps 7000
-	cd onnx && ../$(PY) -m sam3d_onnx.demo_train --data ../$(DATA) --out ../build/demo-train \
+	cd onnx && ../$(PY) -m sam3d_onnx train-demo --data ../$(DATA) --out ../build/demo-train \
 	    --resume ../build/demo-train/model.pt --steps 3500 --lr 2e-4
-	cd onnx && ../$(PY) -m sam3d_onnx.demo_train --data ../$(DATA) --out ../build/demo-train \
+	cd onnx && ../$(PY) -m sam3d_onnx train-demo --data ../$(DATA) --out ../build/demo-train \
 	    --resume ../build/demo-train/model.pt --steps 4000 --lr 2e-4 --phase-aug
-	cd onnx && ../$(PY) -m sam3d_onnx.demo_train --data ../$(DATA) --out ../build/demo-train \
+	cd onnx && ../$(PY) -m sam3d_onnx train-demo --data ../$(DATA) --out ../build/demo-train \
 	    --resume ../build/demo-train/model.pt --steps 3000 --lr 1e-4 --phase-aug
-	cd onnx && ../$(PY) -m sam3d_onnx.demo_train --data ../$(DATA) --out ../build/demo-train \
+	cd onnx && ../$(PY) -m sam3d_onnx train-demo --data ../$(DATA) --out ../build/demo-train \
 	    --resume ../build/demo-train/model.pt --steps 7000 --lr 2e-4 --phase-aug --fine-lesions --spacing 1.5
-	cd onnx && ../$(PY) -m sam3d_onnx.demo_train --data ../$(DATA) --out ../build/demo-train \
+	cd onnx && ../$(PY) -m sam3d_onnx train-demo --data ../$(DATA) --out ../build/demo-train \
 	    --resume ../build/demo-train/model.pt --steps 6000 --lr 2e-4 --phase-aug --fine-lesions --contrast-phases
 	rm -rf $(DEMO_MODEL) && cp -r build/demo-train/demo-lesion $(DEMO_MODEL)
-	cd onnx && ../$(PY) -m sam3d_onnx.evaluate ../$(DEMO_MODEL) --data ../$(DATA) --tune-threshold --write
+	cd onnx && ../$(PY) -m sam3d_onnx evaluate ../$(DEMO_MODEL) --data ../$(DATA) --tune-threshold --write
 
-# The tables of issue 4: held-out synthetic lesions and real tumours, model vs region growing.
+# The evaluation tables: held-out synthetic lesions and real tumours, model vs region growing.
 evaluate: venv eval-data
-	cd onnx && ../$(PY) -m sam3d_onnx.evaluate ../$(DEMO_MODEL) --data ../$(DATA) --json ../build/evaluation.json
+	cd onnx && ../$(PY) -m sam3d_onnx evaluate ../$(DEMO_MODEL) --data ../$(DATA) --json ../build/evaluation.json
 
-# Issue 6's benchmark: engine vs the straightforward PyTorch model and the fp32 floor, one run
+# The benchmark: engine vs the straightforward PyTorch model and the fp32 floor, one run
 # (BENCH_CONFIGS=tiny,demo for a quick one; the paper size exports a random-weight package first).
 BENCH_CONFIGS ?= tiny,demo,paper,paper-int8
 bench: venv ort build $(SAMPLE_CT)
-	cd onnx && ../$(PY) -m sam3d_onnx.bench --out ../build/bench --configs $(BENCH_CONFIGS) \
+	cd onnx && ../$(PY) -m sam3d_onnx bench --out ../build/bench --configs $(BENCH_CONFIGS) \
 	    --data ../$(DATA) --ort $(abspath $(ORT_LIB))
 
-# The GPU measurements (PyTorch on the GPU; see tools/gpu_check.sh), for a machine with a GPU.
+# The GPU measurements (bench/gpu/README.md: PyTorch and the engine on the GPU), for a machine with a GPU.
 bench-gpu:
-	tools/gpu_check.sh
+	bench/gpu/check.sh
 
 # Regenerate the demo's sample volume (examples/data) from the held-out CT.
 sample: venv eval-data
-	cd onnx && ../$(PY) -m sam3d_onnx.sample --data ../$(DATA) --out ../examples/data
+	cd onnx && ../$(PY) -m sam3d_onnx sample --data ../$(DATA) --out ../examples/data
 
 # The model side end to end: seeded paper-size checkpoint -> package -> ONNX Runtime -> official answer.
 demo-parity: venv
-	cd onnx && ../$(PY) -m sam3d_onnx.demo
+	cd onnx && ../$(PY) -m sam3d_onnx demo-parity
 
 clean:
 	rm -rf build target $(VENV) $(SLICER_VENV) .cache

@@ -1,4 +1,4 @@
-//! The model package's manifest (`sam3d-model.json`, contract in `onnx/README.md`), validated at load.
+//! The model package's manifest (`sam3d-model.json`, contract in docs/model-package.md), validated at load.
 
 use std::collections::BTreeMap;
 use std::io::Read;

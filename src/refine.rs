@@ -1,6 +1,6 @@
-//! The manifest's inference refinements (the optional `inference` block, contract in `onnx/README.md`):
+//! The manifest's inference refinements (the optional `inference` block, contract in docs/model-package.md):
 //! test-time flips of the crop, and keeping only the mask components that a click touches.
-//! The reference for both is `onnx/sam3d_onnx/reference_pipeline.py`.
+//! The reference for both is `onnx/sam3d_onnx/evaluation/reference_pipeline.py`.
 
 /// Flip counts a package or a host may ask for: flip number `b` (0..n) reverses every crop axis `a`
 /// (D, H, W) whose bit `a` is set in `b`, so 2 flips D, 4 flips D and H, 8 all three.

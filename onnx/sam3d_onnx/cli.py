@@ -1,68 +1,70 @@
-"""Command line: `python -m sam3d_onnx convert CHECKPOINT --dataset kits --out PKG_DIR`.
+"""The model side's one command line: `python -m sam3d_onnx COMMAND [ARGS]`.
 
-Converts a released 3DSAM-adapter checkpoint (`last.pth.tar` / `best.pth.tar`) into a model package.
-Exit status 0 on success, 2 for a wrong or corrupt checkpoint (the message names the problem)."""
+Installed (`pip install ./onnx`), the same program is `sam3d-onnx`, and `sam3d-convert` under its older
+name. Each command's arguments are defined next to its code (the module's `main(argv, prog)`) and the
+module is imported only when its command runs, so a command needs only its own dependencies (nibabel
+and SimpleITK only where a command reads volumes: the extras in pyproject.toml).
+"""
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 import os
 import sys
-import time
 
-import torch
+# command -> (module with `main(argv, prog)`, one line of help); in the order `--help` lists them
+COMMANDS = {
+    "convert": ("sam3d_onnx.export.convert",
+                "a released 3DSAM-adapter checkpoint (+ dataset preset) -> model package"),
+    "quantize": ("sam3d_onnx.export.quantize",
+                 "int8 or fp16 variant of a package, or its accuracy against the fp32 package"),
+    "import-package": ("sam3d_onnx.export.package_import",
+                       "an fp32 package back to a PyTorch model (a train-demo --resume folder)"),
+    "fixtures": ("sam3d_onnx.export.fixtures",
+                 "regenerate the tiny fixture packages the Rust engine's tests run on"),
+    "train-demo": ("sam3d_onnx.training.demo",
+                   "train the shipped demo model on a CPU and export it as a package"),
+    "finetune": ("sam3d_onnx.training.finetune",
+                 "the paper's recipe from a SAM ViT-B checkpoint on a labelled dataset folder"),
+    "evaluate": ("sam3d_onnx.evaluation.evaluate",
+                 "a package on held-out synthetic lesions and real tumours; tune its threshold"),
+    "reference": ("sam3d_onnx.evaluation.reference_pipeline",
+                  "segment a NIfTI volume with the reference pipeline (nibabel + PyTorch + ONNX Runtime)"),
+    "sample": ("sam3d_onnx.evaluation.sample",
+               "write the demo's sample volume (examples/data)"),
+    "demo-parity": ("sam3d_onnx.evaluation.parity",
+                    "seeded paper-size checkpoint -> package -> ONNX Runtime -> the official answer"),
+    "bench": ("sam3d_onnx.bench.run",
+              "`make bench`: the engine against the PyTorch model and the fp32 floor"),
+}
 
-from . import checkpoint, package, presets
-from .config import NAMED, Sam3DConfig
+
+def _prog() -> str:
+    """How the user called us: `python -m sam3d_onnx`, or the console script's name."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "python -m sam3d_onnx" if name in ("", "__main__.py", "-c") else name
 
 
-def _config(args) -> Sam3DConfig:
-    if args.config_json:
-        with open(args.config_json) as f:
-            return Sam3DConfig.from_dict(json.load(f))
-    return NAMED[args.config]
-
-
-def convert(args) -> int:
-    cfg = _config(args)
-    t0 = time.time()
-    model = checkpoint.load_official(args.checkpoint, cfg)
-    fields = presets.preset_fields(args.dataset)
-    if args.name:
-        fields["name"] = args.name
-    prov = (f"converted by sam3d_onnx from {os.path.basename(args.checkpoint)} "
-            f"(sha256 {package.sha256_file(args.checkpoint)}); official 3DSAM-adapter weights "
-            f"(med-air/3DSAM-adapter), dataset preset '{args.dataset}'")
-    manifest = package.export_package(model, args.out, provenance=prov, **fields)
-    sizes = {f: os.path.getsize(os.path.join(args.out, f)) for g in manifest["graphs"].values()
-             for f in g["sha256"]}
-    print(f"wrote {args.out} in {time.time() - t0:.1f} s: "
-          + ", ".join(f"{f} {s / 1e6:.1f} MB" for f, s in sizes.items()))
-    return 0
+def parser(prog: str) -> argparse.ArgumentParser:
+    """The top level: the list of commands (each command parses its own arguments)."""
+    ap = argparse.ArgumentParser(
+        prog=prog, description="3DSAM-adapter in PyTorch: checkpoint import, export to libsam3d model "
+                               "packages, training of the demo model, evaluation, benchmarks.",
+        epilog=f"'{prog} COMMAND --help' documents a command's arguments.")
+    sub = ap.add_subparsers(dest="command", metavar="COMMAND", title="commands", required=True)
+    for name, (_, text) in COMMANDS.items():
+        sub.add_parser(name, help=text, add_help=False)
+    return ap
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sam3d_onnx", description=__doc__.split("\n")[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("convert", help="official checkpoint (+ dataset preset) -> model package")
-    c.add_argument("checkpoint", help="released last.pth.tar / best.pth.tar")
-    c.add_argument("--dataset", required=True, choices=sorted(presets.DATASETS),
-                   help="dataset the checkpoint was trained on (intensity constants, array transpose)")
-    c.add_argument("--out", required=True, help="package directory to write")
-    c.add_argument("--name", help="package name (default: <dataset>-tumour)")
-    c.add_argument("--config", default="paper", choices=sorted(NAMED),
-                   help="architecture (default: the paper's)")
-    c.add_argument("--config-json", help="architecture as a JSON object of Sam3DConfig fields")
-    c.add_argument("--threads", type=int, default=0, help="PyTorch threads (0: default)")
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        return convert(args)
-    except (checkpoint.CheckpointError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    argv = list(sys.argv[1:] if argv is None else argv)
+    prog = _prog()
+    ap = parser(prog)
+    if not argv or argv[0].startswith("-"):
+        ap.parse_args(argv)               # `--help` or no command: the list, or the error (exits)
+        ap.error("the command comes first")
+    ap.parse_args(argv[:1])               # an unknown command: the error with the list (exits)
+    name, rest = argv[0], argv[1:]
+    rc = importlib.import_module(COMMANDS[name][0]).main(rest, prog=f"{prog} {name}")
+    return rc if isinstance(rc, int) else 0

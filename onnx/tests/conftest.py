@@ -11,8 +11,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(HERE, "parity"))
 
-from sam3d_onnx.config import TINY  # noqa: E402
-from sam3d_onnx.model import Sam3D, random_init_  # noqa: E402
+from sam3d_onnx.model.config import TINY  # noqa: E402
+from sam3d_onnx.model.network import Sam3D, random_init_  # noqa: E402
 
 PARITY_DIR = os.path.join(HERE, "parity")
 

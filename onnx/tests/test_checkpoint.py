@@ -10,10 +10,11 @@ import torch
 
 import make_weights
 from conftest import nondegenerate
-from sam3d_onnx import checkpoint, cli
-from sam3d_onnx.checkpoint import CheckpointError
-from sam3d_onnx.config import PAPER, TINY
-from sam3d_onnx.model import Sam3D, dhw_to_dwh
+from sam3d_onnx import cli
+from sam3d_onnx.model import checkpoint
+from sam3d_onnx.model.checkpoint import CheckpointError
+from sam3d_onnx.model.config import PAPER, TINY
+from sam3d_onnx.model.network import Sam3D, dhw_to_dwh
 
 
 def _shapes(sd):
@@ -71,7 +72,7 @@ def test_official_layout_round_trips_through_the_converter(tmp_path, tiny_model)
 
 
 def checkpoint_package_manifest(path):
-    from sam3d_onnx.package import read_manifest
+    from sam3d_onnx.export.package import read_manifest
     return read_manifest(str(path))
 
 

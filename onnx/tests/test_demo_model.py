@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from sam3d_onnx import checkpoint, evaluate, pretrain2d
-from sam3d_onnx.config import TINY, Sam3DConfig
-from sam3d_onnx.demo_train import model_config
-from sam3d_onnx.package import read_manifest
+from sam3d_onnx.evaluation import measures, region_growing
+from sam3d_onnx.export.package import read_manifest
+from sam3d_onnx.model import checkpoint
+from sam3d_onnx.model.config import TINY, Sam3DConfig
+from sam3d_onnx.training import pretrain2d
+from sam3d_onnx.training.demo import model_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO_PKG = os.path.join(REPO, "models", "demo-lesion")
@@ -63,7 +65,7 @@ def test_edt_click_is_the_deepest_voxel_in_mm():
     mask = np.zeros((30, 12, 9), np.uint8)
     mask[2:27, 2:10, 1:8] = 1
     sp = (0.5, 1.0, 3.0)
-    c = evaluate.edt_click(mask, sp)
+    c = measures.edt_click(mask, sp)
     # brute force: the distance (mm) from each voxel to the nearest background voxel
     fg, bg = np.argwhere(mask > 0), np.argwhere(mask == 0)
     bgp = np.vstack([bg, [[-1, 5, 4], [30, 5, 4], [15, -1, 4], [15, 12, 4], [15, 5, -1], [15, 5, 9]]])
@@ -76,13 +78,13 @@ def test_dice_and_region_growing():
     b = a.copy()
     a[2:6, 2:6, 2:6] = 1
     b[3:7, 2:6, 2:6] = 1
-    assert evaluate.dice(a, b) == pytest.approx(2 * 48 / 128)
-    assert evaluate.dice(a * 0, b * 0) == 1.0
+    assert measures.dice(a, b) == pytest.approx(2 * 48 / 128)
+    assert measures.dice(a * 0, b * 0) == 1.0
     img = np.where(a > 0, 60.0, 0.0).astype(np.float32)
     img[8, 8, 8] = 60.0   # same intensity, not connected: must not be grown into
-    grown = evaluate.region_grow(img, (1.0, 1.0, 1.0), (3, 3, 3), tol=10.0, sigma_mm=0.0, radius_mm=np.inf)
+    grown = region_growing.region_grow(img, (1.0, 1.0, 1.0), (3, 3, 3), tol=10.0, sigma_mm=0.0, radius_mm=np.inf)
     np.testing.assert_array_equal(grown, a)
-    small = evaluate.region_grow(img, (1.0, 1.0, 1.0), (3, 3, 3), tol=10.0, sigma_mm=0.0, radius_mm=1.0)
+    small = region_growing.region_grow(img, (1.0, 1.0, 1.0), (3, 3, 3), tol=10.0, sigma_mm=0.0, radius_mm=1.0)
     assert small.sum() == 7   # the click and its 6 face neighbours
 
 
@@ -98,7 +100,7 @@ def test_read_ijk_matches_nibabel(tmp_path):
     img.set_qform(aff, code=1)
     img.set_sform(aff, code=1)
     nib.save(img, str(p))
-    got, affine, sp = evaluate.read_ijk(str(p))
+    got, affine, sp = measures.read_ijk(str(p))
     np.testing.assert_array_equal(got, arr)
     np.testing.assert_allclose(affine, nib.load(str(p)).affine, atol=1e-4)
 
@@ -111,7 +113,7 @@ def test_demo_sample_is_consistent():
     t = np.asarray(truth.dataobj)
     assert int(t.sum()) == meta["lesion_voxels"] and t[tuple(meta["click_ijk"])] == 1
     sp = img.header.get_zooms()
-    np.testing.assert_array_equal(evaluate.edt_click(t, sp), meta["click_ijk"])
+    np.testing.assert_array_equal(measures.edt_click(t, sp), meta["click_ijk"])
 
 
 def test_demo_package_is_small_licensed_and_intact():
@@ -128,7 +130,7 @@ def test_demo_package_is_small_licensed_and_intact():
 
 
 def test_scanner_augmentation_ends_the_scan_around_the_click():
-    from sam3d_onnx.demo_train import scanner_augment
+    from sam3d_onnx.training.demo import scanner_augment
     c = 32
     crop = np.full((c, c, c), 0.7, np.float32)
     label = np.zeros((c, c, c), np.uint8)
@@ -148,7 +150,7 @@ def test_scanner_augmentation_ends_the_scan_around_the_click():
 
 
 def test_contrast_phase_augmentation_moves_tissue_within_the_window():
-    from sam3d_onnx.demo_train import INTENSITY, phase_augment
+    from sam3d_onnx.training.demo import INTENSITY, phase_augment
     rng = np.random.default_rng(0)
     crop = rng.normal(0.1, 0.3, (16, 16, 16)).astype(np.float32)    # soft tissue around 48 HU
     lo = (INTENSITY["clip"][0] - INTENSITY["mean"]) / INTENSITY["std"]
@@ -168,7 +170,7 @@ def test_contrast_phase_augmentation_moves_tissue_within_the_window():
 def test_training_clicks_mix_and_one_click():
     """clicks_for: the paper's draw (10 lesion + 20 random voxels) or 1-3 lesion voxels; with
     one_click always exactly one lesion voxel."""
-    from sam3d_onnx.demo_train import clicks_for
+    from sam3d_onnx.training.demo import clicks_for
     label = np.zeros((32, 32, 32), np.uint8)
     label[10:14, 20:23, 5:9] = 1
     rng = np.random.default_rng(0)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conftest import nondegenerate
-from sam3d_onnx import package
-from sam3d_onnx.graphs import graphs
-from sam3d_onnx.model import dhw_to_dwh
+from sam3d_onnx.export import package
+from sam3d_onnx.export.graphs import graphs
+from sam3d_onnx.model.network import dhw_to_dwh
 
 
 def _export(model, path):

@@ -5,8 +5,8 @@ import numpy as np
 import onnxruntime as ort
 
 from conftest import nondegenerate
-from sam3d_onnx import fixtures
-from sam3d_onnx.package import read_manifest
+from sam3d_onnx.export import fixtures
+from sam3d_onnx.export.package import read_manifest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 COMMITTED = os.path.join(REPO, "tests", "fixtures", "models")

@@ -10,8 +10,8 @@ import shutil
 import numpy as np
 import pytest
 
-from sam3d_onnx import package
-from sam3d_onnx.reference_pipeline import Pipeline, clicked_components, flip_axes, inference_settings
+from sam3d_onnx.export import package
+from sam3d_onnx.evaluation.reference_pipeline import Pipeline, clicked_components, flip_axes, inference_settings
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(REPO, "tests", "fixtures", "models", "tiny-orient")

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from sam3d_onnx.lesions import gaussian_blur, insert_lesion
+from sam3d_onnx.training.lesions import gaussian_blur, insert_lesion
 
 
 def _phantom():
@@ -58,7 +58,7 @@ def test_empty_organ_is_refused():
 
 
 def test_training_samples_hold_the_lesion_at_model_spacing():
-    from sam3d_onnx.dataset import ORGANS, make_sample, to_model_grid
+    from sam3d_onnx.training.dataset import ORGANS, make_sample, to_model_grid
 
     img, organ, sp = _phantom()
     labels = np.where(organ, ORGANS["liver"], 0).astype(np.int16)
@@ -92,7 +92,7 @@ def test_fine_samples_draw_the_lesion_finer_than_the_ct(seed):
     """make_sample_fine on a 3 mm CT: the lesion is drawn on a 1 mm box and its model-grid label is
     the fraction of lesion >= 0.5, so the label's volume matches the drawn lesion's; the crop shows
     the lesion where the label is (contrast of the drawn sign against the organ around it)."""
-    from sam3d_onnx.dataset import ORGANS, make_sample_fine
+    from sam3d_onnx.training.dataset import ORGANS, make_sample_fine
 
     rng0 = np.random.default_rng(11)
     d, h, w = np.mgrid[:40, :40, :40]
@@ -118,7 +118,7 @@ def test_fine_samples_draw_the_lesion_finer_than_the_ct(seed):
 def test_contrast_phases_raise_each_structure_within_its_phase_range(phase):
     """phases.enhance: every labelled group gains one increment from its phase's range (checked in the
     group's interior, away from the 0.7-voxel edge blur); unlabelled tissue and bone stay as they were."""
-    from sam3d_onnx import phases
+    from sam3d_onnx.training import phases
 
     rng0 = np.random.default_rng(2)
     labels = np.zeros((30, 40, 50), np.uint8)
@@ -142,9 +142,9 @@ def test_contrast_phases_raise_each_structure_within_its_phase_range(phase):
 
 
 def test_contrast_phases_keep_the_lesion_draws_of_the_sample():
-    """demo_train.training_sample with contrast phases: the same lesion (its own stream), another image."""
-    from sam3d_onnx import demo_train
-    from sam3d_onnx.dataset import ORGANS
+    """training.demo.training_sample with contrast phases: the same lesion (its own stream), another image."""
+    from sam3d_onnx.training import demo
+    from sam3d_onnx.training.dataset import ORGANS
 
     rng0 = np.random.default_rng(4)
     d, h, w = np.mgrid[:40, :40, :40]
@@ -153,8 +153,8 @@ def test_contrast_phases_keep_the_lesion_draws_of_the_sample():
     labels = np.where(organ, ORGANS["liver"], 0).astype(np.uint8)
     changed = 0
     for i in range(6):
-        plain, lab, _ = demo_train.training_sample(img, labels, (3.0,) * 3, i)
-        phased, lab2, _ = demo_train.training_sample(img, labels, (3.0,) * 3, i, contrast=True)
+        plain, lab, _ = demo.training_sample(img, labels, (3.0,) * 3, i)
+        phased, lab2, _ = demo.training_sample(img, labels, (3.0,) * 3, i, contrast=True)
         assert np.array_equal(lab, lab2)
         changed += not np.array_equal(plain, phased)
     assert changed >= 2                                              # CONTRAST_P of 0.7 over 6 samples
@@ -164,7 +164,7 @@ def test_contrast_phases_keep_the_lesion_draws_of_the_sample():
 def test_a_bowel_lesion_is_a_soft_tissue_mass_not_gas(seed):
     """A bowel label holds its lumen's gas: the lesion's contrast is against the wall's soft tissue and
     the mass fills the gas it covers (before the fix, such lesions sat at -700 to -900 HU)."""
-    from sam3d_onnx.lesions import tissue_level
+    from sam3d_onnx.training.lesions import tissue_level
 
     rng0 = np.random.default_rng(seed)
     d, h, w = np.mgrid[:40, :48, :48]

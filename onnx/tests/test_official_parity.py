@@ -16,9 +16,10 @@ import torch
 import check_parity
 import make_weights
 from conftest import PARITY_DIR, nondegenerate
-from sam3d_onnx import checkpoint, cli
-from sam3d_onnx.config import PAPER
-from sam3d_onnx.package import session_options
+from sam3d_onnx import cli
+from sam3d_onnx.export.package import session_options
+from sam3d_onnx.model import checkpoint
+from sam3d_onnx.model.config import PAPER
 
 pytestmark = pytest.mark.paper
 

@@ -1,18 +1,18 @@
 """A package back to PyTorch (`package_import`): the imported model's graphs reproduce the package's
 probabilities, the parameters the export keeps as they are come back exactly, and the result resumes
-training the way demo_train loads it."""
+training the way train-demo loads it."""
 import json
 import os
 import shutil
 
-import numpy as np
 import pytest
 import torch
 
-from sam3d_onnx import fixtures, package_import
-from sam3d_onnx.config import Sam3DConfig
-from sam3d_onnx.demo_train import model_config
-from sam3d_onnx.model import Sam3D
+from sam3d_onnx.export import fixtures, package_import
+from sam3d_onnx.model.config import TINY as TINY_CFG
+from sam3d_onnx.model.config import Sam3DConfig
+from sam3d_onnx.model.network import Sam3D, random_init_
+from sam3d_onnx.training.demo import model_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(REPO, "tests", "fixtures", "models", "tiny-orient")
@@ -56,7 +56,7 @@ def test_demo_package_imports_and_resumes(tmp_path):
     record = json.loads((out / "training.json").read_text())
     manifest = json.loads(open(os.path.join(DEMO, "sam3d-model.json")).read())
     assert record["imported_from"]["sha256"] == manifest["graphs"]["encoder"]["sha256"]
-    # as demo_train --resume loads it
+    # as train-demo --resume loads it
     again = Sam3D(model_config(record))
     again.load_state_dict(torch.load(out / "model.pt", weights_only=True)["state_dict"])
     assert again.cfg == Sam3DConfig.from_dict(manifest["architecture"])
@@ -74,17 +74,64 @@ def test_quantised_packages_are_refused(tmp_path):
         package_import.import_package(str(pkg))
 
 
-@pytest.mark.parametrize("which", ["tiny_model", "tiny_fine_model"])
+@pytest.mark.parametrize("which", ["tiny_model", "tiny_fine_model", "decoder_scale_1"])
 def test_fresh_export_round_trip(tmp_path, request, which):
     """Packages exported now carry the click half of cls.0 as UpsampledConv's mixing matrix (decoder_scale
-    2 and 4): the importer turns it back into the conv weight exactly."""
-    from sam3d_onnx import package
-    original = request.getfixturevalue(which)
+    2 and 4; a plain conv at 1) and say so in the manifest: the importer turns it back into the conv
+    weight exactly."""
+    from sam3d_onnx.export import package
+    from sam3d_onnx.export.graphs import graph_layout
+    if which == "decoder_scale_1":
+        original = random_init_(Sam3D(TINY_CFG.replace(decoder_scale=1)), seed=3).eval()
+    else:
+        original = request.getfixturevalue(which)
     path = tmp_path / "pkg"
-    package.export_package(
+    manifest = package.export_package(
         original, str(path), name="t", description="t", licence="Apache-2.0", provenance="random weights (tests)",
         frame={"mode": "orient", "orientation": "RAS", "array_transpose": None},
         intensity={"clip": [-100.0, 200.0], "mean": 50.0, "std": 60.0, "nonfinite": "error"})
+    layout = manifest["export"]["graph_layout"]
+    assert layout == graph_layout(original.cfg)
+    assert layout["cls_click"] == ("conv" if which == "decoder_scale_1" else "upsampled_conv")
+    graphs = [package_import._initializers(str(path / f))[1] for f in ("encoder.onnx", "decoder.onnx")]
+    assert package_import.guess_layout(*graphs) == layout          # the names agree with the record
     model = package_import.import_package(str(path))
     torch.testing.assert_close(model.decoder.cls[0].weight, original.decoder.cls[0].weight, rtol=0, atol=1e-6)
     assert package_import.check(str(path), model, n=2) < 1e-5
+
+
+def _with_manifest(src, dst, edit):
+    shutil.copytree(src, dst)
+    m = json.loads((dst / "sam3d-model.json").read_text())
+    edit(m)
+    (dst / "sam3d-model.json").write_text(json.dumps(m))
+    return str(dst)
+
+
+def test_the_fixtures_record_their_layout_and_the_importer_follows_it(tmp_path):
+    """The committed fixtures carry `export.graph_layout`; the importer reads what it says (a record that
+    contradicts the graphs fails naming the missing constant) and refuses layouts it does not know.
+    Without the record it recognises the layout by the constants' names, as for older packages."""
+    from sam3d_onnx.export.graphs import graph_layout
+    m = json.loads(open(os.path.join(TINY, "sam3d-model.json")).read())
+    assert m["export"]["graph_layout"] == graph_layout(Sam3DConfig.from_dict(m["architecture"]))
+
+    def set_part(part, value):
+        return lambda man: man["export"]["graph_layout"].__setitem__(part, value)
+
+    wrong = _with_manifest(TINY, tmp_path / "wrong", set_part("front_end", "conv_dhw"))
+    with pytest.raises(package_import.ImportError_, match="front_kernel"):
+        package_import.import_package(wrong)
+    wrong = _with_manifest(TINY, tmp_path / "wrong-click", set_part("cls_click", "conv"))
+    with pytest.raises(package_import.ImportError_, match="cls_click_w"):
+        package_import.import_package(wrong)
+    unknown = _with_manifest(TINY, tmp_path / "unknown", set_part("attention", "something-new"))
+    with pytest.raises(package_import.ImportError_, match="attention.*something-new"):
+        package_import.import_package(unknown)
+    newer = _with_manifest(TINY, tmp_path / "newer", set_part("new_part", "x"))
+    with pytest.raises(package_import.ImportError_, match="new_part"):
+        package_import.import_package(newer)
+
+    bare = _with_manifest(TINY, tmp_path / "bare", lambda man: man.pop("export"))
+    model = package_import.import_package(bare)
+    assert package_import.check(bare, model, n=2) < 1e-5

@@ -6,8 +6,10 @@ import numpy as np
 import onnx
 import pytest
 
-from sam3d_onnx.package import read_manifest
-from sam3d_onnx.quantize import compare, drop_repeated_nodes, int8_convs, quantize_package, weight_matmuls
+from sam3d_onnx.export.fp16 import drop_repeated_nodes
+from sam3d_onnx.export.int8 import int8_convs, weight_matmuls
+from sam3d_onnx.export.package import read_manifest
+from sam3d_onnx.export.quantize import compare, quantize_package
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TINY = os.path.join(REPO, "tests", "fixtures", "models", "tiny-orient")

@@ -6,10 +6,10 @@ import torch.nn.functional as F
 
 from conftest import SMALL, nondegenerate
 from make_weights import shift_window_mask as official_mask
-from sam3d_onnx.config import PAPER, TINY
-from sam3d_onnx.graphs import (SingleOutputConv, UpsampledConv, fold_attention, folded_attention, folded_front_end,
-                               gather_trilinear, graphs, interp_taps, key_position_onehots, region_onehots)
-from sam3d_onnx.model import Sam3D, dhw_to_dwh, random_init_, shift_window_mask
+from sam3d_onnx.export.graphs import (SingleOutputConv, UpsampledConv, fold_attention, folded_attention, folded_front_end,
+                                      gather_trilinear, graphs, interp_taps, key_position_onehots, region_onehots)
+from sam3d_onnx.model.config import PAPER, TINY
+from sam3d_onnx.model.network import Sam3D, dhw_to_dwh, random_init_, shift_window_mask
 
 
 @pytest.mark.parametrize("upsample,patch", [(4, 16), (2, 8), (1, 4), (4, 8)])

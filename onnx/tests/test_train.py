@@ -2,9 +2,10 @@
 import numpy as np
 import torch
 
-from sam3d_onnx import checkpoint, train
-from sam3d_onnx.config import PAPER, TINY
-from sam3d_onnx.model import Sam3D
+from sam3d_onnx.model import checkpoint
+from sam3d_onnx.model.config import PAPER, TINY
+from sam3d_onnx.model.network import Sam3D
+from sam3d_onnx.training import recipe
 from test_checkpoint import _fake_sam
 
 
@@ -13,7 +14,7 @@ def test_paper_trainable_counts_match_the_official_script():
         model = Sam3D(PAPER)
     n = {}
     for name, p in model.named_parameters():
-        if train.is_trainable(name):
+        if recipe.is_trainable(name):
             part = name.split(".")[0]
             n[part] = n.get(part, 0) + p.numel()
     # spec 2.5: encoder 15,209,984 trained; decoder 7,088,256; the applied prompt encoder in full
@@ -35,16 +36,16 @@ def test_a_few_steps_change_exactly_the_intended_parameters():
     model = checkpoint.init_from_sam_state(_fake_sam(TINY), TINY)
     before = {k: v.detach().clone() for k, v in model.named_parameters()}
     buffers = {k: v.clone() for k, v in model.named_buffers()}
-    losses = train.train(model, [_blob_sample(TINY.crop, s) for s in range(2)], steps=4, seed=1, shift=0.25)
+    losses = recipe.train(model, [_blob_sample(TINY.crop, s) for s in range(2)], steps=4, seed=1, shift=0.25)
     assert len(losses) == 4 and all(np.isfinite(losses))
     changed = {k for k, v in model.named_parameters() if not torch.equal(v, before[k])}
-    intended = {k for k, _ in model.named_parameters() if train.is_trainable(k)}
+    intended = {k for k, _ in model.named_parameters() if recipe.is_trainable(k)}
     # the prompt encoder's cross_attn_token_to_image is never called by the paper's forward: no gradient
     never_used = {k for k in intended if ".cross_attn_token_to_image." in k}
     assert changed == intended - never_used, (sorted(changed ^ (intended - never_used))[:10])
     # SAM's 2D weights are untouched
     for k in checkpoint.sam_encoder_keys(TINY):
-        if not train.is_trainable("encoder." + k):
+        if not recipe.is_trainable("encoder." + k):
             assert torch.equal(model.encoder.state_dict()[k], before["encoder." + k]), k
     assert all(torch.equal(v, buffers[k]) for k, v in model.named_buffers())
     assert model.encoder.blocks[0].attn.lr.item() == 1.0
@@ -53,12 +54,12 @@ def test_a_few_steps_change_exactly_the_intended_parameters():
 def test_training_clicks_and_augmentation():
     rng = np.random.default_rng(0)
     crop, label = _blob_sample(24, 3)
-    pts = train.training_clicks(label, rng)
+    pts = recipe.training_clicks(label, rng)
     assert pts.shape == (30, 3)
     fg = pts[:10].astype(int)
     assert label[fg[:, 0], fg[:, 1], fg[:, 2]].all()
     assert (pts >= 0).all() and (pts < 24).all()
-    c2, l2 = train.augment(crop, label, rng, shift=0.0)
+    c2, l2 = recipe.augment(crop, label, rng, shift=0.0)
     assert c2.shape == crop.shape and l2.sum() == label.sum()
     # geometry is applied to image and label alike: the blob stays where the bright voxels are
     assert c2[l2 > 0].mean() > c2[l2 == 0].mean() + 1.0
@@ -68,7 +69,7 @@ def test_finetune_from_a_sam_checkpoint_and_a_dataset_folder(tmp_path):
     """The generic trainer: SAM checkpoint + MSD-layout folder -> official-layout checkpoint in which
     exactly the recipe's parameters moved away from their SAM initialisation."""
     import nibabel as nib
-    from sam3d_onnx import finetune
+    from sam3d_onnx.training import finetune
 
     sam = _fake_sam(TINY)
     torch.save(sam, tmp_path / "sam.pth")
@@ -86,6 +87,6 @@ def test_finetune_from_a_sam_checkpoint_and_a_dataset_folder(tmp_path):
     start = checkpoint.init_from_sam_state(sam, TINY, seed=0)
     start_params = dict(start.named_parameters())
     changed = {k for k, v in trained.named_parameters() if not torch.equal(v, start_params[k])}
-    intended = {k for k, _ in trained.named_parameters() if train.is_trainable(k)}
+    intended = {k for k, _ in trained.named_parameters() if recipe.is_trainable(k)}
     never_used = {k for k in intended if ".cross_attn_token_to_image." in k}
     assert changed == intended - never_used

@@ -1,5 +1,5 @@
 """The Rust engine (through its `segment` and `volinfo` examples) against independent references:
-nibabel for reading and geometry, the Python/PyTorch contract pipeline (`sam3d_onnx.reference_pipeline`)
+nibabel for reading and geometry, the Python/PyTorch contract pipeline (`sam3d_onnx.evaluation.reference_pipeline`)
 for masks. Run by `make test`, which builds the examples and fetches ONNX Runtime and the data."""
 import json
 import os
@@ -13,7 +13,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(REPO, "onnx"))
-from sam3d_onnx.reference_pipeline import segment as reference_segment  # noqa: E402
+from sam3d_onnx.evaluation.reference_pipeline import segment as reference_segment  # noqa: E402
 
 BIN = os.environ.get("SAM3D_BIN", os.path.join(REPO, "target", "release", "examples"))
 ORT = os.environ.get("SAM3D_ORT_LIBRARY", os.path.join(REPO, ".cache", "onnxruntime-cpu", "libonnxruntime.so"))
@@ -406,8 +406,8 @@ def test_demo_model_on_the_sample_equals_the_reference(tmp_path):
 def test_demo_model_on_held_out_lesions_equals_the_reference(tmp_path):
     """Four evaluation lesions in the held-out CT: the engine's mask = the reference pipeline's, and
     the evaluation's Dice computed on the engine's mask equals the reference's."""
-    from sam3d_onnx import evaluate
-    from sam3d_onnx.reference_pipeline import Pipeline
+    from sam3d_onnx.evaluation import evaluate
+    from sam3d_onnx.evaluation.reference_pipeline import Pipeline
     image, labels, affine, sp = evaluate.load_volume(DATA, "heldout-ct")
     pipe = Pipeline(DEMO)
     for i in range(4):
@@ -434,8 +434,9 @@ def test_inference_tuning_scores_what_the_pipeline_segments(tmp_path):
     """evaluate.tune_inference's table: each (threshold, flips, component rule) entry is the mean Dice of
     the masks the reference pipeline makes with those settings, on the tuning lesions of the training CT."""
     import shutil
-    from sam3d_onnx import evaluate, package
-    from sam3d_onnx.reference_pipeline import Pipeline
+    from sam3d_onnx.evaluation import evaluate
+    from sam3d_onnx.evaluation.reference_pipeline import Pipeline
+    from sam3d_onnx.export import package
     pkg = tmp_path / "demo"
     shutil.copytree(DEMO, pkg)
     pipe = Pipeline(str(pkg))
