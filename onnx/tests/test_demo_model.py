@@ -1,4 +1,4 @@
-"""Issue 4's pieces: the 2D pretraining stand-in for SAM, the evaluation's click rules, Dice and
+"""The demo model's pieces: the 2D pretraining stand-in for SAM, the evaluation's click rules, Dice and
 region-growing baseline, the demo sample and the shipped demo package."""
 import json
 import os

@@ -3,7 +3,7 @@
 The seeded generator writes a checkpoint in the official layout (not committed, ~0.9 GB); the
 converter turns it into a package; ONNX Runtime runs the exported graphs; the probabilities must match
 what the official code computed (stored as float16) and what our straightforward PyTorch model
-computes. Takes several minutes on 2 cores (mark `paper`; deselect with `-m "not paper"`)."""
+computes. Takes several minutes on a small CPU (mark `paper`; deselect with `-m "not paper"`)."""
 import json
 import os
 import time

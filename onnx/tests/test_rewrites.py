@@ -1,4 +1,4 @@
-"""The exact rewrites of the export (spec section 6) against the straightforward model, in PyTorch."""
+"""The exact rewrites of the export (export/graphs.py) against the straightforward model, in PyTorch."""
 import numpy as np
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""The two exported graphs, built from a loaded `Sam3D` with the exact rewrites of spec section 6.
+"""The two exported graphs, built from a loaded `Sam3D` with the exact rewrites below.
 
 * Front-end fold: trilinear x`upsample` + per-slice patch conv + depth-wise slice conv are one linear
   map = replicate-pad the one-channel crop, then a strided Conv3d (kernel computed in float64 here).
@@ -18,20 +18,19 @@
   are dot products of per-query values (q . table) with one-hot key coordinates, so appending them to
   q and the constant one-hots to k gives logits + rel in one MatMul (head dim 64 -> 64 + 3w). This
   replaces three broadcast additions over the (windows*heads, T, T) logits, which cost more time than
-  the attention products themselves at paper size (11.5 s of a 97.5 s encoder pass on 2 cores).
+  the attention products themselves at paper size (figures: docs/performance.md).
 * Shift mask folded the same way: 8 region one-hots per token (one bit per axis tells a window's
   regions apart), scaled by -mask_value on the query side, add -mask_value within a region and 0
   across; softmax ignores the per-row constant (head dim 88 -> 96 in the shifted blocks). The 67 MB mask
-  constant and its addition over the logits (about 0.4 s per shifted block) are gone.
+  constant and its addition over the logits are gone.
 * Biases out of the products where softmax allows (`fold_attention`): scale folded into q, k's bias
   dropped (a per-row constant of the logits), v's moved into the output projection (softmax rows sum
   to 1); the MLP's first bias goes into its GELU (`bias_gelu`). Products without a bias stay MatMuls
   instead of ONNX Runtime Gemms that broadcast-copy the bias into their output first.
 * Attention as one ONNX Runtime `com.microsoft.MultiHeadAttention` node per block (query/key head
   dim 88 or 96, value 64, scale 1): its CPU kernel is a flash-attention loop that never writes the
-  logits out (805 MB per block at paper size). Paper-size encoder on 2 cores: 96.5 -> 88.6 s in an
-  interleaved A/B, outputs equal within 5e-6. In eager PyTorch (tests, FLOP counts) the same
-  product runs as MatMul, softmax, MatMul.
+  logits out (805 MB per block at paper size); faster in an interleaved A/B, outputs equal within
+  5e-6. In eager PyTorch (tests, FLOP counts) the same product runs as MatMul, softmax, MatMul.
 * Click features: a Gather-based trilinear lookup replaces 5-D GridSample (zero outside the grid,
   the official align_corners=False convention).
 
@@ -262,7 +261,7 @@ class EncoderGraph(nn.Module):
         cfg = self.cfg
         # The token grid is (H', W', D') with channels last. Permuting the 8 MB crop to (H, W, D) first
         # leaves one move of the channel axis after the conv, which ONNX Runtime does as a 2-D
-        # transpose (0.05 s at paper size) instead of the 5-D permute (0, 3, 4, 2, 1) (0.41 s).
+        # transpose, several times cheaper than the 5-D permute (0, 3, 4, 2, 1).
         crop = crop.permute(0, 1, 3, 4, 2)                                      # (1,1,H,W,D)
         x = F.pad(crop, (self.pad,) * 6, mode="replicate") if self.pad else crop
         x = F.conv3d(x, self.front_kernel_hwd, self.front_bias, stride=self.stride)  # (1,E,H',W',D')
@@ -303,8 +302,8 @@ class UpsampledConv(nn.Module):
     Both maps are linear and the upsampling is separable, so the channel mixing can run first, on
     the coarse grid, once per kernel tap (a 1x1 product to 27 x Cout channels), and each axis's
     upsampling and tap shift are then one small matrix (L x g per tap) applied along that axis,
-    summed over its 3 taps. Paper size (head5: 128 channels, 32^3 -> 64^3): 232 -> 60 GFLOP,
-    1.06 -> 0.41 s on 2 cores in ONNX Runtime, equal within 2e-6.
+    summed over its 3 taps. Paper size (head5: 128 channels, 32^3 -> 64^3): 232 -> 60 GFLOP, equal
+    within 2e-6 (timings: docs/performance.md).
     Layout: the product's rows are (o, k1, k2, k0), so tap k0 sits next to axis 2 and that axis is
     one batched MatMul; axes 3 and 4 take a MatMul per tap and a ReduceSum over the taps (cheaper
     than transposing the 27-channel field, which is the largest tensor here). Output channels go
@@ -351,8 +350,8 @@ class UpsampledConv(nn.Module):
 class SingleOutputConv(nn.Module):
     """conv3d(y, w, padding=1) for one output channel: a 1x1 product to the 27 taps' planes, then
     the planes shifted and summed. ONNX Runtime's CPU Conv lowers a 1-output conv to im2col (27 x C
-    rows over the whole grid: 905 MB at paper size) and ran the decoder's last conv (1.8 GFLOP) in
-    155 ms; the product and 27 slices of a padded (27, L+2, L+2, L+2) field take a fraction of that."""
+    rows over the whole grid: 905 MB at paper size) for the decoder's last conv (1.8 GFLOP); the
+    product and 27 slices of a padded (27, L+2, L+2, L+2) field take a fraction of that time."""
 
     def __init__(self, weight: torch.Tensor):
         super().__init__()

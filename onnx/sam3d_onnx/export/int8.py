@@ -72,8 +72,7 @@ def int8_convs(model) -> int:
     (im2col, in uint8: a quarter of the fp32 copy), one MatMulInteger with the weight as (27 Ci, Co)
     int8, per output channel symmetric, and the int32 result scaled back (ONNX Runtime fuses
     MatMulInteger + Cast + Mul into MatMulIntegerToFloat), plus the bias, moved channels-first.
-    The paper size's four neck convs (256 -> 256, 32^3) take about 0.26 s each instead of 0.5 s on
-    2 cores."""
+    At paper size the four neck convs (256 -> 256, 32^3) take about half their fp32 time."""
     from onnx import TensorProto, helper, numpy_helper
 
     g = model.graph

@@ -28,10 +28,10 @@ EXTERNAL_DATA_BYTES = 256 << 20
 
 
 def session_options(threads: int):
-    """ONNX Runtime session options as the engine sets them (src/engine.rs `make_session`): `threads`
-    intra-op threads, subnormal floats as zero (the shifted blocks' exp(-100) rescaling otherwise
-    costs a microcode assist per operation on Intel cores: paper encoder 96.7 -> 50.9 s) and no memory
-    pattern (with it the paper encoder's peak RSS grew 4.4 -> 7.7 GB at its second run)."""
+    """ONNX Runtime session options as the engine sets them (src/engine/providers.rs `make_session`):
+    `threads` intra-op threads, subnormal floats as zero (the shifted blocks' exp(-100) rescaling
+    otherwise costs a microcode assist per operation on Intel cores) and no memory pattern (with it
+    the paper encoder's peak RSS grew at its second run); figures in docs/performance.md."""
     import onnxruntime as ort
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads

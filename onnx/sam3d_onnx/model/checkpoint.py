@@ -1,4 +1,4 @@
-"""Loading weights: the released 3DSAM-adapter checkpoints and SAM ViT-B (spec section 3).
+"""Loading weights: the released 3DSAM-adapter checkpoints and SAM ViT-B.
 
 Loading is strict: every key the model needs must be present with its exact shape, and nothing
 unexpected may be there. Errors name the key. The two buffers the official code stores but never
@@ -143,7 +143,7 @@ def official_state(model: Sam3D, epoch: int = 0, best_val_loss: float = 1.0) -> 
 
 
 # ------------------------------------------------------------------------------------------------
-# SAM ViT-B as the starting point for training (spec section 3.1)
+# SAM ViT-B as the starting point for training
 
 SAM_PREFIX = "image_encoder."
 

@@ -171,11 +171,11 @@ TINY = Sam3DConfig(
     pe_gauss_feats=16, decoder_dim=16,
 ).validate()
 
-# The shipped demo model (issue 4): 32^3 crop, trained at 2 mm (a 64 mm field) and finally at 1.5 mm
-# (the package's spacing: a 48 mm field, decoder voxels of 3 mm for small lesions), 8^3 tokens, a 6-block 96-wide ViT. Chosen for 2 CPU cores: one training
-# step (encoder + decoder, forward + backward) takes about 0.45 s, an encoder pass about 0.1 s, so an
-# hour of training sees about 8,000 lesions and a click answers well under the 100 ms target. A 40^3
-# crop doubled the step time; wider or deeper ViTs gave no gain we could afford to train.
+# The shipped demo model: 32^3 crop, trained at 2 mm (a 64 mm field) and finally at 1.5 mm
+# (the package's spacing: a 48 mm field, decoder voxels of 3 mm for small lesions), 8^3 tokens, a
+# 6-block 96-wide ViT. Chosen for a small CPU: training sees thousands of lesions an hour and a click
+# answers well under the 100 ms target (docs/model.md). A 40^3 crop doubled the step time; wider or
+# deeper ViTs gave no gain we could afford to train.
 # Same ratios as the paper where they are free: window = grid / 2, shift = window / 2, SAM's pos_embed
 # grid twice the token grid (pooled by 2), adapters at half the width, necks on 4 of the blocks.
 # decoder_scale stays the paper's 2 (decoder voxels of 3 mm): 4 (the crop's own grid) was trained and

@@ -4,7 +4,7 @@ This module computes the network the way the paper's code does (x4 upsampling, p
 embedding, six shift masks, rel-pos tables resampled at run time, 5-D grid sampling, the whole
 decoder per click). It is the reference that the rewritten export (`graphs.py`) is proven equal to,
 and the model that checkpoints load into. Parameter and buffer names are exactly the official
-state-dict keys (spec section 3.3/3.4), so `load_state_dict` needs no renaming.
+state-dict keys, so `load_state_dict` needs no renaming.
 
 Axis conventions: a crop is (B, C, D, H, W); inside the encoder the token grid is (B, H', W', D', C);
 features f0..f3 are (B, C, H', W', D'); the decoder works in (H, W, D) and permutes back at the end.

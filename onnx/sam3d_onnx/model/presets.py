@@ -1,4 +1,4 @@
-"""Dataset presets of the released checkpoints (spec section 4.1, the official `dataset/datasets.py`).
+"""Dataset presets of the released checkpoints (the official `dataset/datasets.py`).
 
 The released models were trained on the raw nibabel array order (no reorientation), transposed per
 dataset: the package says `"mode": "array"` with that transpose, and the engine warns that results

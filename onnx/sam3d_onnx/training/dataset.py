@@ -1,4 +1,4 @@
-"""Training samples for the demo model (issue 4): a real CT with organ labels, a synthetic lesion
+"""Training samples for the demo model: a real CT with organ labels, a synthetic lesion
 inserted inside one organ at the CT's own resolution, then the package contract's preprocessing
 (model frame, resampling to the model spacing, clipping, normalisation) and a crop around the lesion.
 

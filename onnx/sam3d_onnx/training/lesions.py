@@ -1,4 +1,4 @@
-"""Seeded synthetic lesions inserted inside organ labels of real CTs (issue 4's training data).
+"""Seeded synthetic lesions inserted inside organ labels of real CTs (the demo model's training data).
 
 Like the paper's tumours they are small, irregular and low-contrast: a union of 1-3 randomly rotated
 ellipsoids whose surface is perturbed by smooth noise, 8-40 mm across, kept inside the organ, with a

@@ -1,4 +1,4 @@
-"""The paper's parameter-efficient recipe (spec sections 3.1 and 4.4), for any configuration.
+"""The paper's parameter-efficient recipe (the paper's training setup), for any configuration.
 
 Start from 2D SAM weights (`checkpoint.init_from_sam`), keep them frozen and train only what the
 3D adaptation adds: slice and depth embeddings, the blocks' LayerNorms, the spatial adapters, the
