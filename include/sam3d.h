@@ -14,7 +14,8 @@
  * - Calls leave the calling thread's floating-point mode (MXCSR) as they found it; subnormals are
  *   flushed on it only while ONNX Runtime runs, whichever thread opened the model.
  * - Geometry follows ITK: LPS point = origin + direction * diag(spacing) * index, i fastest.
- * - Pass SAM3D_ABI_VERSION to sam3d_session_new(); the library refuses other ABI versions.
+ * - Pass SAM3D_ABI_VERSION to sam3d_runtime_new() and sam3d_session_new(); the library refuses other
+ *   ABI versions.
  */
 
 #ifndef SAM3D_H
@@ -29,7 +30,8 @@
 #define SAM3D_VERSION_STRING "0.1.0"
 
 /**
- * ABI version of this library: bumped on every incompatible change of the C interface.
+ * ABI version of this library: bumped on every incompatible change of the C interface once a
+ * version has been released (until the first release, version 1 may still change; CHANGELOG.md).
  */
 #define SAM3D_ABI_VERSION 1
 
@@ -96,7 +98,8 @@ typedef enum Sam3dStatus {
    */
   SAM3D_STATUS_OUT_OF_BOUNDS = 11,
   /**
-   * The operation was cancelled (`sam3d_session_cancel`, or a click stopping a warm-up).
+   * The operation was cancelled (`sam3d_session_cancel`; a warm-up by a click or
+   * `sam3d_model_cancel_warm_up`).
    */
   SAM3D_STATUS_CANCELLED = 12,
   /**
@@ -670,7 +673,7 @@ enum Sam3dStatus sam3d_session_add_object(struct Sam3dSession *s, uint32_t *out_
  * A failed click leaves the object as it was. Blocks for the click's duration.
  *
  * @return `SAM3D_STATUS_OK`; `SAM3D_STATUS_NULL_POINTER`; `SAM3D_STATUS_INVALID_ARGUMENT` (coord,
- * no such object, NaN coordinates, more clicks than the package takes); `SAM3D_STATUS_OUT_OF_BOUNDS`
+ * no such object, a NaN or infinite coordinate, more clicks than the package takes); `SAM3D_STATUS_OUT_OF_BOUNDS`
  * (outside the volume); `SAM3D_STATUS_CANCELLED`; `SAM3D_STATUS_BUSY`; `SAM3D_STATUS_TOO_LARGE`;
  * `SAM3D_STATUS_RUNTIME`.
  */
@@ -686,7 +689,7 @@ enum Sam3dStatus sam3d_session_click(struct Sam3dSession *s,
  *
  * @return `SAM3D_STATUS_OK`; `SAM3D_STATUS_NULL_POINTER`; `SAM3D_STATUS_NOTHING_TO_DO` (nothing
  * to undo); `SAM3D_STATUS_INVALID_ARGUMENT` (no such object); `SAM3D_STATUS_CANCELLED` (nothing
- * changed); `SAM3D_STATUS_BUSY`; `SAM3D_STATUS_RUNTIME`.
+ * changed); `SAM3D_STATUS_BUSY`; `SAM3D_STATUS_TOO_LARGE`; `SAM3D_STATUS_RUNTIME`.
  */
 enum Sam3dStatus sam3d_session_undo(struct Sam3dSession *s,
                                     uint32_t object,

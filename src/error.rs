@@ -29,7 +29,8 @@ pub enum Sam3dStatus {
     NonFinite = 10,
     /// A click lies outside the volume.
     OutOfBounds = 11,
-    /// The operation was cancelled (`sam3d_session_cancel`, or a click stopping a warm-up).
+    /// The operation was cancelled (`sam3d_session_cancel`; a warm-up by a click or
+    /// `sam3d_model_cancel_warm_up`).
     Cancelled = 12,
     /// The requested size exceeds the library's limits (refused before allocating).
     TooLarge = 13,
@@ -85,7 +86,10 @@ impl Sam3dStatus {
                 })
                 .collect()
         });
-        let i = ALL_STATUSES.iter().position(|&s| s == self).unwrap_or(0);
+        let i = ALL_STATUSES
+            .iter()
+            .position(|&s| s == self)
+            .expect("every status is in ALL_STATUSES (tested against the header)");
         &NAMES[i]
     }
 }
@@ -126,7 +130,7 @@ pub fn err(status: Sam3dStatus, message: impl Into<String>) -> Error {
 mod tests {
     use super::*;
 
-    /// `ALL` and the derived names against the enum cbindgen generated: every constant of the C
+    /// `ALL_STATUSES` and the derived names against the enum cbindgen generated: every constant of the C
     /// enum is in `ALL` with the same value and name, and nothing else is.
     #[test]
     fn the_status_list_matches_the_header() {

@@ -30,11 +30,14 @@ impl Dtype {
 
 /// A caller's buffer. The caller keeps it alive and unchanged while the volume exists.
 #[derive(Debug, Clone, Copy)]
+/// Its fields are private: only `Volume::borrowed`, which checks them, makes one.
 pub struct Borrowed {
-    pub ptr: *const u8,
-    pub dtype: Dtype,
+    ptr: *const u8,
+    dtype: Dtype,
     /// byte strides of i, j, k
-    pub strides: [isize; 3],
+    strides: [isize; 3],
+    /// the dimensions the strides were checked for (a volume's public `geom` may be changed)
+    dims: [usize; 3],
 }
 
 // SAFETY: the pointer is only read, and the C API documents that the buffer stays valid and
@@ -132,6 +135,7 @@ impl Volume {
             ptr,
             dtype,
             strides,
+            dims: geom.dims,
         };
         let mut v = Volume {
             geom,
@@ -160,10 +164,10 @@ impl Volume {
                 let [nx, ny, _] = self.geom.dims;
                 d[i + nx * (j + ny * k)]
             }
-            // SAFETY: (i, j, k) lies inside the volume (asserted), and `borrowed` checked that
-            // every voxel's bytes lie inside the caller's buffer; reads are unaligned-safe.
+            // SAFETY: (i, j, k) lies inside the dimensions `borrowed` checked every voxel's bytes
+            // against (asserted), so the read stays in the caller's buffer; reads are unaligned-safe.
             Voxels::Borrowed(b) => unsafe {
-                let [nx, ny, nz] = self.geom.dims;
+                let [nx, ny, nz] = b.dims;
                 assert!(i < nx && j < ny && k < nz, "voxel index outside the volume");
                 let p = b.ptr.offset(
                     i as isize * b.strides[0]

@@ -490,6 +490,33 @@ fn calls_from_another_thread_during_a_click_get_busy() {
     for (n, st) in statuses.iter().enumerate() {
         assert_eq!(*st, Sam3dStatus::Busy, "call {n}: {st:?}");
     }
+    // bad arguments are reported as such even while the session is busy
+    let bad = within(20, "bad calls during a click", move || {
+        let s = s as *mut Sam3dSession;
+        let mut buf = vec![0u8; 8];
+        // SAFETY: a live session; NULL outputs on purpose
+        unsafe {
+            [
+                sam3d_session_add_object(s, null_mut()),
+                sam3d_session_get_inference(s, null_mut(), null_mut()),
+                sam3d_session_get_mask(s, 0, null_mut(), 8),
+                sam3d_session_mask(s, 0, null_mut()),
+                sam3d_session_set_inference(s, 1, 7),
+                sam3d_session_get_mask(s, 0, buf.as_mut_ptr(), 0),
+            ]
+        }
+    });
+    assert_eq!(
+        bad,
+        [
+            Sam3dStatus::NullPointer,
+            Sam3dStatus::NullPointer,
+            Sam3dStatus::NullPointer,
+            Sam3dStatus::NullPointer,
+            Sam3dStatus::InvalidArgument,
+            Sam3dStatus::Busy,
+        ]
+    );
     MAY_GO_ON.store(true, Ordering::SeqCst);
     assert_eq!(clicker.join().unwrap(), Sam3dStatus::Ok);
     unsafe { sam3d_session_set_progress(f.session, None, null_mut()) };

@@ -258,6 +258,35 @@ fn check_graph_shapes(
                 ));
             }
         }
+        // and with the same element type (float32 or float16), so a mixed package fails here
+        // rather than at the first click
+        let ty = |o: &ort::value::Outlet| match o.dtype() {
+            ort::value::ValueType::Tensor { ty, .. } => Some(*ty),
+            _ => None,
+        };
+        let into = decoder.inputs().iter().find(|i| i.name() == o.name());
+        if let Some(i) = into {
+            if ty(o) != ty(i) {
+                return Err(format!(
+                    "the encoder's output `{}` is {}, the decoder's input takes {}",
+                    o.name(),
+                    o.dtype(),
+                    i.dtype()
+                ));
+            }
+        }
+    }
+    // the engine gives the clicks as float32
+    let points = decoder.inputs().iter().find(|i| i.name() == "points");
+    if let Some(p) = points {
+        let float32 = matches!(p.dtype(), ort::value::ValueType::Tensor { ty, .. }
+            if *ty == ort::value::TensorElementType::Float32);
+        if !float32 {
+            return Err(format!(
+                "the decoder's input `points` is {}, not a float32 tensor",
+                p.dtype()
+            ));
+        }
     }
     Ok(())
 }
@@ -297,7 +326,7 @@ fn check_gpu_options(opts: &ModelOptions) -> Result<()> {
 }
 
 /// Worker threads for the resampling loops: `requested`, or every core for 0.
-pub fn worker_threads(requested: usize) -> usize {
+pub(super) fn worker_threads(requested: usize) -> usize {
     if requested > 0 {
         requested
     } else {

@@ -38,7 +38,8 @@ use std::path::PathBuf;
 pub use crate::error::Sam3dStatus;
 use crate::error::{err, Error, Result};
 
-/// ABI version of this library: bumped on every incompatible change of the C interface.
+/// ABI version of this library: bumped on every incompatible change of the C interface once a
+/// version has been released (until the first release, version 1 may still change; CHANGELOG.md).
 pub const SAM3D_ABI_VERSION: u32 = 1;
 
 /// Most ONNX Runtime threads a model may ask for (`Sam3dModelOptions.threads`).

@@ -69,7 +69,7 @@ pub unsafe extern "C" fn sam3d_model_open_ex(
         let (rt, o, dir, opts) = unsafe {
             (
                 arg(rt, "runtime")?,
-                out(out_model, "out")?,
+                out(out_model, "out_model")?,
                 cstr_path(package_dir, "package_dir")?,
                 model_options_from_c(options, gpu)?,
             )
@@ -104,7 +104,7 @@ pub unsafe extern "C" fn sam3d_model_info(
 ) -> Sam3dStatus {
     guard(|| {
         // SAFETY: NULL or a live model handle; NULL or writable (the documented contract).
-        let (m, o) = unsafe { (arg(model, "model")?, out(out_info, "out")?) };
+        let (m, o) = unsafe { (arg(model, "model")?, out(out_info, "out_info")?) };
         let s = &m.strings;
         *o = Sam3dModelInfo {
             name: s.name.as_ptr(),

@@ -37,7 +37,7 @@ pub unsafe extern "C" fn sam3d_runtime_new(
     guard(|| {
         check_abi(abi_version)?;
         // SAFETY: NULL or writable (the documented contract).
-        let o = unsafe { out(out_runtime, "out") }?;
+        let o = unsafe { out(out_runtime, "out_runtime") }?;
         let p = if library_path.is_null() {
             None
         } else {

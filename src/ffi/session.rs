@@ -70,7 +70,7 @@ pub unsafe extern "C" fn sam3d_session_new(
             (
                 arg(model, "model")?,
                 arg(volume, "volume")?,
-                out(out_session, "out")?,
+                out(out_session, "out_session")?,
             )
         };
         let seg = Segmenter::new(m.model.clone(), v.vol.clone())?;
@@ -122,8 +122,8 @@ pub unsafe extern "C" fn sam3d_session_add_object(
 ) -> Sam3dStatus {
     guard(|| {
         // SAFETY: NULL or a live session; NULL or writable (the documented contract).
-        let ((_, mut seg), o) = unsafe { (locked(s)?, out(out_id, "out_id")?) };
-        *o = seg.add_object() as u32;
+        let (sess, o) = unsafe { (arg(s, "session")?, out(out_id, "out_id")?) };
+        *o = lock(sess)?.add_object() as u32;
         Ok(())
     })
 }
@@ -161,7 +161,7 @@ unsafe fn interact(
 /// A failed click leaves the object as it was. Blocks for the click's duration.
 ///
 /// @return `SAM3D_STATUS_OK`; `SAM3D_STATUS_NULL_POINTER`; `SAM3D_STATUS_INVALID_ARGUMENT` (coord,
-/// no such object, NaN coordinates, more clicks than the package takes); `SAM3D_STATUS_OUT_OF_BOUNDS`
+/// no such object, a NaN or infinite coordinate, more clicks than the package takes); `SAM3D_STATUS_OUT_OF_BOUNDS`
 /// (outside the volume); `SAM3D_STATUS_CANCELLED`; `SAM3D_STATUS_BUSY`; `SAM3D_STATUS_TOO_LARGE`;
 /// `SAM3D_STATUS_RUNTIME`.
 #[no_mangle]
@@ -190,7 +190,7 @@ pub unsafe extern "C" fn sam3d_session_click(
 ///
 /// @return `SAM3D_STATUS_OK`; `SAM3D_STATUS_NULL_POINTER`; `SAM3D_STATUS_NOTHING_TO_DO` (nothing
 /// to undo); `SAM3D_STATUS_INVALID_ARGUMENT` (no such object); `SAM3D_STATUS_CANCELLED` (nothing
-/// changed); `SAM3D_STATUS_BUSY`; `SAM3D_STATUS_RUNTIME`.
+/// changed); `SAM3D_STATUS_BUSY`; `SAM3D_STATUS_TOO_LARGE`; `SAM3D_STATUS_RUNTIME`.
 #[no_mangle]
 pub unsafe extern "C" fn sam3d_session_undo(
     s: *mut Sam3dSession,
@@ -230,14 +230,14 @@ pub unsafe extern "C" fn sam3d_session_set_inference(
 ) -> Sam3dStatus {
     guard(|| {
         // SAFETY: NULL or a live session (the documented contract).
-        let (_, mut seg) = unsafe { locked(s) }?;
+        let sess = unsafe { arg(s, "session") }?;
         if keep_clicked_components != 0 && keep_clicked_components != 1 {
             return Err(err(
                 Sam3dStatus::InvalidArgument,
                 format!("keep_clicked_components must be 0 or 1, not {keep_clicked_components}"),
             ));
         }
-        seg.set_inference(test_time_flips, keep_clicked_components == 1)
+        lock(sess)?.set_inference(test_time_flips, keep_clicked_components == 1)
     })
 }
 
@@ -252,14 +252,14 @@ pub unsafe extern "C" fn sam3d_session_get_inference(
 ) -> Sam3dStatus {
     guard(|| {
         // SAFETY: NULL or a live session; NULL or writable outputs (the documented contract).
-        let ((_, seg), f, k) = unsafe {
+        let (sess, f, k) = unsafe {
             (
-                locked(s)?,
+                arg(s, "session")?,
                 out(test_time_flips, "test_time_flips")?,
                 out(keep_clicked_components, "keep_clicked_components")?,
             )
         };
-        let (flips, keep) = seg.inference();
+        let (flips, keep) = lock(sess)?.inference();
         *f = flips;
         *k = keep as i32;
         Ok(())
@@ -294,10 +294,11 @@ pub unsafe extern "C" fn sam3d_session_get_mask(
 ) -> Sam3dStatus {
     guard(|| {
         // SAFETY: NULL or a live session (the documented contract).
-        let (_, seg) = unsafe { locked(s) }?;
+        let sess = unsafe { arg(s, "session") }?;
         if buffer.is_null() {
             return Err(super::null("buffer"));
         }
+        let seg = lock(sess)?;
         let n = seg.volume().geom.voxel_count()?;
         if size != n {
             return Err(err(
@@ -326,7 +327,8 @@ pub unsafe extern "C" fn sam3d_session_mask(
 ) -> Sam3dStatus {
     guard(|| {
         // SAFETY: NULL or a live session; NULL or writable (the documented contract).
-        let ((_, seg), o) = unsafe { (locked(s)?, out(out_mask, "out")?) };
+        let (sess, o) = unsafe { (arg(s, "session")?, out(out_mask, "out_mask")?) };
+        let seg = lock(sess)?;
         let data = seg.mask_vec(object as usize)?;
         *o = Box::into_raw(Box::new(Sam3dMask {
             geom: seg.volume().geom,

@@ -267,19 +267,45 @@ pub(crate) fn geometry_to_c(g: &Geometry) -> Sam3dGeometry {
     }
 }
 
-/// The first fields of a versioned struct must be covered by the caller's `struct_size`.
-fn check_struct_size(what: &str, size: u32, first: usize, ours: usize) -> Result<usize> {
-    let size = size as usize;
+/// The size of each options struct's first version: a caller's `struct_size` must cover it.
+const MODEL_OPTIONS_V1: usize = std::mem::offset_of!(Sam3dModelOptions, skip_hash_check) + 4;
+const GPU_OPTIONS_V1: usize = std::mem::offset_of!(Sam3dGpuOptions, cuda_tf32);
+const _: () = assert!(MODEL_OPTIONS_V1 == 16 && GPU_OPTIONS_V1 == 32);
+
+/// A versioned options struct as its caller wrote it: `struct_size` (its first field) is read
+/// alone, then at most that many bytes are copied into a zeroed struct, so a caller built against
+/// an older, shorter version is never read past its end, and the fields it does not know are 0
+/// (every field's default).
+///
+/// # Safety
+/// `p` points to a struct whose first 4 bytes are `struct_size` and which holds at least
+/// `min(struct_size, size_of::<T>())` readable bytes.
+unsafe fn read_versioned<T>(p: *const T, what: &str, first: usize) -> Result<T> {
+    // SAFETY: the first 4 bytes are readable (the caller's contract).
+    let size = unsafe { (p as *const u32).read_unaligned() } as usize;
     if size < first {
         return Err(err(
             Sam3dStatus::AbiMismatch,
             format!(
-                "{what}.struct_size is {size}, at least {first} expected (this library's is \
-                 {ours}): set it to sizeof({what})"
+                "{what}.struct_size is {size}, at least {first} expected (this library's is {}): \
+                 set it to sizeof({what})",
+                std::mem::size_of::<T>()
             ),
         ));
     }
-    Ok(size)
+    let mut v = std::mem::MaybeUninit::<T>::zeroed();
+    // SAFETY: `min(size, size_of::<T>())` bytes are readable at `p` (the caller's contract) and
+    // writable in `v`; the two do not overlap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            p as *const u8,
+            v.as_mut_ptr() as *mut u8,
+            size.min(std::mem::size_of::<T>()),
+        )
+    };
+    // SAFETY: every field of the options structs is an integer or a pointer, for which any bytes,
+    // zeros included, are a valid value.
+    Ok(unsafe { v.assume_init() })
 }
 
 /// The engine's options from the C structs (either may be NULL: defaults).
@@ -292,43 +318,94 @@ pub(crate) unsafe fn model_options_from_c(
     gpu: *const Sam3dGpuOptions,
 ) -> Result<ModelOptions> {
     let mut opts = ModelOptions::default();
-    // SAFETY: NULL or a valid struct (the caller's contract); only `struct_size` is read before
-    // the size check, and the first version of the struct holds all the fields read below.
-    if let Some(o) = unsafe { options.as_ref() } {
-        check_struct_size(
-            "Sam3dModelOptions",
-            o.struct_size,
-            std::mem::size_of::<Sam3dModelOptions>(),
-            std::mem::size_of::<Sam3dModelOptions>(),
-        )?;
+    if !options.is_null() {
+        // SAFETY: a struct of `struct_size` bytes (the caller's contract).
+        let o = unsafe { read_versioned(options, "Sam3dModelOptions", MODEL_OPTIONS_V1) }?;
         opts.device = device_from_c(o.device)?;
         opts.threads = o.threads as usize;
         opts.verify_hashes = o.skip_hash_check == 0;
     }
-    // SAFETY: as above.
-    if let Some(g) = unsafe { gpu.as_ref() } {
-        // the first version of the struct ended after trt_cache_dir; fields appended since are
-        // read only when the caller's struct_size covers them
-        let size = check_struct_size(
-            "Sam3dGpuOptions",
-            g.struct_size,
-            std::mem::offset_of!(Sam3dGpuOptions, cuda_tf32),
-            std::mem::size_of::<Sam3dGpuOptions>(),
-        )?;
-        if size >= std::mem::offset_of!(Sam3dGpuOptions, cuda_tf32) + 4 {
-            opts.gpu.tf32 = g.cuda_tf32 != 0;
-        }
+    if !gpu.is_null() {
+        // SAFETY: as above; `cuda_tf32`, appended after the first version, reads 0 for older callers
+        let g = unsafe { read_versioned(gpu, "Sam3dGpuOptions", GPU_OPTIONS_V1) }?;
         opts.gpu = GpuOptions {
             device_id: g.device_id,
             memory_limit: usize::try_from(g.memory_limit_bytes).unwrap_or(usize::MAX),
             fp16: g.trt_fp16 != 0,
+            tf32: g.cuda_tf32 != 0,
             trt_cache_dir: match g.trt_cache_dir.is_null() {
                 true => None,
                 // SAFETY: a NUL-terminated string (the caller's contract).
                 false => Some(unsafe { cstr_path(g.trt_cache_dir, "trt_cache_dir") }?),
             },
-            ..opts.gpu
         };
     }
     Ok(opts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The C enums' values and the decoders agree, for every variant.
+    #[test]
+    fn enum_values_round_trip() {
+        for d in [Sam3dDevice::Cpu, Sam3dDevice::Cuda, Sam3dDevice::TensorRt] {
+            let back = device_from_c(d as i32).unwrap();
+            assert_eq!(format!("{back:?}"), format!("{d:?}"));
+        }
+        for c in [Sam3dCoord::Ijk, Sam3dCoord::Lps, Sam3dCoord::Ras] {
+            assert_eq!(
+                format!("{:?}", coord_from_c(c as i32).unwrap()),
+                format!("{c:?}")
+            );
+        }
+        for t in [
+            Sam3dDtype::U8,
+            Sam3dDtype::I8,
+            Sam3dDtype::U16,
+            Sam3dDtype::I16,
+            Sam3dDtype::U32,
+            Sam3dDtype::I32,
+            Sam3dDtype::F32,
+            Sam3dDtype::F64,
+        ] {
+            assert_eq!(
+                format!("{:?}", dtype_from_c(t as i32).unwrap()),
+                format!("{t:?}")
+            );
+        }
+        for s in [
+            Stage::Load,
+            Stage::Resample,
+            Stage::Encode,
+            Stage::Decode,
+            Stage::Paste,
+        ] {
+            assert_eq!(format!("{:?}", stage_to_c(s)), format!("{s:?}"));
+        }
+        assert!(device_from_c(3).is_err() && coord_from_c(-1).is_err() && dtype_from_c(0).is_err());
+    }
+
+    /// A caller built against the first version of Sam3dGpuOptions (32 bytes) is read no further,
+    /// and gets cuda_tf32 = 0 even when the bytes after its struct are not zero.
+    #[test]
+    fn an_older_options_struct_is_read_only_as_far_as_it_goes() {
+        let mut bytes = [0xffu8; 40];
+        bytes[..4].copy_from_slice(&32u32.to_le_bytes());
+        bytes[8..16].copy_from_slice(&0u64.to_le_bytes()); // memory_limit_bytes
+        bytes[16..20].copy_from_slice(&0i32.to_le_bytes()); // trt_fp16
+        bytes[24..32].copy_from_slice(&0u64.to_le_bytes()); // trt_cache_dir NULL
+        let p = bytes.as_ptr() as *const Sam3dGpuOptions;
+        // SAFETY: 40 readable bytes, struct_size 32
+        let g = unsafe { read_versioned(p, "Sam3dGpuOptions", GPU_OPTIONS_V1) }.unwrap();
+        assert_eq!(g.cuda_tf32, 0);
+        assert_eq!(g.device_id, -1);
+        bytes[..4].copy_from_slice(&31u32.to_le_bytes());
+        // SAFETY: as above
+        let e = unsafe { read_versioned(p, "Sam3dGpuOptions", GPU_OPTIONS_V1) }
+            .err()
+            .unwrap();
+        assert_eq!(e.status, Sam3dStatus::AbiMismatch);
+    }
 }

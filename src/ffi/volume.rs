@@ -31,7 +31,7 @@ pub unsafe extern "C" fn sam3d_volume_read_nifti(
 ) -> Sam3dStatus {
     guard(|| {
         // SAFETY: NULL or writable; NULL or a C string (the documented contract).
-        let (o, p) = unsafe { (out(out_volume, "out")?, cstr_path(path, "path")?) };
+        let (o, p) = unsafe { (out(out_volume, "out_volume")?, cstr_path(path, "path")?) };
         let vol = crate::nifti_io::read(&p)?;
         *o = Box::into_raw(Box::new(Sam3dVolume { vol: Arc::new(vol) }));
         Ok(())
@@ -55,7 +55,7 @@ pub unsafe extern "C" fn sam3d_volume_from_buffer(
 ) -> Sam3dStatus {
     guard(|| {
         // SAFETY: NULL or a valid description; NULL or writable (the documented contract).
-        let (d, o) = unsafe { (arg(desc, "desc")?, out(out_volume, "out")?) };
+        let (d, o) = unsafe { (arg(desc, "desc")?, out(out_volume, "out_volume")?) };
         if d.data.is_null() {
             return Err(super::null("desc->data"));
         }
@@ -81,7 +81,7 @@ pub unsafe extern "C" fn sam3d_volume_geometry(
 ) -> Sam3dStatus {
     guard(|| {
         // SAFETY: NULL or a live volume handle; NULL or writable (the documented contract).
-        let (v, o) = unsafe { (arg(vol, "volume")?, out(out_geometry, "out")?) };
+        let (v, o) = unsafe { (arg(vol, "volume")?, out(out_geometry, "out_geometry")?) };
         *o = geometry_to_c(&v.vol.geom);
         Ok(())
     })
