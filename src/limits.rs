@@ -22,6 +22,11 @@ pub const MAX_CROP: usize = 256;
 /// Most clicks per object a model package may declare.
 pub const MAX_CLICKS: usize = 1024;
 
+/// Largest extent of a volume along one axis in the model's voxels (dimension x spacing / the
+/// model's spacing): 16 Mi, kilometres at any model spacing. Beyond it the grid positions of
+/// clicks and crops would leave 64-bit integers (a spacing of 1e30 mm is a valid float).
+pub const MAX_MODEL_EXTENT: f64 = (1u64 << 24) as f64;
+
 static MEMORY_BUDGET: AtomicU64 = AtomicU64::new(DEFAULT_MEMORY_BUDGET);
 
 /// The memory budget in force (bytes).

@@ -140,6 +140,29 @@ fn overlapping_strides_are_refused() {
     }
 }
 
+/// Voxels of 1e30 mm are a valid geometry, but the volume then spans more of the model's voxels
+/// than 64-bit grid positions hold (a fuzzer's click overflowed the crop origin): TOO_LARGE when the
+/// session starts.
+#[test]
+fn a_volume_beyond_the_model_grid_is_refused_at_session_start() {
+    let (s, model, msg) = open(&fixture("tiny-orient"), 1);
+    assert_eq!(s, Sam3dStatus::Ok, "{msg}");
+    let buf = vec![0u8; 8];
+    let mut d = desc(&buf, 1, [2, 2, 2], [1, 2, 4]);
+    d.geometry.spacing = [1e30, 1.0, 1.0];
+    let (s, vol) = from_buffer(&d);
+    assert_eq!(s, Sam3dStatus::Ok, "{}", last_error());
+    let mut session = null_mut();
+    let s = unsafe { sam3d_session_new(model, vol, SAM3D_ABI_VERSION, &mut session) };
+    assert_eq!(s, Sam3dStatus::TooLarge, "{}", last_error());
+    assert!(session.is_null());
+    assert!(last_error().contains("model's voxels"), "{}", last_error());
+    unsafe {
+        sam3d_volume_free(vol);
+        sam3d_model_free(model);
+    }
+}
+
 /// A direction matrix scaled by 1e200 (infinite determinant) is not a direction.
 #[test]
 fn a_scaled_direction_is_refused() {

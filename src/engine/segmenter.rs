@@ -162,6 +162,21 @@ impl Segmenter {
         let spacing = map.spacing(&volume.geom);
         let scale = [0, 1, 2].map(|a| spacing[a] / m.spacing_mm[a]);
         let dims = map.dims();
+        for a in 0..3 {
+            let extent = dims[a] as f64 * scale[a];
+            if extent > crate::limits::MAX_MODEL_EXTENT {
+                return Err(err(
+                    Sam3dStatus::TooLarge,
+                    format!(
+                        "the volume spans {extent:e} of the model's voxels along an axis (its \
+                         spacing {:?} mm against the model's {:?} mm); the limit is {:e}",
+                        spacing,
+                        m.spacing_mm,
+                        crate::limits::MAX_MODEL_EXTENT
+                    ),
+                ));
+            }
+        }
         let grid = [0, 1, 2].map(|a| model_size(dims[a], scale[a]));
         check_click_memory(model.crop, dims, scale, model.cpu_threads)?;
         let run_options = Arc::new(RunOptions::new().map_err(|e| rt_err("run options", e))?);
