@@ -12,6 +12,17 @@ fn checked_in_header_matches_generated() {
     );
 }
 
+/// Every macro the header defines carries the library's prefix (an engine constant leaking out
+/// as `MAX_THREADS` would collide with the host's own names).
+#[test]
+fn every_macro_is_prefixed() {
+    let bare: Vec<&str> = HEADER
+        .lines()
+        .filter(|l| l.starts_with("#define ") && !l.starts_with("#define SAM3D_"))
+        .collect();
+    assert!(bare.is_empty(), "unprefixed macros: {bare:?}");
+}
+
 /// Every function, struct field, enum constant, typedef and macro is preceded by a doc comment,
 /// and every function that returns a status says which ones (`@return`).
 #[test]
