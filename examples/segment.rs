@@ -15,7 +15,11 @@ struct Args {
     model: PathBuf,
     input: PathBuf,
     out: PathBuf,
-    clicks: Vec<[f64; 3]>,
+    /// (point, positive)
+    clicks: Vec<([f64; 3], bool)>,
+    bx: Option<([f64; 3], [f64; 3])>,
+    init_mask: Option<PathBuf>,
+    zoom_out: Option<u32>,
     coord: Coord,
     ort: Option<PathBuf>,
     device: Device,
@@ -32,6 +36,9 @@ fn parse() -> Result<Args, String> {
         input: PathBuf::new(),
         out: PathBuf::new(),
         clicks: vec![],
+        bx: None,
+        init_mask: None,
+        zoom_out: None,
         coord: Coord::Ijk,
         ort: None,
         device: Device::Cpu,
@@ -70,15 +77,23 @@ fn parse() -> Result<Args, String> {
             "--threads" => a.threads = v()?.parse().map_err(|e| format!("--threads: {e}"))?,
             "--click" => {
                 let s = v()?;
-                let p: Vec<f64> = s
-                    .split(',')
-                    .map(|x| x.trim().parse::<f64>())
-                    .collect::<Result<_, _>>()
-                    .map_err(|e| format!("--click {s}: {e}"))?;
-                if p.len() != 3 {
-                    return Err(format!("--click {s}: needs three comma-separated numbers"));
-                }
-                a.clicks.push([p[0], p[1], p[2]]);
+                // X,Y,Z with an optional fourth field: + (positive, the default) or - (negative)
+                let (xyz, positive) = match s.rsplit_once(',') {
+                    Some((head, "+")) => (head, true),
+                    Some((head, "-")) => (head, false),
+                    _ => (s.as_str(), true),
+                };
+                let p = numbers(xyz, 3).map_err(|e| format!("--click {s}: {e}"))?;
+                a.clicks.push(([p[0], p[1], p[2]], positive));
+            }
+            "--box" => {
+                let s = v()?;
+                let p = numbers(&s, 6).map_err(|e| format!("--box {s}: {e}"))?;
+                a.bx = Some(([p[0], p[1], p[2]], [p[3], p[4], p[5]]));
+            }
+            "--init-mask" => a.init_mask = Some(v()?.into()),
+            "--zoom-out" => {
+                a.zoom_out = Some(v()?.parse().map_err(|e| format!("--zoom-out: {e}"))?)
             }
             "--coord" => {
                 a.coord = match v()?.as_str() {
@@ -99,11 +114,27 @@ fn parse() -> Result<Args, String> {
     if a.model.as_os_str().is_empty()
         || a.input.as_os_str().is_empty()
         || a.out.as_os_str().is_empty()
-        || a.clicks.is_empty()
+        || (a.clicks.is_empty() && a.bx.is_none() && a.init_mask.is_none())
     {
-        return Err("--model, --input, --out and at least one --click are required".into());
+        return Err(
+            "--model, --input, --out and at least one --click, --box or --init-mask are required"
+                .into(),
+        );
     }
     Ok(a)
+}
+
+/// `n` comma-separated numbers.
+fn numbers(s: &str, n: usize) -> Result<Vec<f64>, String> {
+    let p: Vec<f64> = s
+        .split(',')
+        .map(|x| x.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())?;
+    if p.len() != n {
+        return Err(format!("needs {n} comma-separated numbers"));
+    }
+    Ok(p)
 }
 
 fn bar(stage: Stage, done: bool) {
@@ -126,19 +157,28 @@ fn bar(stage: Stage, done: bool) {
 const HELP: &str = "\
 segment: segment a NIfTI volume from clicks with a libsam3d model package and write the mask
 
-usage: segment --model DIR --input VOL --click X,Y,Z [--click X,Y,Z ...] --out MASK [options]
+usage: segment --model DIR --input VOL --click X,Y,Z [--click X,Y,Z,- ...] --out MASK [options]
 
 required
   --model DIR            model package folder (holds sam3d-model.json), e.g. models/demo-lesion
   --input VOL            volume: .nii, .nii.gz, or a .hdr/.img pair (either name)
-  --click X,Y,Z          a positive click; repeat for more clicks on the same object. By default
-                         X,Y,Z is a voxel index (IJK: i fastest in the file, voxel centres at
-                         integers, fractions allowed); see --coord
+  --click X,Y,Z[,+|-]    a click: positive (+, the default) or negative (-, 'not this'; only for
+                         packages trained with negative clicks); repeat for more clicks on the same
+                         object, applied in order. By default X,Y,Z is a voxel index (IJK: i fastest
+                         in the file, voxel centres at integers, fractions allowed); see --coord
   --out MASK             mask to write: .nii or .nii.gz (uint8 0/1 on the input's grid and geometry;
                          written to a temporary file and renamed into place)
+  (instead of --click, or with it: --box or --init-mask)
 
 options
-  --coord ijk|lps|ras    what --click means: ijk voxel index (default), lps or ras millimetres
+  --box X0,Y0,Z0,X1,Y1,Z1  a box prompt, two opposite corners: the crop is placed and sized on the
+                         box, its centre is the positive prompt unless a click is given, and the mask
+                         is clipped to it (applied before the clicks)
+  --init-mask MASK       start from this segment (same grid as the input, non-zero inside); clicks
+                         then refine it (applied first)
+  --zoom-out 1|2|4       coarsest automatic zoom-out for lesions larger than the crop, as a multiple
+                         of the model's spacing (default 4; 1 turns it off)
+  --coord ijk|lps|ras    what --click and --box mean: ijk voxel index (default), lps or ras mm
                          (LPS: ITK's physical frame; RAS: NIfTI's and 3D Slicer's)
   --ort LIB              ONNX Runtime library to load (only that file); default: SAM3D_ORT_LIBRARY,
                          ORT_DYLIB_PATH, next to libsam3d, the system search path
@@ -200,15 +240,39 @@ fn run(args: Args) -> sam3d::Result<()> {
         args.flips.unwrap_or(flips),
         args.keep_clicked.unwrap_or(keep),
     )?;
+    if let Some(z) = args.zoom_out {
+        seg.set_zoom_out(z)?;
+    }
     let obj = seg.add_object();
     let mut times = Vec::new();
     let mut last = None;
-    for c in &args.clicks {
-        let t = Instant::now();
-        last = Some(seg.click(obj, *c, args.coord, &mut bar)?);
-        times.push(t.elapsed());
+    if let Some(path) = &args.init_mask {
+        let start = read_nifti(path)?;
+        if start.geom.dims != vol.geom.dims {
+            return Err(sam3d::Error::new(
+                sam3d::Sam3dStatus::InvalidArgument,
+                format!(
+                    "--init-mask {}: grid {:?} differs from the input's {:?}",
+                    path.display(),
+                    start.geom.dims,
+                    vol.geom.dims
+                ),
+            ));
+        }
+        let bytes: Vec<u8> = start.to_vec().iter().map(|&v| (v != 0.0) as u8).collect();
+        last = Some(seg.set_mask(obj, &bytes, &mut bar)?);
     }
-    let res = last.expect("at least one click");
+    if let Some((a, b)) = args.bx {
+        let t = Instant::now();
+        last = Some(seg.set_box(obj, a, b, args.coord, &mut bar)?);
+        times.push(("box", t.elapsed()));
+    }
+    for (c, positive) in &args.clicks {
+        let t = Instant::now();
+        last = Some(seg.click_labeled(obj, *c, args.coord, *positive, &mut bar)?);
+        times.push((if *positive { "click" } else { "click -" }, t.elapsed()));
+    }
+    let res = last.expect("at least one prompt");
     let mask = seg.mask_vec(obj)?;
     let t = Instant::now();
     write_mask(&args.out, &vol.geom, &mask)?;
@@ -256,8 +320,19 @@ fn run(args: Args) -> sam3d::Result<()> {
         t_load.as_secs_f64(),
         t_write.as_secs_f64()
     );
-    for (i, t) in times.iter().enumerate() {
-        println!("click {:<6} {:.3} s", i + 1, t.as_secs_f64());
+    for (i, (what, t)) in times.iter().enumerate() {
+        println!(
+            "{:<12} {:.3} s",
+            format!("{what} {}", i + 1),
+            t.as_secs_f64()
+        );
+    }
+    if res.zoom > 0.0 {
+        println!(
+            "zoom         {:.3}x the model's spacing answered (zoom-out up to {}x)",
+            res.zoom,
+            seg.zoom_out()
+        );
     }
     println!(
         "mask         {} voxels = {:.2} ml -> {}",

@@ -41,6 +41,26 @@
 #define SAM3D_MAX_THREADS 256
 
 /**
+ * `sam3d_model_prompts` bit: positive clicks (every package).
+ */
+#define SAM3D_PROMPT_POSITIVE 1
+
+/**
+ * `sam3d_model_prompts` bit: negative clicks (packages trained with them).
+ */
+#define SAM3D_PROMPT_NEGATIVE 2
+
+/**
+ * `sam3d_model_prompts` bit: boxes (`sam3d_session_set_box`; placed by the engine, every package).
+ */
+#define SAM3D_PROMPT_BOX 4
+
+/**
+ * `sam3d_model_prompts` bit: a starting segment (`sam3d_session_set_mask`; every package).
+ */
+#define SAM3D_PROMPT_MASK 8
+
+/**
  * Default memory budget in bytes (4 GiB); see `sam3d_set_memory_budget`.
  */
 #define SAM3D_DEFAULT_MEMORY_BUDGET 4294967296
@@ -120,6 +140,11 @@ typedef enum Sam3dStatus {
    */
   SAM3D_STATUS_BUSY = 16,
   /**
+   * The model package does not accept this kind of prompt (e.g. a negative click on a package
+   * trained with positive clicks only); the message names the prompts it accepts.
+   */
+  SAM3D_STATUS_UNSUPPORTED = 17,
+  /**
    * An internal error (a bug): a panic was caught at the C boundary.
    */
   SAM3D_STATUS_INTERNAL = 99,
@@ -180,6 +205,20 @@ typedef enum Sam3dCoord {
    */
   SAM3D_COORD_RAS = 2,
 } Sam3dCoord;
+
+/**
+ * Label of a click (`sam3d_session_click_ex`).
+ */
+typedef enum Sam3dLabel {
+  /**
+   * "not this": a negative click (only packages trained with them; see `sam3d_model_prompts`)
+   */
+  SAM3D_LABEL_NEGATIVE = 0,
+  /**
+   * "this": a positive click
+   */
+  SAM3D_LABEL_POSITIVE = 1,
+} Sam3dLabel;
 
 /**
  * Execution provider asked for in `Sam3dModelOptions.device`.
@@ -553,6 +592,16 @@ enum Sam3dStatus sam3d_model_open_ex(const struct Sam3dRuntime *rt,
 enum Sam3dStatus sam3d_model_info(const struct Sam3dModel *model, struct Sam3dModelInfo *out_info);
 
 /**
+ * The prompts the model accepts, as `SAM3D_PROMPT_*` bits: positive clicks, boxes and a starting
+ * segment always; negative clicks when the package was trained with them (its manifest says so).
+ * A negative click on a package without `SAM3D_PROMPT_NEGATIVE` returns `SAM3D_STATUS_UNSUPPORTED`.
+ * Any thread.
+ *
+ * @return `SAM3D_STATUS_OK`; `SAM3D_STATUS_NULL_POINTER`.
+ */
+enum Sam3dStatus sam3d_model_prompts(const struct Sam3dModel *model, uint32_t *out_prompts);
+
+/**
  * Run one click's work on a small synthetic volume, so that the user's first click does not pay
  * for ONNX Runtime's first runs (memory the process touches for the first time; on CUDA, kernel
  * selection). Blocks for about one click with a new region; call it from a worker thread right
@@ -684,8 +733,62 @@ enum Sam3dStatus sam3d_session_click(struct Sam3dSession *s,
                                      struct Sam3dResult *out_result);
 
 /**
- * Undo the last click of `object` (several levels); the mask is recomputed from the clicks left.
- * Blocks like a click.
+ * Add a click with a label to `object`: `label` `SAM3D_LABEL_POSITIVE` as `sam3d_session_click`,
+ * `SAM3D_LABEL_NEGATIVE` ("not this") where the package accepts negative clicks
+ * (`sam3d_model_prompts`). Blocks like a click.
+ *
+ * @return as `sam3d_session_click`, and `SAM3D_STATUS_UNSUPPORTED` (a negative click on a package
+ * trained without them; the message names the prompts it accepts; nothing changed);
+ * `SAM3D_STATUS_INVALID_ARGUMENT` also for a label that is not a `Sam3dLabel`.
+ */
+enum Sam3dStatus sam3d_session_click_ex(struct Sam3dSession *s,
+                                        uint32_t object,
+                                        const double *point,
+                                        int32_t coord,
+                                        int32_t label,
+                                        struct Sam3dResult *out_result);
+
+/**
+ * Give `object` a box prompt: `corner_a` and `corner_b` (3 coordinates each, in `coord`) are two
+ * opposite corners. The engine resamples the region so the box fits the model's crop with a
+ * margin (a coarser spacing for a box larger than the crop's field of view), uses the box's
+ * centre as the positive prompt while the object has no positive click, and clips the mask to the
+ * voxels whose centres lie in the box. Works with every package. A second box replaces the
+ * first; clicks before and after it are kept (they refine the box's answer). Undo returns to the
+ * object before the box. Blocks like a click.
+ *
+ * @return `SAM3D_STATUS_OK`; `SAM3D_STATUS_NULL_POINTER`; `SAM3D_STATUS_INVALID_ARGUMENT` (coord,
+ * no such object, a NaN or infinite corner, a box less than one voxel deep on an axis);
+ * `SAM3D_STATUS_OUT_OF_BOUNDS` (the box misses the volume); `SAM3D_STATUS_CANCELLED`;
+ * `SAM3D_STATUS_BUSY`; `SAM3D_STATUS_TOO_LARGE`; `SAM3D_STATUS_RUNTIME`.
+ */
+enum Sam3dStatus sam3d_session_set_box(struct Sam3dSession *s,
+                                       uint32_t object,
+                                       const double *corner_a,
+                                       const double *corner_b,
+                                       int32_t coord,
+                                       struct Sam3dResult *out_result);
+
+/**
+ * Start `object` from the host's own segment (a Slicer segment, an organ mask, an earlier
+ * result): `buffer` holds `size` bytes = the volume's voxel count, i fastest, non-zero inside. It
+ * becomes the object's mask (copied; the buffer may be freed after the call); positive clicks
+ * then add the model's answer to it, and once the object has a negative click the model's answer
+ * replaces it inside the region the model saw. Replaces the object's clicks and box; undo returns
+ * to them.
+ *
+ * @return `SAM3D_STATUS_OK`; `SAM3D_STATUS_NULL_POINTER`; `SAM3D_STATUS_INVALID_ARGUMENT` (size,
+ * no such object); `SAM3D_STATUS_TOO_LARGE` (beyond the memory budget); `SAM3D_STATUS_BUSY`.
+ */
+enum Sam3dStatus sam3d_session_set_mask(struct Sam3dSession *s,
+                                        uint32_t object,
+                                        const uint8_t *buffer,
+                                        size_t size,
+                                        struct Sam3dResult *out_result);
+
+/**
+ * Undo the last interaction of `object` (a click, a box, a starting segment; several levels); the
+ * mask is recomputed from what is left. Blocks like a click.
  *
  * @return `SAM3D_STATUS_OK`; `SAM3D_STATUS_NULL_POINTER`; `SAM3D_STATUS_NOTHING_TO_DO` (nothing
  * to undo); `SAM3D_STATUS_INVALID_ARGUMENT` (no such object); `SAM3D_STATUS_CANCELLED` (nothing
@@ -717,6 +820,38 @@ enum Sam3dStatus sam3d_session_redo(struct Sam3dSession *s,
 enum Sam3dStatus sam3d_session_set_inference(struct Sam3dSession *s,
                                              uint32_t test_time_flips,
                                              int32_t keep_clicked_components);
+
+/**
+ * Set the session's automatic zoom-out for its next interactions: when a click's answer reaches
+ * the crop's border on a side where the volume goes on (a lesion larger than the crop), the engine
+ * predicts again on a region resampled at twice the model's spacing, and again at four times,
+ * keeping each finer answer where it covers. `max_zoom` is the coarsest level: 1 (off), 2 or 4
+ * (the default). The zoom that answered is reported by `sam3d_session_get_zoom`. Each level's
+ * region is cached for later clicks. Box prompts choose their own zoom.
+ *
+ * @return `SAM3D_STATUS_OK`; `SAM3D_STATUS_NULL_POINTER`; `SAM3D_STATUS_INVALID_ARGUMENT` (other
+ * values; nothing changed); `SAM3D_STATUS_BUSY`.
+ */
+enum Sam3dStatus sam3d_session_set_zoom_out(struct Sam3dSession *s, uint32_t max_zoom);
+
+/**
+ * The session's largest automatic zoom-out in force (see `sam3d_session_set_zoom_out`).
+ *
+ * @return `SAM3D_STATUS_OK`; `SAM3D_STATUS_NULL_POINTER`; `SAM3D_STATUS_BUSY`.
+ */
+enum Sam3dStatus sam3d_session_get_zoom_out(const struct Sam3dSession *s, uint32_t *out_max_zoom);
+
+/**
+ * The zoom of the region that answered `object`'s last interaction, as a multiple of the model's
+ * spacing: 1 the package's own, 2 or 4 after automatic zoom-out, a box's own zoom for a box
+ * prompt; 0 when no model ran (no prompt, or only a starting segment).
+ *
+ * @return `SAM3D_STATUS_OK`; `SAM3D_STATUS_NULL_POINTER`; `SAM3D_STATUS_INVALID_ARGUMENT` (no such
+ * object); `SAM3D_STATUS_BUSY`.
+ */
+enum Sam3dStatus sam3d_session_get_zoom(const struct Sam3dSession *s,
+                                        uint32_t object,
+                                        double *out_zoom);
 
 /**
  * The session's inference refinements in force (see `sam3d_session_set_inference`).

@@ -95,6 +95,12 @@ public:
     void warm_up() const { detail::check(sam3d_model_warm_up(h_.get())); }
     /// Stop a running warm_up() from any thread; nothing happens if none runs.
     void cancel_warm_up() const { detail::check(sam3d_model_cancel_warm_up(h_.get())); }
+    /// The prompts the package accepts: SAM3D_PROMPT_* bits (negative clicks only where trained).
+    uint32_t prompts() const {
+        uint32_t bits = 0;
+        detail::check(sam3d_model_prompts(h_.get(), &bits));
+        return bits;
+    }
     const Sam3dModel* get() const noexcept { return h_.get(); }
 
 private:
@@ -190,6 +196,31 @@ public:
         finish(sam3d_session_click(h_.get(), object, point.data(), static_cast<int32_t>(coord), &r));
         return r;
     }
+    /// A positive or negative click (SAM3D_LABEL_NEGATIVE: only packages with SAM3D_PROMPT_NEGATIVE;
+    /// others throw sam3d::Error with SAM3D_STATUS_UNSUPPORTED).
+    Sam3dResult click(uint32_t object, const std::array<double, 3>& point, Sam3dCoord coord, Sam3dLabel label) {
+        Sam3dResult r{};
+        finish(sam3d_session_click_ex(h_.get(), object, point.data(), static_cast<int32_t>(coord),
+                                      static_cast<int32_t>(label), &r));
+        return r;
+    }
+    /// A box prompt from two opposite corners (sam3d_session_set_box).
+    Sam3dResult set_box(uint32_t object, const std::array<double, 3>& corner_a, const std::array<double, 3>& corner_b,
+                        Sam3dCoord coord = SAM3D_COORD_IJK) {
+        Sam3dResult r{};
+        finish(sam3d_session_set_box(h_.get(), object, corner_a.data(), corner_b.data(), static_cast<int32_t>(coord), &r));
+        return r;
+    }
+    /// Start the object from your own segment: one byte per voxel, i fastest, non-zero inside
+    /// (sam3d_session_set_mask).
+    Sam3dResult set_mask(uint32_t object, const uint8_t* buffer, size_t size) {
+        Sam3dResult r{};
+        finish(sam3d_session_set_mask(h_.get(), object, buffer, size, &r));
+        return r;
+    }
+    Sam3dResult set_mask(uint32_t object, const std::vector<uint8_t>& mask) {
+        return set_mask(object, mask.data(), mask.size());
+    }
     Sam3dResult undo(uint32_t object) {
         Sam3dResult r{};
         finish(sam3d_session_undo(h_.get(), object, &r));
@@ -211,6 +242,20 @@ public:
         int32_t keep = 0;
         detail::check(sam3d_session_get_inference(h_.get(), &flips, &keep));
         return {flips, keep != 0};
+    }
+    /// Automatic zoom-out for lesions larger than the crop: up to 1 (off), 2 or 4 (the default)
+    /// times the model's spacing.
+    void set_zoom_out(uint32_t max_zoom) { detail::check(sam3d_session_set_zoom_out(h_.get(), max_zoom)); }
+    uint32_t zoom_out() const {
+        uint32_t z = 0;
+        detail::check(sam3d_session_get_zoom_out(h_.get(), &z));
+        return z;
+    }
+    /// The zoom that answered the object's last interaction (1: the model's spacing; 0: no model ran).
+    double zoom(uint32_t object) const {
+        double z = 0;
+        detail::check(sam3d_session_get_zoom(h_.get(), object, &z));
+        return z;
     }
     /// Call `fn` on this thread at the start and end of each stage of click, undo and redo (an empty
     /// `fn` clears it). It may throw, e.g. to abort as ITK filters do: the exception is kept, the

@@ -41,12 +41,15 @@ pub enum Sam3dStatus {
     /// The session is in use: another call on it is running (on another thread, or this call
     /// was made from that call's progress callback). Nothing was changed; try again later.
     Busy = 16,
+    /// The model package does not accept this kind of prompt (e.g. a negative click on a package
+    /// trained with positive clicks only); the message names the prompts it accepts.
+    Unsupported = 17,
     /// An internal error (a bug): a panic was caught at the C boundary.
     Internal = 99,
 }
 
 /// Every status, in numeric order (not `pub`: cbindgen would write it into the header).
-pub(crate) const ALL_STATUSES: [Sam3dStatus; 18] = [
+pub(crate) const ALL_STATUSES: [Sam3dStatus; 19] = [
     Sam3dStatus::Ok,
     Sam3dStatus::NullPointer,
     Sam3dStatus::InvalidArgument,
@@ -64,6 +67,7 @@ pub(crate) const ALL_STATUSES: [Sam3dStatus; 18] = [
     Sam3dStatus::NothingToDo,
     Sam3dStatus::UnsupportedFormat,
     Sam3dStatus::Busy,
+    Sam3dStatus::Unsupported,
     Sam3dStatus::Internal,
 ];
 

@@ -41,7 +41,7 @@ pub mod ffi;
 // The Rust API: what the examples, the tests and a Rust host use.
 pub use engine::{
     Canceller, Coord, Device, GpuOptions, Interaction, Model, ModelOptions, Progress, Segmenter,
-    Stage, VoxelBox,
+    Stage, VoxelBox, ZOOM_LEVELS,
 };
 pub use error::{Error, Result, Sam3dStatus};
 pub use geometry::Geometry;

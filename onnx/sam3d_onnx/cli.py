@@ -28,6 +28,8 @@ COMMANDS = {
                  "the paper's recipe from a SAM ViT-B checkpoint on a labelled dataset folder"),
     "evaluate": ("sam3d_onnx.evaluation.evaluate",
                  "a package on held-out synthetic lesions and real tumours; tune its threshold"),
+    "interactive": ("sam3d_onnx.evaluation.interactive",
+                    "the interactive protocol (clicks in error regions, boxes, zoom-out) through the engine"),
     "reference": ("sam3d_onnx.evaluation.reference_pipeline",
                   "segment a NIfTI volume with the reference pipeline (nibabel + PyTorch + ONNX Runtime)"),
     "sample": ("sam3d_onnx.evaluation.sample",

@@ -24,6 +24,7 @@ The library is found through `SAM3D_LIBRARY` (a path to libsam3d.so), then next 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ctypes as C
 import ctypes.util
 import os
@@ -46,7 +47,8 @@ _STAGES = ("load", "resample", "encode", "decode", "paste")
 _STATUS_NAMES = {0: "OK", 1: "NULL_POINTER", 2: "INVALID_ARGUMENT", 3: "IO", 4: "BAD_VOLUME", 5: "BAD_MODEL",
                  6: "HASH_MISMATCH", 7: "RUNTIME_MISSING", 8: "RUNTIME", 9: "ABI_MISMATCH", 10: "NON_FINITE",
                  11: "OUT_OF_BOUNDS", 12: "CANCELLED", 13: "TOO_LARGE", 14: "NOTHING_TO_DO",
-                 15: "UNSUPPORTED_FORMAT", 16: "BUSY", 99: "INTERNAL"}
+                 15: "UNSUPPORTED_FORMAT", 16: "BUSY", 17: "UNSUPPORTED", 99: "INTERNAL"}
+_PROMPTS = {1: "positive", 2: "negative", 4: "box", 8: "mask"}
 _DTYPES = {np.dtype(np.uint8): 1, np.dtype(np.int8): 2, np.dtype(np.uint16): 3, np.dtype(np.int16): 4,
            np.dtype(np.uint32): 5, np.dtype(np.int32): 6, np.dtype(np.float32): 7, np.dtype(np.float64): 8}
 
@@ -123,10 +125,34 @@ def _signatures(lib):
         "sam3d_session_get_mask": (st, [_P, C.c_uint32, C.POINTER(C.c_uint8), C.c_size_t]),
         "sam3d_session_free": (None, [_P]),
     }
+    # later additions: a binding on an older library raises on use, not on load
+    later = {
+        "sam3d_model_prompts": (st, [_P, C.POINTER(C.c_uint32)]),
+        "sam3d_session_click_ex": (st, [_P, C.c_uint32, C.POINTER(C.c_double), C.c_int32, C.c_int32,
+                                        C.POINTER(_Result)]),
+        "sam3d_session_set_box": (st, [_P, C.c_uint32, C.POINTER(C.c_double), C.POINTER(C.c_double), C.c_int32,
+                                       C.POINTER(_Result)]),
+        "sam3d_session_set_mask": (st, [_P, C.c_uint32, C.POINTER(C.c_uint8), C.c_size_t, C.POINTER(_Result)]),
+        "sam3d_session_set_zoom_out": (st, [_P, C.c_uint32]),
+        "sam3d_session_get_zoom_out": (st, [_P, C.POINTER(C.c_uint32)]),
+        "sam3d_session_get_zoom": (st, [_P, C.c_uint32, C.POINTER(C.c_double)]),
+    }
     for name, (res, args) in sig.items():
         f = getattr(lib, name)
         f.restype, f.argtypes = res, args
+    for name, (res, args) in later.items():
+        f = getattr(lib, name, None)
+        if f is not None:
+            f.restype, f.argtypes = res, args
     return lib
+
+
+def _later(name: str):
+    """A C function added after the first ABI, with a clear error when the library is older."""
+    f = getattr(library(), name, None)
+    if f is None:
+        raise Error(2, f"the loaded libsam3d ({version()}) is older than this binding: it has no {name}")
+    return f
 
 
 def _candidates():
@@ -373,6 +399,15 @@ class Model(_Handle):
             _check(library().sam3d_model_cancel_warm_up(h))
 
     @property
+    def prompts(self) -> frozenset:
+        """The prompts the package accepts: "positive", "box" and "mask" always, "negative" when it
+        was trained with negative clicks."""
+        bits = C.c_uint32()
+        with self._live() as h:
+            _check(_later("sam3d_model_prompts")(h, C.byref(bits)))
+        return frozenset(name for bit, name in _PROMPTS.items() if bits.value & bit)
+
+    @property
     def info(self) -> dict:
         i = _ModelInfo()
         with self._live() as h:   # the strings are the model's: copied before the use ends
@@ -438,12 +473,15 @@ class Volume(_Handle):
 
 @dataclass(frozen=True)
 class Result:
-    """What a click, undo or redo did: the mask's voxel count, the box it changed (lo, hi), whether
-    the encoder ran; `empty`: the mask has no voxels."""
+    """What a click, box, starting segment, undo or redo did: the mask's voxel count, the box it
+    changed (lo, hi), whether the encoder ran, the zoom that answered (a multiple of the model's
+    spacing: 1 its own, 2 or 4 after automatic zoom-out, a box's own; 0 when no model ran); `empty`:
+    the mask has no voxels."""
     voxels: int
     changed_lo: tuple
     changed_hi: tuple
     encoded: bool
+    zoom: float = 1.0
 
     @property
     def empty(self) -> bool:
@@ -494,44 +532,101 @@ class Session(_Handle):
             _check(library().sam3d_session_add_object(h, C.byref(out)))
         return int(out.value)
 
-    def click(self, obj: int, point: Sequence[float], coord: str = "ijk") -> Result:
-        """A positive click on object `obj`. A click whose mask comes out empty returns normally
-        with `Result.empty` set and warns (`EmptyMaskWarning`)."""
+    def _zoomed(self, h, obj: int, r: _Result) -> Result:
+        res = _result(r)
+        f = getattr(library(), "sam3d_session_get_zoom", None)
+        if f is not None:
+            z = C.c_double()
+            _check(f(h, int(obj), C.byref(z)))
+            res = dataclasses.replace(res, zoom=float(z.value))
+        return res
+
+    def click(self, obj: int, point: Sequence[float], coord: str = "ijk", positive: bool = True) -> Result:
+        """A click on object `obj`: positive ("this") by default; `positive=False` is a negative
+        click ("not this"), which only packages trained with them accept (`Model.prompts`; others
+        raise `Error` named SAM3D_STATUS_UNSUPPORTED). A click whose mask comes out empty returns
+        normally with `Result.empty` set and warns (`EmptyMaskWarning`)."""
         if coord not in _COORDS:
             raise ValueError(f"coord {coord!r}: one of {sorted(_COORDS)}")
         p = (C.c_double * 3)(*[float(v) for v in point])
         r = _Result()
         with self._live() as h:
-            _check(library().sam3d_session_click(h, int(obj), p, _COORDS[coord], C.byref(r)))
-        res = _result(r)
+            if positive:
+                _check(library().sam3d_session_click(h, int(obj), p, _COORDS[coord], C.byref(r)))
+            else:
+                _check(_later("sam3d_session_click_ex")(h, int(obj), p, _COORDS[coord], 0, C.byref(r)))
+            res = self._zoomed(h, obj, r)
         if res.empty:
             warnings.warn(EmptyMaskWarning(
                 f"the click at {tuple(float(v) for v in point)} ({coord}) found nothing: object {int(obj)}'s "
                 "mask is empty"), stacklevel=2)
         return res
 
+    def set_box(self, obj: int, corner_a: Sequence[float], corner_b: Sequence[float], coord: str = "ijk") -> Result:
+        """A box prompt on object `obj` (two opposite corners): the crop is placed and sized on the
+        box, its centre is the positive prompt while the object has no positive click, and the mask
+        is clipped to the box. Every package accepts boxes."""
+        if coord not in _COORDS:
+            raise ValueError(f"coord {coord!r}: one of {sorted(_COORDS)}")
+        a = (C.c_double * 3)(*[float(v) for v in corner_a])
+        b = (C.c_double * 3)(*[float(v) for v in corner_b])
+        r = _Result()
+        with self._live() as h:
+            _check(_later("sam3d_session_set_box")(h, int(obj), a, b, _COORDS[coord], C.byref(r)))
+            return self._zoomed(h, obj, r)
+
+    def set_mask(self, obj: int, mask: np.ndarray) -> Result:
+        """Start object `obj` from a segment of your own (shaped like the volume, indexed [i, j, k],
+        non-zero inside): positive clicks add to it, a negative click lets the model's answer
+        replace it where the model saw; undo returns to what the object had before."""
+        m = np.asarray(mask)
+        if tuple(m.shape) != tuple(self._dims):
+            raise ValueError(f"mask shape {m.shape} differs from the volume's {tuple(self._dims)}")
+        buf = np.ascontiguousarray((m != 0).astype(np.uint8).transpose(2, 1, 0)).ravel()
+        r = _Result()
+        with self._live() as h:
+            _check(_later("sam3d_session_set_mask")(h, int(obj), buf.ctypes.data_as(C.POINTER(C.c_uint8)),
+                                                    buf.size, C.byref(r)))
+            return self._zoomed(h, obj, r)
+
     # an undo or redo may well leave an empty mask (no clicks left): no warning
     def undo(self, obj: int) -> Result:
         r = _Result()
         with self._live() as h:
             _check(library().sam3d_session_undo(h, int(obj), C.byref(r)))
-        return _result(r)
+            return self._zoomed(h, obj, r)
 
     def redo(self, obj: int) -> Result:
         r = _Result()
         with self._live() as h:
             _check(library().sam3d_session_redo(h, int(obj), C.byref(r)))
-        return _result(r)
+            return self._zoomed(h, obj, r)
+
+    @property
+    def zoom_out(self) -> int:
+        """The largest automatic zoom-out: 1 (off), 2 or 4 (the default) times the model's spacing."""
+        z = C.c_uint32()
+        with self._live() as h:
+            _check(_later("sam3d_session_get_zoom_out")(h, C.byref(z)))
+        return int(z.value)
+
+    def set_zoom_out(self, max_zoom: int):
+        """Automatic zoom-out for lesions larger than the crop, up to `max_zoom` (1 off, 2 or 4)."""
+        with self._live() as h:
+            _check(_later("sam3d_session_set_zoom_out")(h, int(max_zoom)))
 
     def cancel(self):
         """Stop the session's running call (from any thread): it raises `Error` (CANCELLED)."""
         with self._live() as h:
             _check(library().sam3d_session_cancel(h))
 
-    def set_inference(self, test_time_flips: int, keep_clicked_components: bool):
-        """Test-time flips (1, 2, 4 or 8) and the clicked-component rule for the next clicks."""
+    def set_inference(self, test_time_flips: int, keep_clicked_components: bool, zoom_out: Optional[int] = None):
+        """Test-time flips (1, 2, 4 or 8), the clicked-component rule and (when given) the largest
+        automatic zoom-out (1 off, 2 or 4) for the next clicks."""
         with self._live() as h:
             _check(library().sam3d_session_set_inference(h, int(test_time_flips), 1 if keep_clicked_components else 0))
+        if zoom_out is not None:
+            self.set_zoom_out(zoom_out)
 
     @property
     def inference(self) -> Tuple[int, bool]:

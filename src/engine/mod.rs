@@ -4,17 +4,21 @@
 //!
 //! Files: `model` (a package loaded, its options, the thread policy), `providers` (ONNX Runtime
 //! sessions per execution provider), `segmenter` (a volume's objects, their clicks and history,
-//! masks), `pipeline` (one interaction: crop, encoder, decoder, paste-back), `warmup` (a model's
+//! masks, prompts), `submask` (masks stored as boxes and how interactions combine them), `pipeline`
+//! (one interaction: crop, encoder, decoder, paste-back, zoom-out), `warmup` (a model's
 //! first runs before the user's first click).
 
 mod model;
 mod pipeline;
 mod providers;
 mod segmenter;
+mod submask;
 mod warmup;
 
 pub use model::{Device, GpuOptions, Model, ModelOptions};
-pub use segmenter::{Canceller, Coord, Interaction, Progress, Segmenter, Stage, VoxelBox};
+pub use segmenter::{
+    Canceller, Coord, Interaction, Progress, Segmenter, Stage, VoxelBox, ZOOM_LEVELS,
+};
 
 use crate::error::{err, Error, Sam3dStatus};
 use crate::fpmode::ModeGuard;

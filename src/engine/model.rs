@@ -90,6 +90,8 @@ pub struct Model {
     /// halves those copies between host and device); otherwise float32
     pub(super) crop_f16: bool,
     pub(super) prob_f16: bool,
+    /// the decoder takes each point's label (`labels`, float32 1 positive / 0 negative)
+    pub(super) takes_labels: bool,
     /// execution provider in use, and why it differs from the one asked for
     pub provider: String,
     pub provider_note: String,
@@ -169,6 +171,18 @@ impl Model {
                 ));
             }
         }
+        // a decoder trained with negative clicks takes each point's label (1 positive, 0 negative)
+        let takes_labels = decoder.inputs().iter().any(|i| i.name() == "labels");
+        if m.prompts.negative_points && !takes_labels {
+            return Err(err(
+                Sam3dStatus::BadModel,
+                format!(
+                    "{}: the manifest declares negative clicks but the decoder graph lacks input \
+                     `labels`",
+                    dir.display()
+                ),
+            ));
+        }
         if !decoder.outputs().iter().any(|o| o.name() == "prob") {
             return Err(err(
                 Sam3dStatus::BadModel,
@@ -196,6 +210,7 @@ impl Model {
             cache_names,
             crop_f16,
             prob_f16,
+            takes_labels,
             provider,
             provider_note,
             cpu_threads: worker_threads(opts.threads),

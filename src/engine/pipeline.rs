@@ -7,18 +7,53 @@ use std::sync::atomic::Ordering;
 use half::f16;
 use ort::value::{DynValue, TensorRef};
 
-use super::segmenter::{reuse_margin, Region, SubMask};
+use super::segmenter::{
+    check_click_memory, reuse_margin, Click, Prompt, Region, SubMask, MAX_REGIONS,
+};
 use super::{flushing, rt_err, Interaction, Progress, Segmenter, Stage, VoxelBox};
 use crate::error::{err, Error, Result, Sam3dStatus};
 use crate::refine::{flip_cube, flip_point, keep_seeded_components};
-use crate::resample::{back_taps, extract_crop, paste_threshold, CropPlan};
+use crate::resample::{back_taps, extract_crop, model_size, paste_threshold, CropPlan};
+
+/// Where one level's answer lies in its crop.
+struct Reach {
+    /// its bounding box's first and last voxel centres, in the zoom-1 grid
+    lo: [f64; 3],
+    hi: [f64; 3],
+    /// it reaches a crop face behind which the model grid goes on
+    open_face: bool,
+    /// the answer in the crop (D, H, W; W fastest)
+    mask: Vec<u8>,
+}
+
+/// A prompt's prediction: the levels combined, the box the finest level covers, the zoom that
+/// answered, and whether any encoder ran.
+pub(super) struct Prediction {
+    pub(super) mask: SubMask,
+    pub(super) cover: VoxelBox,
+    pub(super) zoom: f64,
+    pub(super) encoded: bool,
+}
+
+/// How many times larger (bounding-box volume) a coarser answer must be than the finer one to
+/// replace it (`outgrows`).
+const OUTGROW: f64 = 4.0;
+
+/// The largest intensity spread (`core_spread`, in the package's normalised units: 0.2 is 16 HU
+/// for a CT package normalised by 80 HU) at which a coarser answer may replace a finer one.
+const MAX_CORE_SPREAD: f64 = 0.2;
+
+/// A point of the model grid of zoom level 1 in the grid of `zoom` (same physical position).
+fn at_zoom(g: [f64; 3], zoom: f64) -> [f64; 3] {
+    g.map(|v| (v + 0.5) / zoom - 0.5)
+}
 
 impl Segmenter {
-    /// Run (encoder if needed,) decoder and paste-back for a click set; replace the object's mask.
+    /// Compute an object's mask from its prompt and replace it (the object is unchanged on error).
     pub(super) fn recompute(
         &mut self,
         object: usize,
-        clicks: Vec<[f64; 3]>,
+        prompt: Prompt,
         progress: Progress,
     ) -> Result<Interaction> {
         self.cancel.store(false, Ordering::SeqCst);
@@ -27,57 +62,212 @@ impl Segmenter {
             // the warm-up holds the sessions this click needs: the user comes first
             self.model.warm.stop();
         }
-        if clicks.is_empty() {
-            let obj = self.object(object)?;
-            let old = std::mem::take(&mut obj.mask);
-            return Ok(Interaction {
-                voxels: 0,
-                changed: old.bbox,
-                encoded: false,
-            });
+        self.object(object)?;
+        self.tick += 1;
+        let pred = if prompt.is_empty() {
+            None
+        } else {
+            Some(self.predict(&prompt, progress)?)
+        };
+        let (encoded, zoom) = pred.as_ref().map_or((false, 0.0), |p| (p.encoded, p.zoom));
+        let mask = match (&prompt.start, pred) {
+            (None, None) => SubMask::default(),
+            (Some(s), None) => (**s).clone(),
+            (None, Some(p)) => p.mask,
+            // positive prompts add to the host's segment; with a negative click the model's
+            // answer replaces it where the model saw
+            (Some(s), Some(p)) if prompt.clicks.iter().any(|c| !c.positive) => {
+                s.overlay(&p.mask, p.cover)?
+            }
+            (Some(s), Some(p)) => s.union(&p.mask)?,
+        };
+        if !prompt.is_empty() {
+            progress(Stage::Paste, true);
         }
+        // a cancel from the last progress callback still leaves the object as it was
+        self.check_cancel()?;
+        let voxels = mask.voxels();
+        let obj = self.object(object)?;
+        let old = std::mem::replace(&mut obj.mask, mask);
+        obj.zoom = zoom;
+        let changed = old.bbox.union(&obj.mask.bbox);
+        Ok(Interaction {
+            voxels,
+            changed,
+            encoded,
+            zoom,
+        })
+    }
+
+    /// The model's answer to a non-empty prompt, ending inside the `Paste` stage.
+    ///
+    /// With a box: one level, at the box's zoom, clipped to the box. Without: the package's spacing
+    /// first, then (up to the session's largest zoom-out) the next level at twice the spacing, on a
+    /// region that holds the points and the finer answer. The coarser level answers when the finer
+    /// answer reaches a crop face behind which the volume goes on (the lesion continues past the
+    /// crop: the finer answer is kept where it covers), or when the coarser answer outgrows the
+    /// finer crop (`outgrows`) over tissue as homogeneous as one lesion (`core_spread`): the finer
+    /// crop sat inside a lesion too large to see as one, and its answer is dropped. Otherwise the
+    /// finer level answers alone.
+    fn predict(&mut self, prompt: &Prompt, progress: Progress) -> Result<Prediction> {
+        // the decoder's points: the clicks, and a box's centre while no click is positive
+        let mut pts = prompt.clicks.clone();
+        if let Some(b) = &prompt.bx {
+            if !pts.iter().any(|c| c.positive) {
+                let g = [0, 1, 2].map(|a| (b.lo[a] + b.hi[a]) / 2.0);
+                pts.insert(0, Click { g, positive: true });
+            }
+        }
+        // what the region must hold (zoom level 1): the points and the box's corners
+        let mut need: Vec<[f64; 3]> = pts.iter().map(|c| c.g).collect();
+        if let Some(b) = &prompt.bx {
+            need.extend([b.lo, b.hi]);
+        }
+        let seeds: Vec<[f64; 3]> = pts.iter().filter(|c| c.positive).map(|c| c.g).collect();
+        let mut zoom = prompt.bx.map_or(1.0, |b| b.zoom);
+        let mut encoded = false;
+        let mut run = |me: &mut Self, zoom: f64, need: &[[f64; 3]], progress: Progress| {
+            let (prob, origin, enc) = me.probabilities(zoom, &pts, need, progress)?;
+            encoded |= enc;
+            let answer = me.answer_reach(&prob, origin, zoom, &seeds);
+            Ok::<_, Error>((prob, origin, answer))
+        };
+        let mut cur = run(self, zoom, &need, progress)?;
+        // (level's probabilities, origin, zoom, kept under the coarser one)
+        let mut finer: Vec<(Vec<f32>, [i64; 3], f64)> = Vec::new();
+        while prompt.bx.is_none() && zoom * 2.0 <= self.max_zoom as f64 {
+            let next = zoom * 2.0;
+            let scale = self.scale.map(|s| s / next);
+            if check_click_memory(
+                self.model.crop,
+                self.map.dims(),
+                scale,
+                self.model.cpu_threads,
+            )
+            .is_err()
+            {
+                // this volume's voxels are too fine for a coarser level within the budget
+                break;
+            }
+            let (prob, origin, answer) = &cur;
+            let mut next_need: Vec<[f64; 3]> = pts.iter().map(|c| c.g).collect();
+            if let Some(a) = answer {
+                next_need.extend([a.lo, a.hi]);
+            }
+            let cut = answer.as_ref().is_some_and(|a| a.open_face);
+            let coarse = run(self, next, &next_need, progress)?;
+            let beyond = match (answer, &coarse.2) {
+                (_, None) => false,
+                (None, Some(_)) => false,
+                (Some(f), Some(a)) => {
+                    self.outgrows(f, a, *origin, zoom)
+                        && self
+                            .core_spread(f, a, coarse.1, next)
+                            .is_some_and(|sd| sd < MAX_CORE_SPREAD)
+                }
+            };
+            if !cut && !beyond {
+                break;
+            }
+            if cut {
+                finer.push((prob.clone(), *origin, zoom));
+            } else {
+                finer.clear();
+            }
+            cur = coarse;
+            zoom = next;
+        }
+        self.check_cancel()?;
+        progress(Stage::Paste, false);
+        let (mut mask, mut cover) = self.paste(&cur.0, cur.1, zoom)?;
+        // each kept finer level laid over the coarser answer where it covers, coarsest first
+        for (prob, origin, z) in finer.iter().rev() {
+            let (m, c) = self.paste(prob, *origin, *z)?;
+            mask = mask.overlay(&m, c)?;
+            cover = cover.union(&c);
+        }
+        if let Some(b) = &prompt.bx {
+            mask = mask.clip(b.clip)?;
+        }
+        if self.keep_clicked {
+            self.keep_clicked_components(&mut mask, &seeds);
+        }
+        Ok(Prediction {
+            mask,
+            cover,
+            zoom,
+            encoded,
+        })
+    }
+
+    /// The crop's probabilities at `zoom` for the points (zoom-1 grid): from the cached region of
+    /// that zoom when it holds `need` away from its edges, else from a region encoded around them
+    /// (centre: round-half-up of the midpoint of their bounding box, the official rule). Returns
+    /// (probabilities, region origin, whether the encoder ran).
+    fn probabilities(
+        &mut self,
+        zoom: f64,
+        pts: &[Click],
+        need: &[[f64; 3]],
+        progress: Progress,
+    ) -> Result<(Vec<f32>, [i64; 3], bool)> {
         let c = self.model.crop as i64;
         let margin = reuse_margin(self.model.crop);
-        let reuse = self.region.as_ref().is_some_and(|r| {
-            clicks.iter().all(|p| {
-                (0..3).all(|a| {
-                    p[a] >= r.origin[a] as f64 + margin
-                        && p[a] <= (r.origin[a] + c) as f64 - 1.0 - margin
+        let need: Vec<[f64; 3]> = need.iter().map(|&g| at_zoom(g, zoom)).collect();
+        let holds = |r: &Region| {
+            r.zoom == zoom
+                && need.iter().all(|p| {
+                    (0..3).all(|a| {
+                        p[a] >= r.origin[a] as f64 + margin
+                            && p[a] <= (r.origin[a] + c) as f64 - 1.0 - margin
+                    })
                 })
-            })
-        });
+        };
         let mut encoded = false;
-        if !reuse {
-            // centre: round-half-up of the midpoint of the clicks' bounding box (the official rule)
-            let centre = [0, 1, 2].map(|a| {
-                let lo = clicks.iter().map(|p| p[a]).fold(f64::INFINITY, f64::min);
-                let hi = clicks
-                    .iter()
-                    .map(|p| p[a])
-                    .fold(f64::NEG_INFINITY, f64::max);
-                ((lo + hi) / 2.0 + 0.5).floor() as i64
-            });
-            let origin = centre.map(|v| v - c / 2);
-            self.region = None;
-            self.region = Some(self.encode(origin, progress)?);
-            encoded = true;
-        }
-        let region = self.region.as_ref().expect("region set above");
+        let at = match self.regions.iter().position(holds) {
+            Some(i) => i,
+            None => {
+                let centre = [0, 1, 2].map(|a| {
+                    let lo = need.iter().map(|p| p[a]).fold(f64::INFINITY, f64::min);
+                    let hi = need.iter().map(|p| p[a]).fold(f64::NEG_INFINITY, f64::max);
+                    ((lo + hi) / 2.0 + 0.5).floor() as i64
+                });
+                let origin = centre.map(|v| v - c / 2);
+                // one region per zoom, and at most MAX_REGIONS: the old one goes before the new
+                // one is allocated
+                self.regions.retain(|r| r.zoom != zoom);
+                if self.regions.len() >= MAX_REGIONS {
+                    let lru = (0..self.regions.len())
+                        .min_by_key(|&i| self.regions[i].used)
+                        .expect("not empty");
+                    self.regions.remove(lru);
+                }
+                let region = self.encode(origin, zoom, progress)?;
+                self.regions.push(region);
+                encoded = true;
+                self.regions.len() - 1
+            }
+        };
+        self.regions[at].used = self.tick;
+        let region = &self.regions[at];
         let origin = region.origin;
         self.check_cancel()?;
         progress(Stage::Decode, false);
         let cu = self.model.crop;
+        let labels: Vec<f32> = pts.iter().map(|p| p.positive as u8 as f32).collect();
+        let labels = self.model.takes_labels.then_some(&labels[..]);
         // the mean of the flips' probabilities, each flipped back to the crop's own orientation
         let mut prob: Vec<f32> = Vec::new();
         for (b, cache) in region.caches.iter().enumerate() {
-            let pts: Vec<f32> = clicks
+            let coords: Vec<f32> = pts
                 .iter()
                 .flat_map(|p| {
-                    let q = [0, 1, 2].map(|a| p[a] - origin[a] as f64);
+                    let g = at_zoom(p.g, zoom);
+                    let q = [0, 1, 2].map(|a| g[a] - origin[a] as f64);
                     flip_point(q, cu, b).map(|v| v as f32)
                 })
                 .collect();
-            let p = self.decode(cache, &pts, clicks.len())?;
+            let p = self.decode(cache, &coords, labels, pts.len())?;
             if b == 0 {
                 prob = p;
             } else {
@@ -90,24 +280,122 @@ impl Segmenter {
             prob.iter_mut().for_each(|v| *v /= n);
         }
         progress(Stage::Decode, true);
-        self.check_cancel()?;
-        progress(Stage::Paste, false);
-        let mut mask = self.paste(&prob, origin)?;
+        Ok((prob, origin, encoded))
+    }
+
+    /// The thresholded answer in the crop (its clicked components, under that rule): its bounding
+    /// box in the zoom-1 grid, and whether it reaches a crop face behind which the model grid goes
+    /// on. None for an empty answer.
+    fn answer_reach(
+        &self,
+        prob: &[f32],
+        origin: [i64; 3],
+        zoom: f64,
+        seeds: &[[f64; 3]],
+    ) -> Option<Reach> {
+        let c = self.model.crop;
+        let thr = self.model.manifest().threshold as f32;
+        let mut mask: Vec<u8> = prob.iter().map(|&p| (p > thr) as u8).collect();
         if self.keep_clicked {
-            self.keep_clicked_components(&mut mask, &clicks);
+            // crop axes (D, H, W) -> the rule's extent order (axis 0 fastest): W, H, D
+            let seeds: Vec<[usize; 3]> = seeds
+                .iter()
+                .filter_map(|&g| {
+                    let q = at_zoom(g, zoom);
+                    let v = [0, 1, 2].map(|a| (q[a] - origin[a] as f64 + 0.5).floor() as i64);
+                    (0..3)
+                        .all(|a| (0..c as i64).contains(&v[a]))
+                        .then(|| [v[2] as usize, v[1] as usize, v[0] as usize])
+                })
+                .collect();
+            keep_seeded_components(&mut mask, [c; 3], &seeds);
         }
-        progress(Stage::Paste, true);
-        // a cancel from the last progress callback still leaves the object as it was
-        self.check_cancel()?;
-        let voxels = mask.data.iter().map(|&v| v as u64).sum();
-        let obj = self.object(object)?;
-        let old = std::mem::replace(&mut obj.mask, mask);
-        let changed = old.bbox.union(&obj.mask.bbox);
-        Ok(Interaction {
-            voxels,
-            changed,
-            encoded,
+        let grid = self.grid_at(zoom);
+        let mut lo = [usize::MAX; 3];
+        let mut hi = [0usize; 3];
+        for (n, &m) in mask.iter().enumerate() {
+            if m == 1 {
+                let v = [n / (c * c), (n / c) % c, n % c];
+                for a in 0..3 {
+                    lo[a] = lo[a].min(v[a]);
+                    hi[a] = hi[a].max(v[a]);
+                }
+            }
+        }
+        if lo[0] == usize::MAX {
+            return None;
+        }
+        let open_face = (0..3).any(|a| {
+            (lo[a] == 0 && origin[a] > 0)
+                || (hi[a] == c - 1 && origin[a] + (c as i64) < grid[a] as i64)
+        });
+        let to1 =
+            |v: [usize; 3]| [0, 1, 2].map(|a| (origin[a] as f64 + v[a] as f64 + 0.5) * zoom - 0.5);
+        Some(Reach {
+            lo: to1(lo),
+            hi: to1(hi),
+            open_face,
+            mask,
         })
+    }
+
+    /// Whether the coarser level's answer `coarse` shows a lesion the finer crop (at `origin`,
+    /// `zoom`) cannot see as one: the coarser answer's box does not fit in the finer crop's interior
+    /// (less crop/8 on each side where the finer crop ends inside the volume), and it is at least `OUTGROW` times the finer answer's box in
+    /// volume. Leaks of a coarser answer around a lesion the finer crop holds stay below that ratio;
+    /// a finer answer inside a lesion larger than its crop finds only a fragment of it.
+    fn outgrows(&self, fine: &Reach, coarse: &Reach, origin: [i64; 3], zoom: f64) -> bool {
+        let c = self.model.crop as i64;
+        let margin = reuse_margin(self.model.crop);
+        let grid = self.grid_at(zoom);
+        let (lo, hi) = (at_zoom(coarse.lo, zoom), at_zoom(coarse.hi, zoom));
+        // only on sides where the finer crop ends inside the volume
+        let outside = (0..3).any(|a| {
+            (origin[a] > 0 && lo[a] < origin[a] as f64 + margin)
+                || (origin[a] + c < grid[a] as i64 && hi[a] > (origin[a] + c - 1) as f64 - margin)
+        });
+        let volume = |r: &Reach| {
+            let (lo, hi) = (at_zoom(r.lo, zoom), at_zoom(r.hi, zoom));
+            (0..3).map(|a| hi[a] - lo[a] + 1.0).product::<f64>()
+        };
+        outside && volume(coarse) >= OUTGROW * volume(fine)
+    }
+
+    /// The standard deviation of the normalised intensity, in the coarser level's crop, over the
+    /// coarser answer inside the finer answer's box: low when the finer crop sat inside one
+    /// homogeneous lesion, high when the coarser answer mixes the lesion with the tissue around it
+    /// (a leak). None when that part is empty.
+    fn core_spread(
+        &self,
+        fine: &Reach,
+        coarse: &Reach,
+        origin: [i64; 3],
+        zoom: f64,
+    ) -> Option<f64> {
+        let region = self.regions.iter().find(|r| r.zoom == zoom)?;
+        let c = self.model.crop;
+        let (lo, hi) = (at_zoom(fine.lo, zoom), at_zoom(fine.hi, zoom));
+        let (mut sum, mut sum2, mut n) = (0.0, 0.0, 0usize);
+        for (i, &m) in coarse.mask.iter().enumerate() {
+            let v = [i / (c * c), (i / c) % c, i % c];
+            let g = [0, 1, 2].map(|a| (origin[a] + v[a] as i64) as f64);
+            if m == 1 && (0..3).all(|a| g[a] >= lo[a] - 0.5 && g[a] <= hi[a] + 0.5) {
+                let x = region.crop[i] as f64;
+                sum += x;
+                sum2 += x * x;
+                n += 1;
+            }
+        }
+        (n > 0).then(|| {
+            let mean = sum / n as f64;
+            (sum2 / n as f64 - mean * mean).max(0.0).sqrt()
+        })
+    }
+
+    /// The model grid's size at `zoom` (the package's spacing times `zoom`).
+    fn grid_at(&self, zoom: f64) -> [usize; 3] {
+        let dims = self.map.dims();
+        [0, 1, 2].map(|a| model_size(dims[a], self.scale[a] / zoom))
     }
 
     /// One decoder run on one flip's cache: `pts` (n x 3, crop voxels) -> the crop's probabilities.
@@ -115,6 +403,7 @@ impl Segmenter {
         &self,
         cache: &[(String, DynValue)],
         pts: &[f32],
+        labels: Option<&[f32]>,
         n: usize,
     ) -> Result<Vec<f32>> {
         let c = self.model.crop as i64;
@@ -126,6 +415,11 @@ impl Segmenter {
         let pt = TensorRef::from_array_view(([1i64, n as i64, 3], pts))
             .map_err(|e| rt_err("points", e))?;
         inputs.push(("points".into(), pt.into()));
+        if let Some(l) = labels {
+            let lt = TensorRef::from_array_view(([1i64, n as i64], l))
+                .map_err(|e| rt_err("labels", e))?;
+            inputs.push(("labels".into(), lt.into()));
+        }
         let out = flushing(|| dec.run_with_options(inputs, &self.run_options))
             .map_err(|e| self.run_error("decoder", e))?;
         let prob = &out["prob"];
@@ -192,12 +486,13 @@ impl Segmenter {
     }
 
     /// Normalised crop at `origin` (model grid), then the encoder: the region cache.
-    pub(super) fn encode(&self, origin: [i64; 3], progress: Progress) -> Result<Region> {
+    pub(super) fn encode(&self, origin: [i64; 3], zoom: f64, progress: Progress) -> Result<Region> {
         let m = self.model.manifest();
         let c = self.model.crop;
         self.check_cancel()?;
         progress(Stage::Resample, false);
-        let plan = CropPlan::new(origin, c, self.map.dims(), self.scale);
+        let scale = self.scale.map(|s| s / zoom);
+        let plan = CropPlan::new(origin, c, self.map.dims(), scale);
         let (lo, hi) = (m.intensity.clip[0] as f32, m.intensity.clip[1] as f32);
         let (mean, std) = (m.intensity.mean as f32, m.intensity.std as f32);
         let vol = &self.volume;
@@ -234,13 +529,12 @@ impl Segmenter {
         progress(Stage::Resample, true);
         self.check_cancel()?;
         progress(Stage::Encode, false);
-        // the flips in reverse, so the unflipped crop (flip 0) is encoded last and moved, not copied
-        let mut crop = crop;
+        // the unflipped crop is kept with the region: zoom-out reads intensities in it
         let mut caches = Vec::with_capacity(self.flips);
         for b in (0..self.flips).rev() {
             self.check_cancel()?;
             let cube = if b == 0 {
-                std::mem::take(&mut crop)
+                crop.clone()
             } else {
                 flip_cube(&crop, c, b)
             };
@@ -248,7 +542,13 @@ impl Segmenter {
         }
         caches.reverse();
         progress(Stage::Encode, true);
-        Ok(Region { origin, caches })
+        Ok(Region {
+            zoom,
+            origin,
+            crop,
+            caches,
+            used: self.tick,
+        })
     }
 
     /// One encoder run on a normalised crop: its outputs by name (the region cache of one flip).
@@ -303,21 +603,40 @@ impl Segmenter {
         Ok(cache)
     }
 
-    /// Resample the crop's probabilities (zero elsewhere) back to the source grid, threshold.
-    pub(super) fn paste(&self, prob: &[f32], origin: [i64; 3]) -> Result<SubMask> {
+    /// Resample the crop's probabilities at `zoom` (zero elsewhere) back to the source grid,
+    /// threshold; with the box of source voxels whose taps all lie inside the crop.
+    pub(super) fn paste(
+        &self,
+        prob: &[f32],
+        origin: [i64; 3],
+        zoom: f64,
+    ) -> Result<(SubMask, VoxelBox)> {
         let c = self.model.crop as i64;
         let thr = self.model.manifest().threshold as f32;
         let dims = self.map.dims();
-        let taps: [Vec<_>; 3] = [0, 1, 2].map(|a| {
-            back_taps(
-                dims[a],
-                self.grid[a],
-                origin[a].max(0),
-                (origin[a] + c).min(self.grid[a] as i64),
-            )
-        });
+        let grid = self.grid_at(zoom);
+        let (lo, hi) = (
+            origin.map(|v| v.max(0)),
+            [0, 1, 2].map(|a| (origin[a] + c).min(grid[a] as i64)),
+        );
+        let taps: [Vec<_>; 3] = [0, 1, 2].map(|a| back_taps(dims[a], grid[a], lo[a], hi[a]));
         if taps.iter().any(|t| t.is_empty()) {
-            return Ok(SubMask::default());
+            return Ok((SubMask::default(), VoxelBox::default()));
+        }
+        // covered: both taps inside (the first and last such source indices along each axis)
+        let mut cover = VoxelBox::default();
+        for a in 0..3 {
+            let inside = |x: usize| (lo[a]..hi[a]).contains(&(x as i64));
+            let full: Vec<usize> = taps[a]
+                .iter()
+                .filter(|(_, t)| inside(t.x0) && (t.w1 == 0.0 || inside(t.x1)))
+                .map(|&(j, _)| self.map.src_index(a, j))
+                .collect();
+            let p = self.map.perm[a];
+            if let (Some(&mn), Some(&mx)) = (full.iter().min(), full.iter().max()) {
+                cover.lo[p] = mn as u64;
+                cover.hi[p] = mx as u64 + 1;
+            }
         }
         // box in source index space
         let mut bbox = VoxelBox::default();
@@ -359,6 +678,6 @@ impl Segmenter {
             self.model.cpu_threads,
             &mut data,
         );
-        Ok(SubMask { bbox, data })
+        Ok((SubMask { bbox, data }, cover))
     }
 }

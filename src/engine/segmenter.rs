@@ -10,8 +10,9 @@ use super::{rt_err, Model};
 use crate::error::{err, Result, Sam3dStatus};
 use crate::frame::FrameMap;
 use crate::refine::FLIP_COUNTS;
-use crate::resample::model_size;
 use crate::volume::Volume;
+
+pub(super) use super::submask::SubMask;
 
 /// Pipeline stages reported to progress callbacks, in their order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,26 +60,66 @@ impl VoxelBox {
     }
 }
 
-/// One object's mask, stored as the box the crop could reach.
+/// A click in the model grid of zoom level 1 (continuous, voxel centres at integers).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Click {
+    pub(super) g: [f64; 3],
+    pub(super) positive: bool,
+}
+
+/// A box prompt: its corners in the model grid of zoom level 1, the source voxels the mask is
+/// clipped to, and the zoom at which the box fits the crop with a margin.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct BoxPrompt {
+    pub(super) lo: [f64; 3],
+    pub(super) hi: [f64; 3],
+    pub(super) clip: VoxelBox,
+    pub(super) zoom: f64,
+}
+
+/// Everything the user gave an object; its mask is a function of this alone (undo and redo move
+/// between prompts and recompute).
 #[derive(Debug, Clone, Default)]
-pub(super) struct SubMask {
-    pub(super) bbox: VoxelBox,
-    pub(super) data: Vec<u8>,
+pub(super) struct Prompt {
+    pub(super) clicks: Vec<Click>,
+    pub(super) bx: Option<BoxPrompt>,
+    /// a segment the host started from (`set_mask`)
+    pub(super) start: Option<Arc<SubMask>>,
+}
+
+impl Prompt {
+    pub(super) fn is_empty(&self) -> bool {
+        self.clicks.is_empty() && self.bx.is_none()
+    }
 }
 
 #[derive(Debug, Clone, Default)]
 pub(super) struct ObjectState {
-    pub(super) clicks: Vec<[f64; 3]>,
-    pub(super) undo: Vec<Vec<[f64; 3]>>,
-    pub(super) redo: Vec<Vec<[f64; 3]>>,
+    pub(super) prompt: Prompt,
+    pub(super) undo: Vec<Prompt>,
+    pub(super) redo: Vec<Prompt>,
     pub(super) mask: SubMask,
+    /// the zoom of the coarsest level that contributed to the mask (0: no prediction)
+    pub(super) zoom: f64,
 }
 
 pub(super) struct Region {
+    /// model spacing multiple this region was resampled at (1: the package's spacing)
+    pub(super) zoom: f64,
     pub(super) origin: [i64; 3],
+    /// the normalised crop the encoder saw (unflipped; D, H, W, W fastest)
+    pub(super) crop: Vec<f32>,
     /// per test-time flip, the encoder's outputs by name, in the memory of the model's provider
     pub(super) caches: Vec<Vec<(String, DynValue)>>,
+    /// interaction count when it was last used (the least recently used region goes first)
+    pub(super) used: u64,
 }
+
+/// Regions kept per session: one per automatic zoom level and one for a box.
+pub(super) const MAX_REGIONS: usize = 4;
+
+/// Automatic zoom-out levels a session may use: 1 (off), 2 or 4 times the model's spacing.
+pub const ZOOM_LEVELS: [u32; 3] = [1, 2, 4];
 
 /// What one interaction did.
 #[derive(Debug, Clone, Copy, Default)]
@@ -87,8 +128,11 @@ pub struct Interaction {
     pub voxels: u64,
     /// the voxels whose value may have changed
     pub changed: VoxelBox,
-    /// the encoder ran for this interaction (false: the cached region served it)
+    /// the encoder ran for this interaction (false: the cached regions served it)
     pub encoded: bool,
+    /// the model spacing multiple of the coarsest region that answered: 1 the package's spacing,
+    /// 2 or 4 after automatic zoom-out, the box's zoom for a box prompt; 0 when no model ran
+    pub zoom: f64,
 }
 
 pub type Progress<'a> = &'a mut dyn FnMut(Stage, bool);
@@ -100,8 +144,11 @@ pub struct Segmenter {
     pub(super) map: FrameMap,
     /// source spacing / model spacing along the model axes
     pub(super) scale: [f64; 3],
-    pub(super) grid: [usize; 3],
-    pub(super) region: Option<Region>,
+    pub(super) regions: Vec<Region>,
+    /// interactions so far (the regions' use clock)
+    pub(super) tick: u64,
+    /// the largest automatic zoom-out (`ZOOM_LEVELS`)
+    pub(super) max_zoom: u32,
     pub(super) objects: Vec<ObjectState>,
     pub(super) cancel: Arc<AtomicBool>,
     pub(super) run_options: Arc<RunOptions>,
@@ -116,9 +163,9 @@ pub struct Segmenter {
 
 /// The memory one click's paste-back takes: the mask of the source box a crop covers (twice, for
 /// the clicked-component rule) and each worker's two trilinear passes. Checked against the budget
-/// when a session starts: a volume with voxels far smaller than the model's spacing would make one
-/// crop cover gigavoxels.
-fn check_click_memory(
+/// when a session starts (at the package's spacing; coarser levels are checked before they run): a
+/// volume with voxels far smaller than the model's spacing would make one crop cover gigavoxels.
+pub(super) fn check_click_memory(
     crop: usize,
     dims: [usize; 3],
     scale: [f64; 3],
@@ -177,7 +224,6 @@ impl Segmenter {
                 ));
             }
         }
-        let grid = [0, 1, 2].map(|a| model_size(dims[a], scale[a]));
         check_click_memory(model.crop, dims, scale, model.cpu_threads)?;
         let run_options = Arc::new(RunOptions::new().map_err(|e| rt_err("run options", e))?);
         let inference = m.inference.clone();
@@ -186,8 +232,9 @@ impl Segmenter {
             volume,
             map,
             scale,
-            grid,
-            region: None,
+            regions: Vec::new(),
+            tick: 0,
+            max_zoom: 4,
             objects: Vec::new(),
             cancel: Arc::new(AtomicBool::new(false)),
             run_options,
@@ -208,7 +255,7 @@ impl Segmenter {
             ));
         }
         if flips as usize != self.flips {
-            self.region = None;
+            self.regions.clear();
         }
         self.flips = flips as usize;
         self.keep_clicked = keep_clicked;
@@ -218,6 +265,29 @@ impl Segmenter {
     /// (test-time flips, keep clicked components) in force.
     pub fn inference(&self) -> (u32, bool) {
         (self.flips as u32, self.keep_clicked)
+    }
+
+    /// The largest automatic zoom-out for the next interactions: 1 (off), 2 or 4 times the model's
+    /// spacing (`ZOOM_LEVELS`). Masks already computed stay as they are.
+    pub fn set_zoom_out(&mut self, max_zoom: u32) -> Result<()> {
+        if !ZOOM_LEVELS.contains(&max_zoom) {
+            return Err(err(
+                Sam3dStatus::InvalidArgument,
+                format!("the largest zoom-out must be one of {ZOOM_LEVELS:?}, not {max_zoom}"),
+            ));
+        }
+        self.max_zoom = max_zoom;
+        Ok(())
+    }
+
+    /// The largest automatic zoom-out in force.
+    pub fn zoom_out(&self) -> u32 {
+        self.max_zoom
+    }
+
+    /// The zoom of the region that answered the object's last interaction (`Interaction::zoom`).
+    pub fn object_zoom(&self, object: usize) -> Option<f64> {
+        self.objects.get(object).map(|o| o.zoom)
     }
 
     /// Whether this segmenter's clicks stop the model's running warm-up (`warmup`).
@@ -293,29 +363,185 @@ impl Segmenter {
         coord: Coord,
         progress: Progress,
     ) -> Result<Interaction> {
+        self.click_labeled(object, p, coord, true, progress)
+    }
+
+    /// What the package accepts, for messages.
+    fn prompts_accepted(&self) -> String {
+        let p = &self.model.manifest().prompts;
+        let mut kinds = vec!["positive clicks"];
+        if p.negative_points {
+            kinds.push("negative clicks");
+        }
+        kinds.push("boxes (placed by the engine)");
+        kinds.join(", ")
+    }
+
+    /// Add a click to `object` (`positive` false: a negative click, "not this", where the package
+    /// accepts them) and recompute its mask.
+    pub fn click_labeled(
+        &mut self,
+        object: usize,
+        p: [f64; 3],
+        coord: Coord,
+        positive: bool,
+        progress: Progress,
+    ) -> Result<Interaction> {
+        if !positive && !self.model.manifest().prompts.negative_points {
+            return Err(err(
+                Sam3dStatus::Unsupported,
+                format!(
+                    "the model package `{}` was trained without negative clicks; it accepts {}",
+                    self.model.manifest().name,
+                    self.prompts_accepted()
+                ),
+            ));
+        }
         let idx = self.click_index(p, coord)?;
-        let x = self.map.to_model(idx);
-        let g = [0, 1, 2].map(|a| (x[a] + 0.5) * self.scale[a] - 0.5);
+        let g = self.to_grid(idx);
         let max = self.model.manifest().prompts.max_points;
         let obj = self.object(object)?;
-        if obj.clicks.len() >= max {
+        if obj.prompt.clicks.len() >= max {
             return Err(err(
                 Sam3dStatus::InvalidArgument,
                 format!("the model takes at most {max} clicks per object"),
             ));
         }
-        let mut clicks = obj.clicks.clone();
-        clicks.push(g);
-        self.apply(object, clicks, progress)
+        let mut prompt = obj.prompt.clone();
+        prompt.clicks.push(Click { g, positive });
+        self.apply(object, prompt, progress)
     }
 
-    /// Back to the click set before the last click (several levels). The state changes only when
+    /// Source index -> model grid of zoom level 1.
+    fn to_grid(&self, idx: [f64; 3]) -> [f64; 3] {
+        let x = self.map.to_model(idx);
+        [0, 1, 2].map(|a| (x[a] + 0.5) * self.scale[a] - 0.5)
+    }
+
+    /// Give `object` a box (two opposite corners in `coord`): the crop is placed on the box and
+    /// resampled so that the box fits with a margin; the box's centre is the positive prompt while
+    /// the object has no positive click; the mask is clipped to the box. Replaces an earlier box.
+    pub fn set_box(
+        &mut self,
+        object: usize,
+        a: [f64; 3],
+        b: [f64; 3],
+        coord: Coord,
+        progress: Progress,
+    ) -> Result<Interaction> {
+        let bx = self.box_prompt(a, b, coord)?;
+        let mut prompt = self.object(object)?.prompt.clone();
+        prompt.bx = Some(bx);
+        self.apply(object, prompt, progress)
+    }
+
+    /// A box's corners -> its prompt: the box of source indices its corners span (all eight, for
+    /// physical corners of an oblique volume), clipped to the volume.
+    fn box_prompt(&self, a: [f64; 3], b: [f64; 3], coord: Coord) -> Result<BoxPrompt> {
+        if a.iter().chain(&b).any(|v| !v.is_finite()) {
+            return Err(err(
+                Sam3dStatus::InvalidArgument,
+                "box corners must be finite",
+            ));
+        }
+        let g = &self.volume.geom;
+        let to_index = |p: [f64; 3]| match coord {
+            Coord::Ijk => p,
+            Coord::Lps => g.lps_to_index(p),
+            Coord::Ras => g.lps_to_index(crate::geometry::ras_to_lps(p)),
+        };
+        let mut lo = [f64::INFINITY; 3];
+        let mut hi = [f64::NEG_INFINITY; 3];
+        for n in 0..8 {
+            let c = [0, 1, 2].map(|ax| if (n >> ax) & 1 == 1 { b[ax] } else { a[ax] });
+            let idx = to_index(c);
+            for ax in 0..3 {
+                lo[ax] = lo[ax].min(idx[ax]);
+                hi[ax] = hi[ax].max(idx[ax]);
+            }
+        }
+        // the voxels whose centres lie in the box, clipped to the volume
+        let mut clip = VoxelBox::default();
+        for ax in 0..3 {
+            let d = g.dims[ax] as f64;
+            let first = (lo[ax] - 1e-9).ceil().max(0.0);
+            let last = (hi[ax] + 1e-9).floor().min(d - 1.0);
+            if hi[ax] - lo[ax] < 1.0 {
+                return Err(err(
+                    Sam3dStatus::InvalidArgument,
+                    format!(
+                        "the box spans {:.2} voxels along axis {ax}: a box must be 3D, at least \
+                         one voxel deep on every axis",
+                        hi[ax] - lo[ax]
+                    ),
+                ));
+            }
+            if last < first {
+                return Err(err(
+                    Sam3dStatus::OutOfBounds,
+                    format!(
+                        "the box from voxel index ({:.2}, {:.2}, {:.2}) to ({:.2}, {:.2}, {:.2}) \
+                         lies outside the volume {:?}",
+                        lo[0], lo[1], lo[2], hi[0], hi[1], hi[2], g.dims
+                    ),
+                ));
+            }
+            clip.lo[ax] = first as u64;
+            clip.hi[ax] = last as u64 + 1;
+        }
+        let (ga, gb) = (self.to_grid(lo), self.to_grid(hi));
+        let glo = [0, 1, 2].map(|ax| ga[ax].min(gb[ax]));
+        let ghi = [0, 1, 2].map(|ax| ga[ax].max(gb[ax]));
+        // fit the box (voxel extents) in the crop less a margin of crop/8 on each side
+        let room = self.model.crop as f64 - 2.0 * reuse_margin(self.model.crop);
+        let zoom = (0..3)
+            .map(|ax| (ghi[ax] - glo[ax] + 1.0) / room)
+            .fold(1.0, f64::max);
+        Ok(BoxPrompt {
+            lo: glo,
+            hi: ghi,
+            clip,
+            zoom,
+        })
+    }
+
+    /// Start `object` from a segment of the host's (`full`: one byte per voxel, i fastest, non-zero
+    /// inside): it becomes the object's mask, positive clicks add to it and a negative click lets
+    /// the model's answer replace it where the model saw. Replaces the object's clicks and box;
+    /// undo returns to what was there before.
+    pub fn set_mask(
+        &mut self,
+        object: usize,
+        full: &[u8],
+        progress: Progress,
+    ) -> Result<Interaction> {
+        let dims = self.volume.geom.dims;
+        let n = self.volume.geom.voxel_count()?;
+        if full.len() != n {
+            return Err(err(
+                Sam3dStatus::InvalidArgument,
+                format!(
+                    "mask buffer holds {} bytes, the volume has {n} voxels",
+                    full.len()
+                ),
+            ));
+        }
+        self.object(object)?;
+        let start = SubMask::from_full(full, dims)?;
+        let prompt = Prompt {
+            start: Some(Arc::new(start)),
+            ..Prompt::default()
+        };
+        self.apply(object, prompt, progress)
+    }
+
+    /// Back to the prompt before the last interaction (several levels). The state changes only when
     /// the recomputation succeeds: a cancelled undo leaves everything as it was.
     pub fn undo(&mut self, object: usize, progress: Progress) -> Result<Interaction> {
         self.travel(object, true, progress)
     }
 
-    /// Forward to the click set the last undo left.
+    /// Forward to the prompt the last undo left.
     pub fn redo(&mut self, object: usize, progress: Progress) -> Result<Interaction> {
         self.travel(object, false, progress)
     }
@@ -339,20 +565,15 @@ impl Segmenter {
             (&mut obj.redo, &mut obj.undo)
         };
         let target = from.pop().expect("checked above");
-        to.push(std::mem::replace(&mut obj.clicks, target));
+        to.push(std::mem::replace(&mut obj.prompt, target));
         Ok(res)
     }
 
-    /// Recompute with a new click set and record it (undo history; redo history cleared).
-    fn apply(
-        &mut self,
-        object: usize,
-        clicks: Vec<[f64; 3]>,
-        progress: Progress,
-    ) -> Result<Interaction> {
-        let res = self.recompute(object, clicks.clone(), progress)?;
+    /// Recompute with a new prompt and record it (undo history; redo history cleared).
+    fn apply(&mut self, object: usize, prompt: Prompt, progress: Progress) -> Result<Interaction> {
+        let res = self.recompute(object, prompt.clone(), progress)?;
         let obj = self.object(object)?;
-        let prev = std::mem::replace(&mut obj.clicks, clicks);
+        let prev = std::mem::replace(&mut obj.prompt, prompt);
         obj.undo.push(prev);
         obj.redo.clear();
         Ok(res)
@@ -401,7 +622,7 @@ impl Segmenter {
 
     /// Number of clicks of an object (after undo/redo).
     pub fn clicks(&self, object: usize) -> Option<usize> {
-        self.objects.get(object).map(|o| o.clicks.len())
+        self.objects.get(object).map(|o| o.prompt.clicks.len())
     }
 }
 

@@ -45,6 +45,15 @@ pub const SAM3D_ABI_VERSION: u32 = 1;
 /// Most ONNX Runtime threads a model may ask for (`Sam3dModelOptions.threads`).
 pub const SAM3D_MAX_THREADS: u32 = 256;
 
+/// `sam3d_model_prompts` bit: positive clicks (every package).
+pub const SAM3D_PROMPT_POSITIVE: u32 = 1;
+/// `sam3d_model_prompts` bit: negative clicks (packages trained with them).
+pub const SAM3D_PROMPT_NEGATIVE: u32 = 2;
+/// `sam3d_model_prompts` bit: boxes (`sam3d_session_set_box`; placed by the engine, every package).
+pub const SAM3D_PROMPT_BOX: u32 = 4;
+/// `sam3d_model_prompts` bit: a starting segment (`sam3d_session_set_mask`; every package).
+pub const SAM3D_PROMPT_MASK: u32 = 8;
+
 /// Default memory budget in bytes (4 GiB); see `sam3d_set_memory_budget`.
 pub const SAM3D_DEFAULT_MEMORY_BUDGET: u64 = 4294967296;
 

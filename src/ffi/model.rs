@@ -120,6 +120,29 @@ pub unsafe extern "C" fn sam3d_model_info(
     })
 }
 
+/// The prompts the model accepts, as `SAM3D_PROMPT_*` bits: positive clicks, boxes and a starting
+/// segment always; negative clicks when the package was trained with them (its manifest says so).
+/// A negative click on a package without `SAM3D_PROMPT_NEGATIVE` returns `SAM3D_STATUS_UNSUPPORTED`.
+/// Any thread.
+///
+/// @return `SAM3D_STATUS_OK`; `SAM3D_STATUS_NULL_POINTER`.
+#[no_mangle]
+pub unsafe extern "C" fn sam3d_model_prompts(
+    model: *const Sam3dModel,
+    out_prompts: *mut u32,
+) -> Sam3dStatus {
+    guard(|| {
+        // SAFETY: NULL or a live model handle; NULL or writable (the documented contract).
+        let (m, o) = unsafe { (arg(model, "model")?, out(out_prompts, "out_prompts")?) };
+        let neg = m.model.manifest().prompts.negative_points;
+        *o = super::SAM3D_PROMPT_POSITIVE
+            | super::SAM3D_PROMPT_BOX
+            | super::SAM3D_PROMPT_MASK
+            | if neg { super::SAM3D_PROMPT_NEGATIVE } else { 0 };
+        Ok(())
+    })
+}
+
 /// Run one click's work on a small synthetic volume, so that the user's first click does not pay
 /// for ONNX Runtime's first runs (memory the process touches for the first time; on CUDA, kernel
 /// selection). Blocks for about one click with a new region; call it from a worker thread right

@@ -3,7 +3,7 @@
 use std::ffi::c_void;
 use std::sync::{Mutex, MutexGuard, TryLockError};
 
-use super::types::{coord_from_c, result_to_c, stage_to_c};
+use super::types::{coord_from_c, label_from_c, result_to_c, stage_to_c};
 use super::{
     arg, check_abi, free_handle, guard, out, Sam3dMask, Sam3dModel, Sam3dProgressFn, Sam3dResult,
     Sam3dStatus, Sam3dVolume,
@@ -185,8 +185,109 @@ pub unsafe extern "C" fn sam3d_session_click(
     })
 }
 
-/// Undo the last click of `object` (several levels); the mask is recomputed from the clicks left.
-/// Blocks like a click.
+/// Add a click with a label to `object`: `label` `SAM3D_LABEL_POSITIVE` as `sam3d_session_click`,
+/// `SAM3D_LABEL_NEGATIVE` ("not this") where the package accepts negative clicks
+/// (`sam3d_model_prompts`). Blocks like a click.
+///
+/// @return as `sam3d_session_click`, and `SAM3D_STATUS_UNSUPPORTED` (a negative click on a package
+/// trained without them; the message names the prompts it accepts; nothing changed);
+/// `SAM3D_STATUS_INVALID_ARGUMENT` also for a label that is not a `Sam3dLabel`.
+#[no_mangle]
+pub unsafe extern "C" fn sam3d_session_click_ex(
+    s: *mut Sam3dSession,
+    object: u32,
+    point: *const f64,
+    coord: i32,
+    label: i32,
+    out_result: *mut Sam3dResult,
+) -> Sam3dStatus {
+    guard(|| {
+        // SAFETY: NULL or 3 readable doubles (the documented contract).
+        let p = unsafe { arg(point as *const [f64; 3], "point") }?;
+        let (p, c, positive) = (*p, coord_from_c(coord)?, label_from_c(label)?);
+        // SAFETY: the documented contract of `s` and `out_result`.
+        unsafe {
+            interact(s, out_result, |seg, progress| {
+                seg.click_labeled(object as usize, p, c, positive, progress)
+            })
+        }
+    })
+}
+
+/// Give `object` a box prompt: `corner_a` and `corner_b` (3 coordinates each, in `coord`) are two
+/// opposite corners. The engine resamples the region so the box fits the model's crop with a
+/// margin (a coarser spacing for a box larger than the crop's field of view), uses the box's
+/// centre as the positive prompt while the object has no positive click, and clips the mask to the
+/// voxels whose centres lie in the box. Works with every package. A second box replaces the
+/// first; clicks before and after it are kept (they refine the box's answer). Undo returns to the
+/// object before the box. Blocks like a click.
+///
+/// @return `SAM3D_STATUS_OK`; `SAM3D_STATUS_NULL_POINTER`; `SAM3D_STATUS_INVALID_ARGUMENT` (coord,
+/// no such object, a NaN or infinite corner, a box less than one voxel deep on an axis);
+/// `SAM3D_STATUS_OUT_OF_BOUNDS` (the box misses the volume); `SAM3D_STATUS_CANCELLED`;
+/// `SAM3D_STATUS_BUSY`; `SAM3D_STATUS_TOO_LARGE`; `SAM3D_STATUS_RUNTIME`.
+#[no_mangle]
+pub unsafe extern "C" fn sam3d_session_set_box(
+    s: *mut Sam3dSession,
+    object: u32,
+    corner_a: *const f64,
+    corner_b: *const f64,
+    coord: i32,
+    out_result: *mut Sam3dResult,
+) -> Sam3dStatus {
+    guard(|| {
+        // SAFETY: NULL or 3 readable doubles each (the documented contract).
+        let (a, b) = unsafe {
+            (
+                *arg(corner_a as *const [f64; 3], "corner_a")?,
+                *arg(corner_b as *const [f64; 3], "corner_b")?,
+            )
+        };
+        let c = coord_from_c(coord)?;
+        // SAFETY: the documented contract of `s` and `out_result`.
+        unsafe {
+            interact(s, out_result, |seg, progress| {
+                seg.set_box(object as usize, a, b, c, progress)
+            })
+        }
+    })
+}
+
+/// Start `object` from the host's own segment (a Slicer segment, an organ mask, an earlier
+/// result): `buffer` holds `size` bytes = the volume's voxel count, i fastest, non-zero inside. It
+/// becomes the object's mask (copied; the buffer may be freed after the call); positive clicks
+/// then add the model's answer to it, and once the object has a negative click the model's answer
+/// replaces it inside the region the model saw. Replaces the object's clicks and box; undo returns
+/// to them.
+///
+/// @return `SAM3D_STATUS_OK`; `SAM3D_STATUS_NULL_POINTER`; `SAM3D_STATUS_INVALID_ARGUMENT` (size,
+/// no such object); `SAM3D_STATUS_TOO_LARGE` (beyond the memory budget); `SAM3D_STATUS_BUSY`.
+#[no_mangle]
+pub unsafe extern "C" fn sam3d_session_set_mask(
+    s: *mut Sam3dSession,
+    object: u32,
+    buffer: *const u8,
+    size: usize,
+    out_result: *mut Sam3dResult,
+) -> Sam3dStatus {
+    guard(|| {
+        if buffer.is_null() {
+            return Err(super::null("buffer"));
+        }
+        // SAFETY: `buffer` holds `size` readable bytes (the documented contract); the length is
+        // checked against the volume before any byte is read.
+        let data = unsafe { std::slice::from_raw_parts(buffer, size) };
+        // SAFETY: the documented contract of `s` and `out_result`.
+        unsafe {
+            interact(s, out_result, |seg, p| {
+                seg.set_mask(object as usize, data, p)
+            })
+        }
+    })
+}
+
+/// Undo the last interaction of `object` (a click, a box, a starting segment; several levels); the
+/// mask is recomputed from what is left. Blocks like a click.
 ///
 /// @return `SAM3D_STATUS_OK`; `SAM3D_STATUS_NULL_POINTER`; `SAM3D_STATUS_NOTHING_TO_DO` (nothing
 /// to undo); `SAM3D_STATUS_INVALID_ARGUMENT` (no such object); `SAM3D_STATUS_CANCELLED` (nothing
@@ -238,6 +339,65 @@ pub unsafe extern "C" fn sam3d_session_set_inference(
             ));
         }
         lock(sess)?.set_inference(test_time_flips, keep_clicked_components == 1)
+    })
+}
+
+/// Set the session's automatic zoom-out for its next interactions: when a click's answer reaches
+/// the crop's border on a side where the volume goes on (a lesion larger than the crop), the engine
+/// predicts again on a region resampled at twice the model's spacing, and again at four times,
+/// keeping each finer answer where it covers. `max_zoom` is the coarsest level: 1 (off), 2 or 4
+/// (the default). The zoom that answered is reported by `sam3d_session_get_zoom`. Each level's
+/// region is cached for later clicks. Box prompts choose their own zoom.
+///
+/// @return `SAM3D_STATUS_OK`; `SAM3D_STATUS_NULL_POINTER`; `SAM3D_STATUS_INVALID_ARGUMENT` (other
+/// values; nothing changed); `SAM3D_STATUS_BUSY`.
+#[no_mangle]
+pub unsafe extern "C" fn sam3d_session_set_zoom_out(
+    s: *mut Sam3dSession,
+    max_zoom: u32,
+) -> Sam3dStatus {
+    guard(|| {
+        // SAFETY: NULL or a live session (the documented contract).
+        let sess = unsafe { arg(s, "session") }?;
+        lock(sess)?.set_zoom_out(max_zoom)
+    })
+}
+
+/// The session's largest automatic zoom-out in force (see `sam3d_session_set_zoom_out`).
+///
+/// @return `SAM3D_STATUS_OK`; `SAM3D_STATUS_NULL_POINTER`; `SAM3D_STATUS_BUSY`.
+#[no_mangle]
+pub unsafe extern "C" fn sam3d_session_get_zoom_out(
+    s: *const Sam3dSession,
+    out_max_zoom: *mut u32,
+) -> Sam3dStatus {
+    guard(|| {
+        // SAFETY: NULL or a live session; NULL or writable (the documented contract).
+        let (sess, o) = unsafe { (arg(s, "session")?, out(out_max_zoom, "out_max_zoom")?) };
+        *o = lock(sess)?.zoom_out();
+        Ok(())
+    })
+}
+
+/// The zoom of the region that answered `object`'s last interaction, as a multiple of the model's
+/// spacing: 1 the package's own, 2 or 4 after automatic zoom-out, a box's own zoom for a box
+/// prompt; 0 when no model ran (no prompt, or only a starting segment).
+///
+/// @return `SAM3D_STATUS_OK`; `SAM3D_STATUS_NULL_POINTER`; `SAM3D_STATUS_INVALID_ARGUMENT` (no such
+/// object); `SAM3D_STATUS_BUSY`.
+#[no_mangle]
+pub unsafe extern "C" fn sam3d_session_get_zoom(
+    s: *const Sam3dSession,
+    object: u32,
+    out_zoom: *mut f64,
+) -> Sam3dStatus {
+    guard(|| {
+        // SAFETY: NULL or a live session; NULL or writable (the documented contract).
+        let (sess, o) = unsafe { (arg(s, "session")?, out(out_zoom, "out_zoom")?) };
+        *o = lock(sess)?
+            .object_zoom(object as usize)
+            .ok_or_else(|| err(Sam3dStatus::InvalidArgument, format!("no object {object}")))?;
+        Ok(())
     })
 }
 

@@ -22,6 +22,16 @@ pub enum Sam3dDevice {
     TensorRt = 2,
 }
 
+/// Label of a click (`sam3d_session_click_ex`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sam3dLabel {
+    /// "not this": a negative click (only packages trained with them; see `sam3d_model_prompts`)
+    Negative = 0,
+    /// "this": a positive click
+    Positive = 1,
+}
+
 /// Coordinate system of a click (`coord` of `sam3d_session_click`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,6 +216,15 @@ pub(crate) fn coord_from_c(v: i32) -> Result<Coord> {
         2 => Coord::Ras,
         c => return Err(invalid(format!("coord {c} is not a Sam3dCoord"))),
     })
+}
+
+/// true for a positive click, false for a negative one.
+pub(crate) fn label_from_c(v: i32) -> Result<bool> {
+    match v {
+        0 => Ok(false),
+        1 => Ok(true),
+        l => Err(invalid(format!("label {l} is not a Sam3dLabel"))),
+    }
 }
 
 pub(crate) fn dtype_from_c(v: i32) -> Result<Dtype> {

@@ -270,6 +270,8 @@ int main(int argc, char **argv) {
     check("session: library ABI", sam3d_abi_version() == SAM3D_ABI_VERSION);
     expect("session: NULL model", sam3d_session_new(NULL, vol, SAM3D_ABI_VERSION, &sess), SAM3D_STATUS_NULL_POINTER);
     expect("session: new", sam3d_session_new(model, vol, SAM3D_ABI_VERSION, &sess), SAM3D_STATUS_OK);
+    /* the package's spacing only: a random model may well choose a coarser level (tested below) */
+    expect("session: zoom-out off", sam3d_session_set_zoom_out(sess, 1), SAM3D_STATUS_OK);
     uint32_t obj = 99;
     expect("session: add object", sam3d_session_add_object(sess, &obj), SAM3D_STATUS_OK);
     double inside[3] = {24, 18, 15}, outside[3] = {24, 18, 30.5}, nanp[3] = {NAN, 1, 1};
@@ -328,6 +330,60 @@ int main(int argc, char **argv) {
     check("click: a new flip count encodes again", res.encoded == 1 && res.voxels > 50);
     check("status names", strcmp(sam3d_status_name(SAM3D_STATUS_HASH_MISMATCH), "SAM3D_STATUS_HASH_MISMATCH") == 0 &&
                               strcmp(sam3d_status_name(12345), "?") == 0);
+
+    /* --- prompts beyond a positive click */
+    uint32_t prompts = 0;
+    expect("prompts: NULL model", sam3d_model_prompts(NULL, &prompts), SAM3D_STATUS_NULL_POINTER);
+    expect("prompts: get", sam3d_model_prompts(model, &prompts), SAM3D_STATUS_OK);
+    check("prompts: positive, box and mask, no negative",
+          prompts == (SAM3D_PROMPT_POSITIVE | SAM3D_PROMPT_BOX | SAM3D_PROMPT_MASK));
+    uint32_t o2 = 0;
+    expect("prompts: add object", sam3d_session_add_object(sess, &o2), SAM3D_STATUS_OK);
+    expect("click_ex: negative on a positive-only package",
+           sam3d_session_click_ex(sess, o2, inside, SAM3D_COORD_IJK, SAM3D_LABEL_NEGATIVE, &res), SAM3D_STATUS_UNSUPPORTED);
+    check("click_ex: the message names the prompts", strstr(sam3d_last_error(), "positive clicks") != NULL);
+    check("status name: unsupported", strcmp(sam3d_status_name(SAM3D_STATUS_UNSUPPORTED), "SAM3D_STATUS_UNSUPPORTED") == 0);
+    expect("click_ex: bad label", sam3d_session_click_ex(sess, o2, inside, SAM3D_COORD_IJK, 2, &res), SAM3D_STATUS_INVALID_ARGUMENT);
+    expect("click_ex: NULL point", sam3d_session_click_ex(sess, o2, NULL, SAM3D_COORD_IJK, SAM3D_LABEL_POSITIVE, &res), SAM3D_STATUS_NULL_POINTER);
+    uint32_t zmax = 0;
+    expect("zoom-out: set 4", sam3d_session_set_zoom_out(sess, 4), SAM3D_STATUS_OK);
+    expect("zoom-out: get", sam3d_session_get_zoom_out(sess, &zmax), SAM3D_STATUS_OK);
+    check("zoom-out: 4", zmax == 4);
+    expect("zoom-out: 3 refused", sam3d_session_set_zoom_out(sess, 3), SAM3D_STATUS_INVALID_ARGUMENT);
+    expect("zoom-out: off", sam3d_session_set_zoom_out(sess, 1), SAM3D_STATUS_OK);
+    expect("zoom-out: NULL output", sam3d_session_get_zoom_out(sess, NULL), SAM3D_STATUS_NULL_POINTER);
+    expect("click_ex: positive", sam3d_session_click_ex(sess, o2, inside, SAM3D_COORD_IJK, SAM3D_LABEL_POSITIVE, &res), SAM3D_STATUS_OK);
+    double zoom = -1;
+    expect("zoom: get", sam3d_session_get_zoom(sess, o2, &zoom), SAM3D_STATUS_OK);
+    check("zoom: the package's spacing answered with zoom-out off", zoom == 1.0);
+    expect("zoom: no such object", sam3d_session_get_zoom(sess, 77, &zoom), SAM3D_STATUS_INVALID_ARGUMENT);
+    double ca[3] = {4, 3, 3}, cb[3] = {44, 37, 27}, flat[3] = {44, 37, 3};
+    expect("box: NULL corner", sam3d_session_set_box(sess, o2, ca, NULL, SAM3D_COORD_IJK, &res), SAM3D_STATUS_NULL_POINTER);
+    expect("box: flat", sam3d_session_set_box(sess, o2, ca, flat, SAM3D_COORD_IJK, &res), SAM3D_STATUS_INVALID_ARGUMENT);
+    expect("box: set", sam3d_session_set_box(sess, o2, ca, cb, SAM3D_COORD_IJK, &res), SAM3D_STATUS_OK);
+    expect("box: zoom", sam3d_session_get_zoom(sess, o2, &zoom), SAM3D_STATUS_OK);
+    check("box: larger than the crop's view, so zoomed out", zoom > 1.0);
+    expect("box: mask", sam3d_session_get_mask(sess, o2, maskbuf, sizeof maskbuf), SAM3D_STATUS_OK);
+    int outside_box = 0;
+    for (int k = 0; k < NZ; k++)
+        for (int j = 0; j < NY; j++)
+            for (int i = 0; i < NX; i++)
+                if (maskbuf[i + NX * (j + NY * k)] && (i < 4 || i > 44 || j < 3 || j > 37 || k < 3 || k > 27)) outside_box++;
+    check("box: the mask lies in the box", outside_box == 0 && res.voxels > 0);
+    static uint8_t start[NX * NY * NZ];
+    memset(start, 0, sizeof start);
+    for (int k = 2; k < 6; k++)
+        for (int j = 3; j < 9; j++)
+            for (int i = 4; i < 12; i++) start[i + NX * (j + NY * k)] = 1;
+    expect("set_mask: wrong size", sam3d_session_set_mask(sess, o2, start, 5, &res), SAM3D_STATUS_INVALID_ARGUMENT);
+    expect("set_mask: NULL buffer", sam3d_session_set_mask(sess, o2, NULL, sizeof start, &res), SAM3D_STATUS_NULL_POINTER);
+    expect("set_mask: set", sam3d_session_set_mask(sess, o2, start, sizeof start, &res), SAM3D_STATUS_OK);
+    check("set_mask: the result counts the segment", res.voxels == 8 * 6 * 4 && res.encoded == 0);
+    expect("set_mask: read back", sam3d_session_get_mask(sess, o2, maskbuf, sizeof maskbuf), SAM3D_STATUS_OK);
+    check("set_mask: the mask is the segment", memcmp(maskbuf, start, sizeof start) == 0);
+    expect("set_mask: undo back to the box", sam3d_session_undo(sess, o2, &res), SAM3D_STATUS_OK);
+    expect("set_mask: redo", sam3d_session_redo(sess, o2, &res), SAM3D_STATUS_OK);
+    check("set_mask: redo returns the segment", res.voxels == 8 * 6 * 4);
 
     /* --- free(NULL) is a no-op */
     sam3d_runtime_free(NULL);

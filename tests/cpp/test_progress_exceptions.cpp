@@ -104,6 +104,10 @@ void run(const std::string& model_dir) {
     const std::array<double, 3> inside{24, 18, 15}, near{26, 19, 15};
 
     sam3d::Session s(model, vol);
+    // one level (the package's spacing): zoom-out repeats the resample, encode and decode stages
+    // for each coarser level, which the stage sequences below do not expect
+    s.set_zoom_out(1);
+    check("zoom-out: off", s.zoom_out() == 1);
     uint32_t obj = s.add_object();
     Sam3dResult first = s.click(obj, inside);
     check("first click: a mask", first.voxels > 0 && first.encoded == 1);
@@ -187,6 +191,24 @@ void run(const std::string& model_dir) {
     check("raw callback: called instead of the C++ one", raw_calls == 8 && calls.empty());
     target.set_progress(nullptr, nullptr);
     check("raw callback: cleared", outcome([&] { target.click(obj, inside); }) == Outcome::Ok && raw_calls == 8);
+
+    // the wrapper's other prompts: a negative click on a positive-only package throws UNSUPPORTED
+    // and changes nothing; a box; a starting segment, which undo leaves
+    check("prompts: no negative clicks", (model.prompts() & SAM3D_PROMPT_NEGATIVE) == 0 &&
+                                             (model.prompts() & SAM3D_PROMPT_BOX) != 0);
+    uint32_t o2 = target.add_object();
+    Sam3dStatus neg = SAM3D_STATUS_OK;
+    check("negative click: unsupported",
+          outcome([&] { target.click(o2, inside, SAM3D_COORD_IJK, SAM3D_LABEL_NEGATIVE); }, &neg) == Outcome::Error &&
+              neg == SAM3D_STATUS_UNSUPPORTED);
+    Sam3dResult rb{};
+    check("box: answered", outcome([&] { rb = target.set_box(o2, {4, 3, 3}, {44, 37, 27}); }) == Outcome::Ok &&
+                               target.zoom(o2) > 1.0);
+    std::vector<uint8_t> seg(n, 0);
+    seg[24 + 48 * (18 + 40 * 15)] = 1;
+    Sam3dResult rs{};
+    check("segment: set", outcome([&] { rs = target.set_mask(o2, seg); }) == Outcome::Ok && rs.voxels == 1);
+    check("segment: undo returns to the box", target.undo(o2).voxels == rb.voxels);
 }
 
 }  // namespace
