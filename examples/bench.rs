@@ -46,7 +46,7 @@ fn peak_rss_mb() -> f64 {
 
 const USAGE: &str = "usage: bench --model DIR --input VOL.nii[.gz] --click I,J,K [--repeat N] [--threads N] \
 [--ort LIB] [--device cpu|cuda|tensorrt] [--gpu-mem-limit-mb MB] [--trt-cache DIR] [--trt-fp16] [--cuda-tf32] \
-[--flips 1|2|4|8] [--keep-clicked 0|1] [--click-thread opening|pool] [--warm-up]";
+[--flips 1|2|4|8] [--keep-clicked 0|1] [--zoom-out 1|2|4] [--click-thread opening|pool] [--warm-up]";
 
 /// A command-line mistake: the message and the usage on stderr, exit status 2 (no panic trace).
 fn usage_error(msg: &str) -> ! {
@@ -76,6 +76,7 @@ fn sessions(
     repeat: usize,
     flips: u32,
     keep_clicked: bool,
+    zoom_out: u32,
 ) -> Sessions {
     // stage durations from the progress callback: (stage, start) -> end
     let mut stages: Vec<Vec<f64>> = vec![vec![]; 5];
@@ -84,6 +85,7 @@ fn sessions(
     for _ in 0..repeat.max(1) {
         let mut seg = Segmenter::new(model.clone(), vol.clone()).expect("session");
         seg.set_inference(flips, keep_clicked).expect("--flips");
+        seg.set_zoom_out(zoom_out).expect("--zoom-out");
         let obj = seg.add_object();
         let mut started = [None::<Instant>; 5];
         let mut record = |s: Stage, done: bool| {
@@ -134,6 +136,8 @@ fn main() {
     let (mut device, mut gpu) = (Device::Cpu, GpuOptions::default());
     // test-time flips and the component rule: the package's unless given
     let (mut flips, mut keep_clicked) = (None::<u32>, None::<bool>);
+    // automatic zoom-out: the engine's default unless given
+    let mut zoom_out = 4u32;
     // clicks on the thread that opened the model, or on one started before it (--click-thread)
     let mut pool_thread = false;
     // a warm-up (`Model::warm_up`) after the model opens, before the volume loads
@@ -173,6 +177,7 @@ fn main() {
             }
             "--repeat" => repeat = parsed(&k, &v),
             "--flips" => flips = Some(parsed(&k, &v)),
+            "--zoom-out" => zoom_out = parsed(&k, &v),
             "--keep-clicked" => keep_clicked = Some(v == "1"),
             "--threads" => threads = parsed(&k, &v),
             "--ort" => ort = Some(v),
@@ -229,7 +234,7 @@ fn main() {
     let vol = vol.unwrap();
     let job = {
         let (model, vol) = (model.clone(), vol.clone());
-        move || sessions(model, vol, click, repeat, flips, keep_clicked)
+        move || sessions(model, vol, click, repeat, flips, keep_clicked, zoom_out)
     };
     let Sessions {
         stages,
@@ -257,7 +262,7 @@ fn main() {
         num(median(encodes.get(1..).unwrap_or_default().to_vec()), 6)
     ));
     println!(
-        "{{\"model\": \"{}\", \"dims\": {:?}, \"repeat\": {}, \"model_open_s\": {}, \"warm_up_s\": {}, \"nifti_load_s\": {}, \"first_click_s\": {}, \"follow_up_click_s\": {}, {}, \"peak_rss_mb\": {}, \"peak_rss_first_session_mb\": {}, \"provider\": \"{}\", \"test_time_flips\": {}, \"keep_clicked_components\": {}, \"click_thread\": \"{}\"}}",
+        "{{\"model\": \"{}\", \"dims\": {:?}, \"repeat\": {}, \"model_open_s\": {}, \"warm_up_s\": {}, \"nifti_load_s\": {}, \"first_click_s\": {}, \"follow_up_click_s\": {}, {}, \"peak_rss_mb\": {}, \"peak_rss_first_session_mb\": {}, \"provider\": \"{}\", \"test_time_flips\": {}, \"keep_clicked_components\": {}, \"zoom_out\": {}, \"click_thread\": \"{}\"}}",
         model.manifest().name,
         vol.geom.dims,
         repeat,
@@ -272,6 +277,7 @@ fn main() {
         model.provider,
         flips,
         keep_clicked,
+        zoom_out,
         if pool_thread { "pool" } else { "opening" }
     );
 }

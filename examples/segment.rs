@@ -329,7 +329,7 @@ fn run(args: Args) -> sam3d::Result<()> {
     }
     if res.zoom > 0.0 {
         println!(
-            "zoom         {:.3}x the model's spacing answered (zoom-out up to {}x)",
+            "zoom         {}x the model's spacing answered (zoom-out up to {}x)",
             res.zoom,
             seg.zoom_out()
         );

@@ -236,3 +236,36 @@ fn zoom_out_is_a_session_setting_reported_per_interaction() {
     assert!(!again.encoded);
     assert_eq!(again.zoom, on.zoom);
 }
+
+#[test]
+fn a_package_trained_with_labels_takes_negative_clicks() {
+    let m = model("tiny-labels");
+    assert!(m.manifest().prompts.negative_points);
+    let mut s = Segmenter::new(m, volume()).unwrap();
+    s.set_zoom_out(1).unwrap();
+    let o = s.add_object();
+    s.click(o, [24.0, 18.0, 15.0], Coord::Ijk, &mut none())
+        .unwrap();
+    let pos = s.mask_vec(o).unwrap();
+    // the same point as a negative click: the decoder sees another label, the mask changes
+    let r = s
+        .click_labeled(o, [20.0, 18.0, 15.0], Coord::Ijk, false, &mut none())
+        .unwrap();
+    assert!(!r.encoded, "a negative click reuses the region");
+    assert_eq!(s.clicks(o), Some(2));
+    let with_neg = s.mask_vec(o).unwrap();
+    let mut s2 = Segmenter::new(model("tiny-labels"), volume()).unwrap();
+    s2.set_zoom_out(1).unwrap();
+    let o2 = s2.add_object();
+    s2.click(o2, [24.0, 18.0, 15.0], Coord::Ijk, &mut none())
+        .unwrap();
+    s2.click(o2, [20.0, 18.0, 15.0], Coord::Ijk, &mut none())
+        .unwrap();
+    assert_ne!(
+        with_neg,
+        s2.mask_vec(o2).unwrap(),
+        "a negative click must differ from a positive one at the same point"
+    );
+    s.undo(o, &mut none()).unwrap();
+    assert_eq!(s.mask_vec(o).unwrap(), pos);
+}

@@ -28,6 +28,8 @@ COMMANDS = {
                  "the paper's recipe from a SAM ViT-B checkpoint on a labelled dataset folder"),
     "evaluate": ("sam3d_onnx.evaluation.evaluate",
                  "a package on held-out synthetic lesions and real tumours; tune its threshold"),
+    "bench-interaction": ("sam3d_onnx.bench.interaction",
+                          "click latency of negative clicks, boxes and zoom-out through the engine"),
     "interactive": ("sam3d_onnx.evaluation.interactive",
                     "the interactive protocol (clicks in error regions, boxes, zoom-out) through the engine"),
     "reference": ("sam3d_onnx.evaluation.reference_pipeline",

@@ -233,3 +233,59 @@ def test_a_click_that_finds_nothing_warns_and_says_so(rt):
             assert r.empty and r.voxels == 0
             r = s.redo(obj)
             assert not r.empty and r.voxels > 0
+
+
+def test_prompts_boxes_segments_and_zoom_out(rt, tmp_path):
+    """The binding's prompts against the command line: a box, a starting segment with a click, the
+    zoom-out setting; negative clicks raise UNSUPPORTED on a package without them and work on one
+    with them."""
+    tiny = sam3d.Model(rt, TINY, threads=1)
+    labelled = sam3d.Model(rt, os.path.join(os.path.dirname(TINY), "tiny-labels"), threads=1)
+    assert tiny.prompts == {"positive", "box", "mask"}
+    assert labelled.prompts == {"positive", "negative", "box", "mask"}
+    img = nib.load(SAMPLE + ".nii.gz")
+    arr = np.asarray(img.dataobj)
+    geom = sam3d.Geometry.from_ras_affine(img.affine, arr.shape)
+    lo, hi = (40.0, 50.0, 2.0), (120.0, 130.0, 17.0)
+    out = tmp_path / "box.nii.gz"
+    r = subprocess.run([os.path.join(BIN, "segment"), "--model", TINY, "--input", SAMPLE + ".nii.gz",
+                        "--box", ",".join(map(str, lo + hi)), "--out", str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    cli = np.asarray(nib.load(str(out)).dataobj)
+    vol = sam3d.Volume.from_array(arr, geometry=geom)
+    with sam3d.Session(tiny, vol) as s:
+        assert s.zoom_out == 4
+        o = s.add_object()
+        res = s.set_box(o, lo, hi)
+        np.testing.assert_array_equal(s.mask(o), cli)
+        assert res.zoom > 1.0 and res.voxels == int(cli.sum())
+        with pytest.raises(sam3d.Error) as e:
+            s.click(o, (80, 90, 10), positive=False)
+        assert e.value.name == "SAM3D_STATUS_UNSUPPORTED"
+        np.testing.assert_array_equal(s.mask(o), cli)
+        with pytest.raises(sam3d.Error) as e:
+            s.set_zoom_out(3)
+        assert e.value.name == "SAM3D_STATUS_INVALID_ARGUMENT" and s.zoom_out == 4
+        s.set_inference(1, False, zoom_out=1)
+        assert s.zoom_out == 1
+        # a starting segment, then a click that adds to it; undo returns to the segment
+        seg = np.zeros(arr.shape, np.uint8)
+        seg[10:20, 10:20, 3:6] = 1
+        o2 = s.add_object()
+        r0 = s.set_mask(o2, seg * 9)
+        assert r0.voxels == int(seg.sum()) and r0.zoom == 0.0
+        np.testing.assert_array_equal(s.mask(o2), seg)
+        r1 = s.click(o2, (80, 90, 10))
+        m = s.mask(o2)
+        assert r1.zoom == 1.0 and (m >= seg).all() and m.sum() > seg.sum()
+        s.undo(o2)
+        np.testing.assert_array_equal(s.mask(o2), seg)
+        with pytest.raises(ValueError):
+            s.set_mask(o2, seg[:-1])
+    with sam3d.Session(labelled, vol) as s:
+        s.set_zoom_out(1)
+        o = s.add_object()
+        s.click(o, (80, 90, 10))
+        pos = s.mask(o)
+        s.click(o, (90, 90, 10), positive=False)
+        assert not np.array_equal(s.mask(o), pos)

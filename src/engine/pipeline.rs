@@ -39,9 +39,10 @@ pub(super) struct Prediction {
 /// replace it (`outgrows`).
 const OUTGROW: f64 = 4.0;
 
-/// The largest intensity spread (`core_spread`, in the package's normalised units: 0.2 is 16 HU
-/// for a CT package normalised by 80 HU) at which a coarser answer may replace a finer one.
-const MAX_CORE_SPREAD: f64 = 0.2;
+/// The largest intensity spread and median shift (`one_tissue`, in the package's normalised units:
+/// 0.2 is 16 HU for a CT package normalised by 80 HU, about the faintest lesion contrast the demo
+/// was trained on) at which a coarser answer may replace a finer one.
+const MAX_SPREAD: f64 = 0.2;
 
 /// A point of the model grid of zoom level 1 in the grid of `zoom` (same physical position).
 fn at_zoom(g: [f64; 3], zoom: f64) -> [f64; 3] {
@@ -106,7 +107,7 @@ impl Segmenter {
     /// region that holds the points and the finer answer. The coarser level answers when the finer
     /// answer reaches a crop face behind which the volume goes on (the lesion continues past the
     /// crop: the finer answer is kept where it covers), or when the coarser answer outgrows the
-    /// finer crop (`outgrows`) over tissue as homogeneous as one lesion (`core_spread`): the finer
+    /// finer crop (`outgrows`) over tissue as homogeneous as one lesion (`one_tissue`): the finer
     /// crop sat inside a lesion too large to see as one, and its answer is dropped. Otherwise the
     /// finer level answers alone.
     fn predict(&mut self, prompt: &Prompt, progress: Progress) -> Result<Prediction> {
@@ -126,13 +127,17 @@ impl Segmenter {
         let seeds: Vec<[f64; 3]> = pts.iter().filter(|c| c.positive).map(|c| c.g).collect();
         let mut zoom = prompt.bx.map_or(1.0, |b| b.zoom);
         let mut encoded = false;
-        let mut run = |me: &mut Self, zoom: f64, need: &[[f64; 3]], progress: Progress| {
-            let (prob, origin, enc) = me.probabilities(zoom, &pts, need, progress)?;
-            encoded |= enc;
-            let answer = me.answer_reach(&prob, origin, zoom, &seeds);
-            Ok::<_, Error>((prob, origin, answer))
-        };
-        let mut cur = run(self, zoom, &need, progress)?;
+        // a level's answer from its first `flips` test-time flips: all of them for an answer that
+        // may be kept, the unflipped crop alone for a coarser level's probe
+        let mut run =
+            |me: &mut Self, zoom: f64, need: &[[f64; 3]], flips: usize, progress: Progress| {
+                let (prob, origin, enc) = me.probabilities(zoom, &pts, need, flips, progress)?;
+                encoded |= enc;
+                let answer = me.answer_reach(&prob, origin, zoom, &seeds);
+                Ok::<_, Error>((prob, origin, answer))
+            };
+        let all = self.flips;
+        let mut cur = run(self, zoom, &need, all, progress)?;
         // (level's probabilities, origin, zoom, kept under the coarser one)
         let mut finer: Vec<(Vec<f32>, [i64; 3], f64)> = Vec::new();
         while prompt.bx.is_none() && zoom * 2.0 <= self.max_zoom as f64 {
@@ -155,15 +160,12 @@ impl Segmenter {
                 next_need.extend([a.lo, a.hi]);
             }
             let cut = answer.as_ref().is_some_and(|a| a.open_face);
-            let coarse = run(self, next, &next_need, progress)?;
+            let coarse = run(self, next, &next_need, 1, progress)?;
             let beyond = match (answer, &coarse.2) {
                 (_, None) => false,
                 (None, Some(_)) => false,
                 (Some(f), Some(a)) => {
-                    self.outgrows(f, a, *origin, zoom)
-                        && self
-                            .core_spread(f, a, coarse.1, next)
-                            .is_some_and(|sd| sd < MAX_CORE_SPREAD)
+                    self.outgrows(f, a, *origin, zoom) && self.one_tissue(f, a, coarse.1, next)
                 }
             };
             if !cut && !beyond {
@@ -174,7 +176,13 @@ impl Segmenter {
             } else {
                 finer.clear();
             }
-            cur = coarse;
+            // the coarser level answers: with every flip (the same region, its other flips encoded
+            // now)
+            cur = if all > 1 {
+                run(self, next, &next_need, all, progress)?
+            } else {
+                coarse
+            };
             zoom = next;
         }
         self.check_cancel()?;
@@ -200,15 +208,17 @@ impl Segmenter {
         })
     }
 
-    /// The crop's probabilities at `zoom` for the points (zoom-1 grid): from the cached region of
-    /// that zoom when it holds `need` away from its edges, else from a region encoded around them
-    /// (centre: round-half-up of the midpoint of their bounding box, the official rule). Returns
+    /// The crop's probabilities at `zoom` for the points (zoom-1 grid), the mean over the first
+    /// `flips` test-time flips: from the cached region of that zoom when it holds `need` away from
+    /// its edges, else from a region encoded around them (centre: round-half-up of the midpoint of
+    /// their bounding box, the official rule). Flips the region lacks are encoded first. Returns
     /// (probabilities, region origin, whether the encoder ran).
     fn probabilities(
         &mut self,
         zoom: f64,
         pts: &[Click],
         need: &[[f64; 3]],
+        flips: usize,
         progress: Progress,
     ) -> Result<(Vec<f32>, [i64; 3], bool)> {
         let c = self.model.crop as i64;
@@ -242,12 +252,13 @@ impl Segmenter {
                         .expect("not empty");
                     self.regions.remove(lru);
                 }
-                let region = self.encode(origin, zoom, progress)?;
+                let region = self.encode(origin, zoom, flips, progress)?;
                 self.regions.push(region);
                 encoded = true;
                 self.regions.len() - 1
             }
         };
+        encoded |= self.fill_flips(at, flips, progress)?;
         self.regions[at].used = self.tick;
         let region = &self.regions[at];
         let origin = region.origin;
@@ -258,7 +269,8 @@ impl Segmenter {
         let labels = self.model.takes_labels.then_some(&labels[..]);
         // the mean of the flips' probabilities, each flipped back to the crop's own orientation
         let mut prob: Vec<f32> = Vec::new();
-        for (b, cache) in region.caches.iter().enumerate() {
+        for (b, cache) in region.caches[..flips].iter().enumerate() {
+            let cache = cache.as_ref().expect("filled above");
             let coords: Vec<f32> = pts
                 .iter()
                 .flat_map(|p| {
@@ -275,7 +287,7 @@ impl Segmenter {
                 prob.iter_mut().zip(&p).for_each(|(acc, v)| *acc += v);
             }
         }
-        let n = region.caches.len() as f32;
+        let n = flips as f32;
         if n > 1.0 {
             prob.iter_mut().for_each(|v| *v /= n);
         }
@@ -361,35 +373,42 @@ impl Segmenter {
         outside && volume(coarse) >= OUTGROW * volume(fine)
     }
 
-    /// The standard deviation of the normalised intensity, in the coarser level's crop, over the
-    /// coarser answer inside the finer answer's box: low when the finer crop sat inside one
-    /// homogeneous lesion, high when the coarser answer mixes the lesion with the tissue around it
-    /// (a leak). None when that part is empty.
-    fn core_spread(
-        &self,
-        fine: &Reach,
-        coarse: &Reach,
-        origin: [i64; 3],
-        zoom: f64,
-    ) -> Option<f64> {
-        let region = self.regions.iter().find(|r| r.zoom == zoom)?;
+    /// Whether the coarser answer covers one homogeneous tissue, read in the coarser level's crop:
+    /// its core (its voxels inside the finer answer's box) has an intensity spread below
+    /// `MAX_SPREAD`, and the median of its extension (its other voxels) lies within `MAX_SPREAD` of
+    /// the core's median. True for a lesion larger than the finer crop; false for the usual leak of
+    /// a coarser answer into the organ around a small lesion.
+    fn one_tissue(&self, fine: &Reach, coarse: &Reach, origin: [i64; 3], zoom: f64) -> bool {
+        let Some(region) = self.regions.iter().find(|r| r.zoom == zoom) else {
+            return false;
+        };
         let c = self.model.crop;
         let (lo, hi) = (at_zoom(fine.lo, zoom), at_zoom(fine.hi, zoom));
-        let (mut sum, mut sum2, mut n) = (0.0, 0.0, 0usize);
+        let (mut core, mut ext) = (Vec::new(), Vec::new());
         for (i, &m) in coarse.mask.iter().enumerate() {
+            if m != 1 {
+                continue;
+            }
             let v = [i / (c * c), (i / c) % c, i % c];
             let g = [0, 1, 2].map(|a| (origin[a] + v[a] as i64) as f64);
-            if m == 1 && (0..3).all(|a| g[a] >= lo[a] - 0.5 && g[a] <= hi[a] + 0.5) {
-                let x = region.crop[i] as f64;
-                sum += x;
-                sum2 += x * x;
-                n += 1;
+            let x = region.crop[i] as f64;
+            if (0..3).all(|a| g[a] >= lo[a] - 0.5 && g[a] <= hi[a] + 0.5) {
+                core.push(x);
+            } else {
+                ext.push(x);
             }
         }
-        (n > 0).then(|| {
-            let mean = sum / n as f64;
-            (sum2 / n as f64 - mean * mean).max(0.0).sqrt()
-        })
+        if core.is_empty() || ext.is_empty() {
+            return false;
+        }
+        let n = core.len() as f64;
+        let mean = core.iter().sum::<f64>() / n;
+        let spread = (core.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / n).sqrt();
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        spread < MAX_SPREAD && (median(&mut core) - median(&mut ext)).abs() < MAX_SPREAD
     }
 
     /// The model grid's size at `zoom` (the package's spacing times `zoom`).
@@ -485,8 +504,36 @@ impl Segmenter {
         }
     }
 
-    /// Normalised crop at `origin` (model grid), then the encoder: the region cache.
-    pub(super) fn encode(&self, origin: [i64; 3], zoom: f64, progress: Progress) -> Result<Region> {
+    /// Encode the flips in `0..n` region `at` lacks; true when the encoder ran.
+    fn fill_flips(&mut self, at: usize, n: usize, progress: Progress) -> Result<bool> {
+        let c = self.model.crop;
+        let missing: Vec<usize> = (0..n)
+            .filter(|&b| self.regions[at].caches[b].is_none())
+            .collect();
+        if missing.is_empty() {
+            return Ok(false);
+        }
+        self.check_cancel()?;
+        progress(Stage::Encode, false);
+        for b in missing {
+            self.check_cancel()?;
+            let cube = flip_cube(&self.regions[at].crop, c, b);
+            let cache = self.encode_crop(cube)?;
+            self.regions[at].caches[b] = Some(cache);
+        }
+        progress(Stage::Encode, true);
+        Ok(true)
+    }
+
+    /// Normalised crop at `origin` (model grid), then the encoder on its first `flips` test-time
+    /// flips (the others are encoded when an answer needs them): the region cache.
+    pub(super) fn encode(
+        &self,
+        origin: [i64; 3],
+        zoom: f64,
+        flips: usize,
+        progress: Progress,
+    ) -> Result<Region> {
         let m = self.model.manifest();
         let c = self.model.crop;
         self.check_cancel()?;
@@ -529,18 +576,17 @@ impl Segmenter {
         progress(Stage::Resample, true);
         self.check_cancel()?;
         progress(Stage::Encode, false);
-        // the unflipped crop is kept with the region: zoom-out reads intensities in it
-        let mut caches = Vec::with_capacity(self.flips);
-        for b in (0..self.flips).rev() {
+        // the unflipped crop is kept with the region: later flips and zoom-out's tissue test read it
+        let mut caches: Vec<Option<_>> = (0..self.flips).map(|_| None).collect();
+        for (b, slot) in caches.iter_mut().enumerate().take(flips.min(self.flips)) {
             self.check_cancel()?;
             let cube = if b == 0 {
                 crop.clone()
             } else {
                 flip_cube(&crop, c, b)
             };
-            caches.push(self.encode_crop(cube)?);
+            *slot = Some(self.encode_crop(cube)?);
         }
-        caches.reverse();
         progress(Stage::Encode, true);
         Ok(Region {
             zoom,

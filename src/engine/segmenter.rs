@@ -110,7 +110,8 @@ pub(super) struct Region {
     /// the normalised crop the encoder saw (unflipped; D, H, W, W fastest)
     pub(super) crop: Vec<f32>,
     /// per test-time flip, the encoder's outputs by name, in the memory of the model's provider
-    pub(super) caches: Vec<Vec<(String, DynValue)>>,
+    /// (None: not encoded yet; a coarser level's probe encodes the unflipped crop alone)
+    pub(super) caches: Vec<Option<Vec<(String, DynValue)>>>,
     /// interaction count when it was last used (the least recently used region goes first)
     pub(super) used: u64,
 }

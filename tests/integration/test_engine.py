@@ -31,8 +31,11 @@ def volinfo(path, *idx):
 
 
 def segment(model, path, clicks, out, coord="ijk", extra=()):
+    # the contract's pipeline at the package's spacing: automatic zoom-out (which the reference
+    # pipeline does not do) is off unless a test asks for it
+    zoom = [] if "--zoom-out" in extra else ["--zoom-out", "1"]
     cmd = [os.path.join(BIN, "segment"), "--model", os.path.join(MODELS, model), "--input", str(path),
-           *extra,
+           *zoom, *extra,
            "--out", str(out), "--ort", ORT, "--coord", coord]
     for c in clicks:
         cmd += ["--click", ",".join(f"{v:.6f}" for v in c)]

@@ -54,11 +54,39 @@ class SAM3DSegmentWidget(ScriptedLoadableModuleWidget):
         form.addRow("GPU memory cap:", self.memory)
         self.tf32 = qt.QCheckBox("TF32 on CUDA (faster, ~1e-3 relative error)")
         form.addRow(self.tf32)
+        self.zoom = qt.QComboBox()
+        self.zoom.addItems(["4", "2", "1"])
+        self.zoom.setToolTip("automatic zoom-out for lesions larger than the model's crop (1: off)")
+        form.addRow("Zoom-out up to:", self.zoom)
         self.status = qt.QLabel("")
         form.addRow(self.status)
-        apply = qt.QPushButton("Segment")
+        apply = qt.QPushButton("Segment (new segment from the last point)")
         apply.connect("clicked()", self.onApply)
         form.addRow(apply)
+        # refining the current segment: another point, "not this" where the package takes it
+        self.negative = qt.QCheckBox("Negative ('not this'; packages trained with negative clicks)")
+        form.addRow(self.negative)
+        refine = qt.QPushButton("Refine (add the last point to the current segment)")
+        refine.connect("clicked()", self.onRefine)
+        form.addRow(refine)
+        undo = qt.QPushButton("Undo")
+        undo.connect("clicked()", self.onUndo)
+        form.addRow(undo)
+        # a box: a markups ROI around the lesion
+        self.roi = slicer.qMRMLNodeComboBox()
+        self.roi.nodeTypes = ["vtkMRMLMarkupsROINode"]
+        self.roi.setMRMLScene(slicer.mrmlScene)
+        form.addRow("Box (ROI):", self.roi)
+        box = qt.QPushButton("Segment inside the box")
+        box.connect("clicked()", self.onBox)
+        form.addRow(box)
+        # start from an existing segment (drawn by hand, another tool, an earlier session)
+        self.segment = slicer.qMRMLSegmentSelectorWidget()
+        self.segment.setMRMLScene(slicer.mrmlScene)
+        form.addRow("Start from segment:", self.segment)
+        start = qt.QPushButton("Start from this segment (then Refine)")
+        start.connect("clicked()", self.onStart)
+        form.addRow(start)
         self.layout.addStretch(1)
         self._logic = None
 
@@ -93,12 +121,36 @@ class SAM3DSegmentWidget(ScriptedLoadableModuleWidget):
         except Exception as e:  # noqa: BLE001 - shown, and raised again by onApply
             self.status.text = f"model: {e}"
 
-    def onApply(self):
-        with slicer.util.tryWithErrorDisplay("SAM3D segmentation failed", waitCursor=True):
+    def _run(self, what, job):
+        with slicer.util.tryWithErrorDisplay(f"SAM3D {what} failed", waitCursor=True):
             logic = self._logic_for_settings()
-            seg, segment_id, result = logic.segment(self.volume.currentNode(), self.point.currentNode())
+            logic.zoom_out = int(self.zoom.currentText)
+            job(logic)
             note = f" ({logic.provider_note})" if logic.provider_note else ""
             self.status.text = f"{logic.message}, {logic.provider}{note}"
+
+    def _last_point(self):
+        node = self.point.currentNode()
+        return node, max(0, node.GetNumberOfControlPoints() - 1) if node is not None else 0
+
+    def onApply(self):
+        node, i = self._last_point()
+        self._run("segmentation", lambda lg: lg.segment(self.volume.currentNode(), node, i))
+
+    def onRefine(self):
+        node, i = self._last_point()
+        positive = not self.negative.checked
+        self._run("refinement", lambda lg: lg.refine(self.volume.currentNode(), node, i, positive=positive))
+
+    def onUndo(self):
+        self._run("undo", lambda lg: lg.undo(self.volume.currentNode()))
+
+    def onBox(self):
+        self._run("box", lambda lg: lg.segment_box(self.volume.currentNode(), self.roi.currentNode()))
+
+    def onStart(self):
+        self._run("start from segment", lambda lg: lg.start_from_segment(
+            self.volume.currentNode(), self.segment.currentNode(), self.segment.currentSegmentID()))
 
 
 class SAM3DSegmentModuleLogic(ScriptedLoadableModuleLogic):

@@ -73,17 +73,33 @@ class Pipeline:
         opts = session_options(threads)
         self.enc = ort.InferenceSession(os.path.join(pkg_dir, "encoder.onnx"), opts)
         self.dec = ort.InferenceSession(os.path.join(pkg_dir, "decoder.onnx"), opts)
+        # the extended architecture's decoder takes each click's label
+        self.takes_labels = any(i.name == "labels" for i in self.dec.get_inputs())
 
-    def segment_array(self, arr: np.ndarray, affine: np.ndarray, clicks_ijk) -> np.ndarray:
-        """uint8 mask on the grid of `arr` (i, j, k) whose voxel-to-RAS matrix is `affine`."""
-        mask = (self.probability_array(arr, affine, clicks_ijk) > self.manifest["threshold"]).astype(np.uint8)
-        return clicked_components(mask, clicks_ijk) if self.keep_clicked else mask
+    def segment_array(self, arr: np.ndarray, affine: np.ndarray, clicks_ijk, labels=None,
+                      zoom: float = 1.0) -> np.ndarray:
+        """uint8 mask on the grid of `arr` (i, j, k) whose voxel-to-RAS matrix is `affine`; `labels`
+        (1 positive, 0 negative; default all positive) and `zoom` as `probability_array`. The
+        clicked-component rule keeps the components that hold a positive click."""
+        mask = (self.probability_array(arr, affine, clicks_ijk, labels, zoom) > self.manifest["threshold"]
+                ).astype(np.uint8)
+        if not self.keep_clicked:
+            return mask
+        clicks = np.asarray(clicks_ijk, np.float64).reshape(-1, 3)
+        lab = np.ones(len(clicks)) if labels is None else np.asarray(labels)
+        return clicked_components(mask, clicks[lab > 0.5])
 
-    def probability_array(self, arr: np.ndarray, affine: np.ndarray, clicks_ijk) -> np.ndarray:
+    def probability_array(self, arr: np.ndarray, affine: np.ndarray, clicks_ijk, labels=None,
+                          zoom: float = 1.0) -> np.ndarray:
         """The lesion probability resampled to the grid of `arr` (the mask before the threshold).
         With test-time flips, the crop is reversed along each flip's axes (clicks mirrored), encoded
-        and decoded, and the probabilities reversed back and averaged before the paste-back."""
+        and decoded, and the probabilities reversed back and averaged before the paste-back.
+        `labels`: one per click, 1 positive and 0 negative (only for a decoder that takes them).
+        `zoom`: the crop is resampled at `zoom` times the package's spacing (the engine's coarser
+        levels and box prompts)."""
         m = self.manifest
+        if labels is not None and not self.takes_labels and np.any(np.asarray(labels) < 0.5):
+            raise ValueError("this package's decoder takes no labels: negative clicks are not supported")
         zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
         shape0 = arr.shape
         clicks = np.asarray(clicks_ijk, np.float64).reshape(-1, 3)
@@ -104,7 +120,7 @@ class Pipeline:
                 pts[:, a] = (shape0[src] - 1 - clicks[:, src]) if flip else clicks[:, src]
         if m["intensity"]["nonfinite"] == "zero":
             vol = np.nan_to_num(vol, nan=0.0, posinf=0.0, neginf=0.0)
-        scale = [float(s) / float(tgt) for s, tgt in zip(sp, m["spacing_mm"])]
+        scale = [float(s) / (float(tgt) * zoom) for s, tgt in zip(sp, m["spacing_mm"])]
         x = torch.from_numpy(np.ascontiguousarray(vol, np.float32))[None, None]
         x = F.interpolate(x, scale_factor=scale, mode="trilinear", align_corners=False)[0, 0]
         lo, hi = m["intensity"]["clip"]
@@ -129,7 +145,11 @@ class Pipeline:
                 pts_b[:, a] = c - 1 - pts_b[:, a]
             crop_b = np.ascontiguousarray(np.flip(crop, axes)) if axes else crop
             cache = dict(zip(names, self.enc.run(None, {"crop": crop_b[None, None]})))
-            p = self.dec.run(["prob"], {**cache, "points": pts_b.astype(np.float32)[None]})[0][0]
+            feeds = {**cache, "points": pts_b.astype(np.float32)[None]}
+            if self.takes_labels:
+                lab = np.ones(len(g)) if labels is None else np.asarray(labels, np.float64)
+                feeds["labels"] = lab.astype(np.float32)[None]
+            p = self.dec.run(["prob"], feeds)[0][0]
             prob += np.flip(p, axes) if axes else p
         prob = (prob / self.flips).astype(np.float32)
         full = torch.zeros(tuple(grid))

@@ -5,7 +5,8 @@
 Random weights (TINY configuration, 32^3 crop at 2 mm), so the masks mean nothing medically; the seed
 is chosen deterministically so that the mask of a centred click on a noise crop is neither empty nor
 full (a degenerate fixture would let engine bugs pass). Two packages share the same graphs:
-`tiny-orient` ("orient" frame, RAS) and `tiny-array` ("array" frame, transpose [2, 1, 0]).
+`tiny-orient` ("orient" frame, RAS) and `tiny-array` ("array" frame, transpose [2, 1, 0]). A third,
+`tiny-labels`, has the extended architecture whose decoder takes each click's label (negative clicks).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import os
 import numpy as np
 import torch
 
-from ..model.config import TINY
+from ..model.config import TINY, Sam3DConfig
 from ..model.network import Sam3D, random_init_
 from .graphs import graphs
 from .package import export_package, sha256_file
@@ -26,22 +27,24 @@ FRAMES = {
     "tiny-orient": {"mode": "orient", "orientation": "RAS", "array_transpose": None},
     "tiny-array": {"mode": "array", "orientation": None, "array_transpose": [2, 1, 0]},
 }
+LABELLED = "tiny-labels"
 
 
 def foreground_fraction(model: Sam3D) -> float:
     c = model.cfg.crop
     crop = torch.from_numpy(np.random.default_rng(123).standard_normal((1, 1, c, c, c)).astype(np.float32))
     enc, dec = graphs(model)
+    labels = (torch.ones(1, 1),) if model.cfg.point_labels else ()
     with torch.no_grad():
-        prob = dec(*enc(crop), torch.full((1, 1, 3), c / 2.0))
+        prob = dec(*enc(crop), torch.full((1, 1, 3), c / 2.0), *labels)
     return float((prob > 0.5).float().mean())
 
 
-def pick_model(max_seed: int = 64):
+def pick_model(cfg: Sam3DConfig = TINY, max_seed: int = 64):
     """First seed whose centred-click mask covers 10-60 % of the crop."""
     for seed in range(max_seed):
         torch.manual_seed(seed)
-        model = random_init_(Sam3D(TINY), seed=seed).eval()
+        model = random_init_(Sam3D(cfg), seed=seed).eval()
         frac = foreground_fraction(model)
         if 0.10 <= frac <= 0.60:
             return seed, frac, model
@@ -60,8 +63,17 @@ def write_fixtures(out: str):
             provenance=f"python -m sam3d_onnx fixtures (random_init_ seed {seed}; centred click on "
                        f"a noise crop marks {frac:.3f} of the crop)",
             frame=frame, intensity=INTENSITY, spacing_mm=(2.0, 2.0, 2.0))
+    lseed, lfrac, lmodel = pick_model(TINY.replace(point_labels=True))
+    export_package(
+        lmodel, os.path.join(out, LABELLED), name=LABELLED,
+        description=f"libsam3d test fixture: random-weight 3DSAM-adapter, TINY configuration with click "
+                    f"labels (negative clicks; seed {lseed}), 'orient' frame",
+        licence=LICENCE,
+        provenance=f"python -m sam3d_onnx fixtures (random_init_ seed {lseed}; centred positive click on "
+                   f"a noise crop marks {lfrac:.3f} of the crop)",
+        frame=FRAMES["tiny-orient"], intensity=INTENSITY, spacing_mm=(2.0, 2.0, 2.0))
     with open(os.path.join(out, "SHA256SUMS"), "w") as f:
-        for name in sorted(FRAMES):
+        for name in sorted(list(FRAMES) + [LABELLED]):
             for fn in sorted(os.listdir(os.path.join(out, name))):
                 f.write(f"{sha256_file(os.path.join(out, name, fn))}  {name}/{fn}\n")
     return seed, frac

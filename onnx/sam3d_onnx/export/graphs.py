@@ -35,7 +35,8 @@
   the official align_corners=False convention).
 
 Interface (model-package contract, format_version 1): encoder `crop` (1,1,C,C,C) -> `f3`, `cls_partial`;
-decoder `f3`, `cls_partial`, `points` (1,N,3) in crop voxels (d,h,w) -> `prob` (1,C,C,C) in (D,H,W).
+decoder `f3`, `cls_partial`, `points` (1,N,3) in crop voxels (d,h,w) [, `labels` (1,N) float32, 1 positive
+and 0 negative, only for the extended architecture with `point_labels`] -> `prob` (1,C,C,C) in (D,H,W).
 """
 from __future__ import annotations
 
@@ -52,6 +53,12 @@ from ..model.network import Sam3D, head_upsample, shift_regions, window_partitio
 ENCODER_INPUTS = ("crop",)
 ENCODER_OUTPUTS = ("f3", "cls_partial")
 DECODER_INPUTS = ("f3", "cls_partial", "points")
+LABELS_INPUT = "labels"
+
+
+def decoder_inputs(cfg: Sam3DConfig) -> Tuple[str, ...]:
+    """The decoder graph's inputs: `labels` follows the points when the architecture has them."""
+    return DECODER_INPUTS + ((LABELS_INPUT,) if cfg.point_labels else ())
 DECODER_OUTPUTS = ("prob",)
 
 
@@ -408,11 +415,17 @@ class DecoderGraph(nn.Module):
         self.norm = cls[1]
         w3 = cls[3].weight.detach()
         self.logit_diff = SingleOutputConv(w3[1:2] - w3[0:1])
+        if cfg.point_labels:
+            # the model's own parameter: the graph holds it under this name (`package_import`)
+            self.label_embed = model.prompt_encoder.label_embed
 
-    def forward(self, f3, cls_partial, points):
+    def forward(self, f3, cls_partial, points, labels=None):
         cfg = self.cfg
         b, c, g = f3.shape[0], f3.shape[1], f3.shape[2]
         tokens = gather_trilinear(f3, points, cfg.crop)
+        if cfg.point_labels:
+            e = self.label_embed
+            tokens = tokens + e[0] + labels[..., None] * (e[1] - e[0])
         image = self.transformer(f3.flatten(2).transpose(1, 2), tokens)
         f3p = image.transpose(1, 2).reshape(b, c, g, g, g)
         h5 = self.head5(f3p)                                       # then conv3d(head_upsample(h5), w), exactly

@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 
 from ..model.network import Sam3D
-from .graphs import DECODER_INPUTS, DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, graph_layout, graphs
+from .graphs import DECODER_OUTPUTS, ENCODER_INPUTS, ENCODER_OUTPUTS, LABELS_INPUT, decoder_inputs, graph_layout, graphs
 
 FORMAT = "sam3d-model"
 FORMAT_VERSION = 1
@@ -101,8 +101,11 @@ def export_package(model: Sam3D, out_dir: str, *, name: str, description: str, l
         _export(enc, (crop,), os.path.join(tmp, "encoder.onnx"), ENCODER_INPUTS, ENCODER_OUTPUTS,
                 external=external)
         n = torch.export.Dim("n_points", min=1, max=4096)
-        _export(dec, (f3, cls_partial, points), os.path.join(tmp, "decoder.onnx"), DECODER_INPUTS,
-                DECODER_OUTPUTS, dynamic_shapes=({}, {}, {1: n}), external=external)
+        args, dyn = (f3, cls_partial, points), ({}, {}, {1: n})
+        if cfg.point_labels:
+            args, dyn = args + (torch.tensor([[1.0, 0.0]]),), dyn + ({1: n},)
+        _export(dec, args, os.path.join(tmp, "decoder.onnx"), decoder_inputs(cfg),
+                DECODER_OUTPUTS, dynamic_shapes=dyn, external=external)
 
         def graph_entry(file):
             data = sorted(f for f in os.listdir(tmp) if f.startswith(file + ".") and f != file)
@@ -125,7 +128,7 @@ def export_package(model: Sam3D, out_dir: str, *, name: str, description: str, l
             "intensity": intensity,
             "pad_value_normalised": float(pad_value_normalised),
             "threshold": float(threshold),
-            "prompts": {"positive_points": True, "negative_points": False, "boxes": False,
+            "prompts": {"positive_points": True, "negative_points": bool(cfg.point_labels), "boxes": False,
                         "max_points": MAX_POINTS},
             "opset": OPSET,
             "graphs": {
@@ -134,7 +137,8 @@ def export_package(model: Sam3D, out_dir: str, *, name: str, description: str, l
                             "outputs": _io([(k, shapes[k]) for k in ENCODER_OUTPUTS])},
                 "decoder": {**graph_entry("decoder.onnx"),
                             "inputs": _io([(k, shapes[k]) for k in ENCODER_OUTPUTS]
-                                          + [("points", [1, "N", 3])]),
+                                          + [("points", [1, "N", 3])]
+                                          + ([(LABELS_INPUT, [1, "N"])] if cfg.point_labels else [])),
                             "outputs": _io([("prob", [1, c, c, c])])},
             },
             # not read by the engine: how the graphs hold the folded parameters, for `package_import`

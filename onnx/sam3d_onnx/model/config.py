@@ -54,6 +54,10 @@ class Sam3DConfig:
     pe_ln_eps: float = 1e-5
     in_eps: float = 1e-5
     mask_value: float = -100.0    # shift-mask value across regions (not -inf, as the paper's code)
+    # extended architecture (not the paper's): a learned embedding per click label (negative,
+    # positive) added to each click's sampled feature, as SAM's prompt encoder has; the paper's
+    # configuration and the released checkpoints have none and take positive clicks only
+    point_labels: bool = False
 
     # ---- derived ------------------------------------------------------------------------
     @property
@@ -144,6 +148,9 @@ class Sam3DConfig:
         for k, v in d.items():
             if isinstance(v, tuple):
                 d[k] = list(v)
+        if not self.point_labels:
+            # the paper's architecture is written as it always was (manifests stay byte-identical)
+            del d["point_labels"]
         return d
 
     @classmethod

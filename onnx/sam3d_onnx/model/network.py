@@ -319,6 +319,9 @@ class PromptEncoder(nn.Module):
         # random-Fourier buffer of the official code: computed there, never used by the layers
         self.register_buffer("positional_encoding_gaussian_matrix", torch.randn(3, cfg.pe_gauss_feats))
         self.transformer = PETransformer(cfg)
+        if cfg.point_labels:
+            # row 0: negative, row 1: positive; zero, so an extended model starts as the paper's
+            self.label_embed = nn.Parameter(torch.zeros(2, cfg.neck_dim))
 
     def sample_points(self, f3, points_dwh):
         """Trilinear grid_sample of f3 (1, C, H', W', D') at crop voxels (1, N, 3) in (d, w, h)."""
@@ -332,8 +335,18 @@ class PromptEncoder(nn.Module):
         image = self.transformer(f3.flatten(2).transpose(1, 2), point_tokens)
         return image.transpose(1, 2).reshape(b, c, gh, gw, gd)
 
-    def forward(self, f3, points_dwh):
-        return self.refine(f3, self.sample_points(f3, points_dwh))
+    def tokens(self, f3, points_dwh, labels=None):
+        """The clicks' tokens: sampled features, plus each click's label embedding when the
+        architecture has them (`labels` (1, N): 1 positive, 0 negative; None: all positive)."""
+        t = self.sample_points(f3, points_dwh)
+        if self.cfg.point_labels:
+            lab = torch.ones(t.shape[:2], dtype=t.dtype) if labels is None else labels.to(t.dtype)
+            e = self.label_embed
+            t = t + e[0] + lab[..., None] * (e[1] - e[0])
+        return t
+
+    def forward(self, f3, points_dwh, labels=None):
+        return self.refine(f3, self.tokens(f3, points_dwh, labels))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -402,15 +415,16 @@ class Sam3D(nn.Module):
         return F.interpolate(x, scale_factor=1.0 / self.cfg.image_pool, mode="trilinear",
                              align_corners=False)
 
-    def decode(self, feats, crop3, points_dwh):
-        """Prompt encoder + decoder: foreground probability (1, D, H, W)."""
-        f3p = self.prompt_encoder(feats[3], points_dwh)
+    def decode(self, feats, crop3, points_dwh, labels=None):
+        """Prompt encoder + decoder: foreground probability (1, D, H, W). `labels` (1, N), 1 positive
+        and 0 negative, only for the extended architecture (`point_labels`)."""
+        f3p = self.prompt_encoder(feats[3], points_dwh, labels)
         logits = self.decoder([feats[0], feats[1], feats[2], f3p], self.image_level(crop3))
         return logits.softmax(dim=1)[:, 1]
 
-    def forward(self, crop3, points_dwh):
+    def forward(self, crop3, points_dwh, labels=None):
         """crop3 (1, 3, D, H, W) normalised; points (1, N, 3) crop voxels in the official (d, w, h)."""
-        return self.decode(self.encoder(crop3), crop3, points_dwh)
+        return self.decode(self.encoder(crop3), crop3, points_dwh, labels)
 
 
 def dhw_to_dwh(points: torch.Tensor) -> torch.Tensor:

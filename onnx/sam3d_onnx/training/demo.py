@@ -48,8 +48,10 @@ CONTRAST_P = 0.7
 
 
 def model_config(record: dict):
-    """The DEMO configuration with the last `--decoder-scale` given (2, the paper's, before that)."""
-    return DEMO.replace(decoder_scale=int(record.get("decoder_scale", DEMO.decoder_scale)))
+    """The DEMO configuration with the last `--decoder-scale` given (2, the paper's, before that), and
+    click labels once a stage trained with `--negative-clicks`."""
+    return DEMO.replace(decoder_scale=int(record.get("decoder_scale", DEMO.decoder_scale)),
+                        point_labels=bool(record.get("point_labels", False)))
 
 
 def model_spacing(record: dict) -> tuple:
@@ -138,10 +140,14 @@ def phase_augment(crop, rng, shift_hu: float = 60.0):
     return np.ascontiguousarray(np.clip(crop, lo, hi), np.float32)
 
 
+INTERACTIVE_P = 0.7   # share of --negative-clicks steps that run the iterative protocol
+MAX_ROUNDS = 4        # correction clicks simulated per step, at most
+
+
 def adapt(model, volume, labels, spacing, steps: int, log_every: int = 100, lr: float = 4e-4,
           ckpt: str = None, log: list = None, first_sample: int = 0, scanner_aug: bool = False,
           phase_aug: bool = False, fine: bool = False, target=SPACING, contrast: bool = False,
-          one_click: bool = False):
+          one_click: bool = False, negative_clicks: bool = False):
     """`steps` steps of the recipe on training samples first_sample, first_sample + 1, ..."""
     recipe.freeze_for_adaptation(model)
     opt, sched = recipe.make_optimizer(model, steps, lr)
@@ -157,7 +163,13 @@ def adapt(model, volume, labels, spacing, steps: int, log_every: int = 100, lr: 
             crop, label = scanner_augment(crop, label, rng)
         if not label.any():
             continue
-        losses.append(recipe.train_step(model, opt, sched, crop, label, clicks_for(label, rng, one_click)))
+        if negative_clicks and rng.random() < INTERACTIVE_P:
+            # the interactive protocol: 1-3 positive lesion voxels, then 0-MAX_ROUNDS corrections
+            first = recipe.training_clicks(label, rng, n_fg=int(rng.integers(1, 4)), n_random=0)
+            losses.append(recipe.train_step_interactive(model, opt, sched, crop, label, first, rng,
+                                                        rounds=int(rng.integers(0, MAX_ROUNDS + 1))))
+        else:
+            losses.append(recipe.train_step(model, opt, sched, crop, label, clicks_for(label, rng, one_click)))
         if (step + 1) % log_every == 0:
             rec = {"step": step + 1, "loss": float(np.mean(losses[-log_every:])), "elapsed_s": time.time() - t0}
             print(f"adapt step {rec['step']}/{steps} loss {rec['loss']:.4f} {rec['elapsed_s']:.0f}s", flush=True)
@@ -200,6 +212,10 @@ def main(argv=None, prog=None):
                     "same parameters, later stages and the package keep it")
     ap.add_argument("--one-click", action="store_true", help="with --resume: every step one random lesion "
                     "voxel as the click (the product's use) instead of clicks_for's mix")
+    ap.add_argument("--negative-clicks", action="store_true", help="with --resume: the extended architecture "
+                    "with click labels (from then on); INTERACTIVE_P of the steps run the iterative protocol "
+                    "(corrections in the largest error region, negative in a false positive)")
+    ap.add_argument("--name", default="demo-lesion", help="the package's name and folder (default demo-lesion)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.makedirs(args.out, exist_ok=True)
@@ -213,8 +229,14 @@ def main(argv=None, prog=None):
         prev = torch.load(args.resume, weights_only=True)
         if args.decoder_scale:
             record["decoder_scale"] = args.decoder_scale
+        had_labels = bool(record.get("point_labels", False))
+        if args.negative_clicks:
+            record["point_labels"] = True
         model = Sam3D(model_config(record))
-        model.load_state_dict(prev["state_dict"])
+        missing, unexpected = model.load_state_dict(prev["state_dict"], strict=False)
+        # the label embedding is new (zero: the model starts as it was) when labels start here
+        if unexpected or missing != ([] if had_labels or not args.negative_clicks else ["prompt_encoder.label_embed"]):
+            raise ValueError(f"{args.resume}: missing {missing}, unexpected {unexpected}")
         volume, labels, spacing = dataset.load_labelled(*(os.path.join(args.data, p) for p in TRAIN_CT),
                                                         orientation=ORIENTATION)
         done = steps_done(record)
@@ -224,13 +246,15 @@ def main(argv=None, prog=None):
         log = []
         losses = adapt(model, volume, labels, spacing, args.steps, ckpt=model_path + ".resume", log=log, lr=args.lr,
                        first_sample=done, scanner_aug=True, phase_aug=args.phase_aug, fine=args.fine_lesions,
-                       target=target, contrast=args.contrast_phases, one_click=args.one_click)
+                       target=target, contrast=args.contrast_phases, one_click=args.one_click,
+                       negative_clicks=args.negative_clicks)
         record.setdefault("continued", []).append({
             "command": "python -m sam3d_onnx train-demo " + " ".join(argv if argv is not None else os.sys.argv[1:]),
             "steps": args.steps, "lr": args.lr, "first_sample": done, "scanner_augmentation": True,
             "phase_augmentation": args.phase_aug, "fine_lesions": args.fine_lesions, "spacing_mm": list(target),
             "contrast_phases": args.contrast_phases, "lesion_generator": lesions.GENERATOR_VERSION,
             "decoder_scale": model.cfg.decoder_scale, "one_click": args.one_click,
+            "negative_clicks": args.negative_clicks,
             "loss_first100": float(np.mean(losses[:100])), "loss_last100": float(np.mean(losses[-100:])),
             "wall_s": round(time.time() - t0, 1), "log": log})
         record["wall_s"] = round(record["wall_s"] + time.time() - t0, 1)
@@ -269,11 +293,13 @@ def main(argv=None, prog=None):
     model = Sam3D(model_config(record))
     model.load_state_dict(torch.load(model_path, weights_only=True)["state_dict"])
     model.eval()
-    pkg = os.path.join(args.out, "demo-lesion")
+    pkg = os.path.join(args.out, args.name)
     target = model_spacing(record)
     export_package(
-        model, pkg, name="demo-lesion",
-        description=f"libsam3d demo: 3DSAM-adapter (DEMO configuration, 32^3 crop at {target[0]:g} mm) for abdominal CT "
+        model, pkg, name=args.name,
+        description=f"libsam3d demo: 3DSAM-adapter (DEMO configuration, 32^3 crop at {target[0]:g} mm"
+                    + (", with click labels: positive and negative clicks" if model.cfg.point_labels else "")
+                    + ") for abdominal CT "
                     "lesions, trained on one CT with synthetic lesions; not for clinical use",
         licence=LICENCE,
         provenance=(f"{record['command']}; 2D ViT pretrained by libsam3d on slices of the training CT "
@@ -284,6 +310,7 @@ def main(argv=None, prog=None):
                               + (" on lesions drawn on finer grids" if c.get("fine_lesions") else "")
                               + (" in simulated contrast phases" if c.get("contrast_phases") else "")
                               + (" (bowel lesions as soft-tissue masses)" if c.get("lesion_generator", 1) >= 2 else "")
+                              + (" with negative clicks in the iterative protocol" if c.get("negative_clicks") else "")
                               + (f" at {c['spacing_mm'][0]:g} mm" if c.get("spacing_mm", list(SPACING)) != list(SPACING)
                                  else "")
                               for c in record.get("continued", []))

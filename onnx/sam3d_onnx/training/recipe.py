@@ -110,6 +110,75 @@ def train_step(model: Sam3D, opt, sched, crop: np.ndarray, label: np.ndarray, cl
     return float(loss.detach())
 
 
+def correction_click(pred: np.ndarray, label: np.ndarray, rng: np.random.Generator):
+    """The next click of the iterative protocol on a (D, H, W) crop: in the largest error region
+    (26-connected; SimpleITK's labelling), positive in a false negative, negative in a false positive;
+    at the region's centre (the voxel farthest from its boundary) with p 0.5, else at a random voxel
+    of it. Returns ((d, h, w), positive) or None when the prediction is exact."""
+    import SimpleITK as sitk
+
+    best = None
+    for err, positive in ((label.astype(bool) & ~pred, True), (pred & ~label.astype(bool), False)):
+        if not err.any():
+            continue
+        img = sitk.GetImageFromArray(err.astype(np.uint8))
+        lab = sitk.GetArrayFromImage(sitk.RelabelComponent(sitk.ConnectedComponent(img, True), sortByObjectSize=True))
+        region = lab == 1
+        n = int(region.sum())
+        if best is None or n > best[0]:
+            best = (n, region, positive)
+    if best is None:
+        return None
+    _, region, positive = best
+    if rng.random() < 0.5:
+        bg = sitk.GetImageFromArray(np.pad(~region, 1, constant_values=True).astype(np.uint8))
+        dist = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(bg, insideIsPositive=False, squaredDistance=False,
+                                                                   useImageSpacing=False))[1:-1, 1:-1, 1:-1]
+        v = np.unravel_index(int(np.argmax(np.where(region, dist, -np.inf))), region.shape)
+    else:
+        idx = np.argwhere(region)
+        v = idx[int(rng.integers(0, len(idx)))]
+    return tuple(int(x) for x in v), positive
+
+
+def train_step_interactive(model: Sam3D, opt, sched, crop: np.ndarray, label: np.ndarray, first_dhw: np.ndarray,
+                           rng: np.random.Generator, rounds: int, clip: float = 1.0) -> float:
+    """One step of the iterative protocol (extended architecture, `point_labels`): from the positive
+    clicks `first_dhw`, `rounds` times predict without gradients and add `correction_click`; then
+    the loss of the prediction from every click. The encoder runs once; the rounds run the prompt
+    encoder and decoder only."""
+    model.train()
+    dev = next(model.parameters()).device
+    x = torch.from_numpy(crop)[None, None].repeat(1, 3, 1, 1, 1).to(dev)
+    feats = model.encoder(x)
+    image = model.image_level(x)
+    pts = [tuple(float(v) for v in p) for p in first_dhw]
+    labels = [1.0] * len(pts)
+
+    def logits_for(fs):
+        p = torch.tensor(pts, dtype=torch.float32)[:, [0, 2, 1]][None].to(dev)  # the network's (d, w, h)
+        lab = torch.tensor(labels, dtype=torch.float32)[None].to(dev)
+        f3p = model.prompt_encoder(fs[3], p, lab)
+        return model.decoder([fs[0], fs[1], fs[2], f3p], image)
+
+    with torch.no_grad():
+        detached = [f.detach() for f in feats]
+        for _ in range(rounds):
+            pred = (logits_for(detached).softmax(1)[0, 1] > 0.5).cpu().numpy()
+            nc = correction_click(pred, label, rng)
+            if nc is None:
+                break
+            pts.append(tuple(float(v) for v in nc[0]))
+            labels.append(1.0 if nc[1] else 0.0)
+    loss = dice_ce_loss(logits_for(feats), torch.from_numpy(np.ascontiguousarray(label))[None].to(dev))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], clip)
+    opt.step()
+    sched.step()
+    return float(loss.detach())
+
+
 def train(model: Sam3D, samples: Iterable[Tuple[np.ndarray, np.ndarray]], steps: int, seed: int = 0,
           shift: float = 0.0, log_every: int = 0, lr: float = 4e-4) -> List[float]:
     """Run `steps` steps over (crop, label) pairs (cycled), with the paper's clicks and augmentations."""

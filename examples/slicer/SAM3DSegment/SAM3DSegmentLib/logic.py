@@ -34,7 +34,12 @@ def _matrix(vtk_m) -> np.ndarray:
 
 
 class SAM3DSegmentLogic:
-    """Segment from one click: `segment(volume_node, point_node)` -> (segmentation node, segment id).
+    """Segment from one click: `segment(volume_node, point_node)` -> (segmentation node, segment id,
+    result). Then, on the same segment: `refine(volume_node, point_node, positive=False)` adds a
+    click ("not this" where the package takes negative clicks, `accepts_negative`); `segment_box`
+    starts a segment from a markups ROI; `start_from_segment` continues from an existing segment
+    (clicks then add to it); `undo` steps back. `zoom_out` (1 off, 2 or 4) is applied to every
+    volume's session.
 
     model_dir: a libsam3d model package; device: "cpu", "cuda" or "tensorrt" (falls back to CPU,
     `provider_note` says why); progress: callable(stage, done) for the five pipeline stages; gpu: the
@@ -50,9 +55,12 @@ class SAM3DSegmentLogic:
         self.progress = progress
         self._sessions = {}   # volume node ID -> (session, volume, image data modified time): the
         # encoder's cached region serves later clicks near earlier ones on the same volume
+        self._current = {}    # volume node ID -> (object id, segmentation node, segment id) being refined
         self._warm_thread = None
         self.warm_up_outcome = None   # None (not run or running), "done", "stopped" or an error message
         self.message = ""
+        self.accepts_negative = "negative" in self.model.prompts
+        self.zoom_out = 4
 
     # ---- warm-up ---------------------------------------------------------------------------------
     def start_warm_up(self) -> threading.Thread:
@@ -114,6 +122,8 @@ class SAM3DSegmentLogic:
             session = sam3d.Session(self.model, vol, progress=self.progress)
             cached = (session, vol, mtime)
             self._sessions[key] = cached
+            self._current.pop(key, None)
+        cached[0].set_zoom_out(self.zoom_out)
         return cached
 
     # ---- the job ---------------------------------------------------------------------------------
@@ -128,15 +138,73 @@ class SAM3DSegmentLogic:
         ras = [0.0, 0.0, 0.0]
         point_node.GetNthControlPointPositionWorld(point_index, ras)
         session = self._session(volume_node)[0]
-        # a new click on this volume starts a new object (clicks on one object refine it)
+        # a new click on this volume starts a new object (refine() adds clicks to it)
         obj = session.add_object()
         self.message = ""
         result = session.click(obj, ras, coord="ras")
+        return self._publish(volume_node, session, obj, result, segmentation_node, segment_name)
+
+    def _publish(self, volume_node, session, obj, result, segmentation_node=None, segment_name="lesion",
+                 segment_id=None):
+        """The object's mask into its segment (a new one unless `segment_id`); it becomes the
+        volume's current object."""
         mask = session.mask(obj)                                     # [i, j, k] on the volume's grid
         self.message = NOTHING_FOUND if result.empty else f"{result.voxels} voxels"
-        return (*self.add_segment(volume_node, mask, segmentation_node, segment_name), result)
+        if result.zoom > 1.0:
+            self.message += f" (zoomed out {result.zoom:g}x)"
+        seg, sid = self.add_segment(volume_node, mask, segmentation_node, segment_name, segment_id)
+        self._current[volume_node.GetID()] = (obj, seg, sid)
+        return seg, sid, result
 
-    def add_segment(self, volume_node, mask: np.ndarray, segmentation_node=None, segment_name="lesion"):
+    def _current_object(self, volume_node):
+        session = self._session(volume_node)[0]
+        cur = self._current.get(volume_node.GetID())
+        if cur is None:
+            raise ValueError("no segment to refine on this volume: segment, box or start from a segment first")
+        return session, cur
+
+    def refine(self, volume_node, point_node, point_index: int = 0, positive: bool = True):
+        """Another click on the volume's current segment: positive, or negative (`positive=False`,
+        for packages with `accepts_negative`; others raise sam3d.Error SAM3D_STATUS_UNSUPPORTED and
+        the segment stays). Returns (segmentation node, segment id, Result)."""
+        if point_node.GetNumberOfControlPoints() <= point_index:
+            raise ValueError(f"markups node {point_node.GetName()!r} has no point {point_index}")
+        ras = [0.0, 0.0, 0.0]
+        point_node.GetNthControlPointPositionWorld(point_index, ras)
+        session, (obj, seg, sid) = self._current_object(volume_node)
+        result = session.click(obj, ras, coord="ras", positive=positive)
+        return self._publish(volume_node, session, obj, result, seg, segment_id=sid)
+
+    def segment_box(self, volume_node, roi_node, segmentation_node=None, segment_name="lesion"):
+        """A box prompt from a markups ROI (its world-aligned bounds, RAS) -> a new segment, clipped
+        to the box. Returns (segmentation node, segment id, Result)."""
+        bounds = [0.0] * 6
+        roi_node.GetRASBounds(bounds)
+        session = self._session(volume_node)[0]
+        obj = session.add_object()
+        result = session.set_box(obj, bounds[0::2], bounds[1::2], coord="ras")
+        return self._publish(volume_node, session, obj, result, segmentation_node, segment_name)
+
+    def start_from_segment(self, volume_node, segmentation_node, segment_id):
+        """Continue from an existing segment (e.g. one drawn by hand or by another tool): it becomes
+        the current object's starting mask; later `refine` clicks add to it and update it in place."""
+        mask = self.segment_mask(segmentation_node, segment_id, volume_node)
+        session = self._session(volume_node)[0]
+        obj = session.add_object()
+        result = session.set_mask(obj, mask)
+        self._current[volume_node.GetID()] = (obj, segmentation_node, segment_id)
+        self.message = f"starting from {result.voxels} voxels"
+        return segmentation_node, segment_id, result
+
+    def undo(self, volume_node):
+        """Undo the current segment's last interaction and update the segment."""
+        session, (obj, seg, sid) = self._current_object(volume_node)
+        result = session.undo(obj)
+        return self._publish(volume_node, session, obj, result, seg, segment_id=sid)
+
+    def add_segment(self, volume_node, mask: np.ndarray, segmentation_node=None, segment_name="lesion",
+                    segment_id=None):
+        """`mask` as a segment: a new one, or segment `segment_id`'s voxels replaced."""
         scene = volume_node.GetScene()
         if segmentation_node is None:
             segmentation_node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", volume_node.GetName() + " sam3d")
@@ -151,6 +219,11 @@ class SAM3DSegmentLogic:
         m = vtk.vtkMatrix4x4()
         volume_node.GetIJKToRASMatrix(m)
         labelmap.SetImageToWorldMatrix(m)
+        if segment_id is not None and segmentation_node.GetSegmentation().GetSegment(segment_id) is not None:
+            slicer.vtkSlicerSegmentationsModuleLogic.SetBinaryLabelmapToSegment(
+                labelmap, segmentation_node, segment_id,
+                slicer.vtkSlicerSegmentationsModuleLogic.MODE_REPLACE)
+            return segmentation_node, segment_id
         segment_id = segmentation_node.GetSegmentation().GenerateUniqueSegmentID(segment_name)
         segmentation_node.AddSegmentFromBinaryLabelmapRepresentation(labelmap, segment_name, [0.9, 0.3, 0.2], segment_id)
         return segmentation_node, segment_id

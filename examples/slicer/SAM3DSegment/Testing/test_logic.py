@@ -152,3 +152,49 @@ def test_a_click_that_finds_nothing_says_so():
     assert result.empty and result.voxels == 0
     assert logic.message == NOTHING_FOUND and logic.message.startswith("the click found nothing")
     assert SAM3DSegmentLogic.segment_mask(seg, segment_id, volume).sum() == 0
+
+
+def test_refine_box_start_from_segment_and_undo(logic):
+    """The module's other prompts on one segment: a positive refinement updates the segment in place;
+    a negative click on a package without them is refused and changes nothing; a markups ROI gives a
+    segment inside its bounds; an existing segment is the start that clicks add to; undo steps back."""
+    scene = slicer.vtkMRMLScene()
+    volume = read_node(scene, SAMPLE + ".nii.gz")
+    points = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode")
+    ras = click_ras()
+    points.AddControlPointWorld(vtk.vtkVector3d(*ras))
+    points.AddControlPointWorld(vtk.vtkVector3d(ras[0] + 3.0, ras[1], ras[2]))
+    assert not logic.accepts_negative                    # the demo package: positive clicks only
+    seg, sid, r1 = logic.segment(volume, points, 0)
+    first = SAM3DSegmentLogic.segment_mask(seg, sid, volume)
+    seg2, sid2, r2 = logic.refine(volume, points, 1)
+    assert (seg2, sid2) == (seg, sid) and seg.GetSegmentation().GetNumberOfSegments() == 1
+    assert SAM3DSegmentLogic.segment_mask(seg, sid, volume).sum() == r2.voxels
+    with pytest.raises(sam3d.Error) as e:
+        logic.refine(volume, points, 1, positive=False)
+    assert e.value.name == "SAM3D_STATUS_UNSUPPORTED"
+    logic.undo(volume)
+    np.testing.assert_array_equal(SAM3DSegmentLogic.segment_mask(seg, sid, volume), first)
+
+    # a box: the ROI's bounds around the click, 40 mm wide; the segment stays inside them
+    roi = scene.AddNewNodeByClass("vtkMRMLMarkupsROINode")
+    roi.SetCenter(*ras)
+    roi.SetSize(40.0, 40.0, 30.0)
+    bseg, bid, rb = logic.segment_box(volume, roi, segmentation_node=seg)
+    assert bseg is seg and bid != sid and rb.voxels > 0
+    box_mask = SAM3DSegmentLogic.segment_mask(seg, bid, volume)
+    ijk_to_ras = SAM3DSegmentLogic.ijk_to_ras(volume)
+    idx = np.argwhere(box_mask > 0)
+    pts = (ijk_to_ras @ np.c_[idx, np.ones(len(idx))].T)[:3].T
+    assert (np.abs(pts - np.asarray(ras)) <= np.array([20.0, 20.0, 15.0]) + 1.0).all()
+
+    # start from a segment drawn elsewhere; a click adds to it, in the same segment
+    block = np.zeros_like(first)
+    block[10:20, 10:20, 2:5] = 1
+    _, start_id = logic.add_segment(volume, block, seg, "drawn")
+    logic.start_from_segment(volume, seg, start_id)
+    _, sid3, r3 = logic.refine(volume, points, 0)
+    grown = SAM3DSegmentLogic.segment_mask(seg, start_id, volume)
+    assert sid3 == start_id and (grown >= block).all() and grown.sum() > block.sum()
+    logic.undo(volume)
+    np.testing.assert_array_equal(SAM3DSegmentLogic.segment_mask(seg, start_id, volume), block)
