@@ -269,3 +269,25 @@ fn a_package_trained_with_labels_takes_negative_clicks() {
     s.undo(o, &mut none()).unwrap();
     assert_eq!(s.mask_vec(o).unwrap(), pos);
 }
+
+#[test]
+fn a_package_declaring_negative_clicks_needs_a_decoder_that_takes_labels() {
+    let rt = sam3d::load_runtime(None).unwrap();
+    let dir = std::env::temp_dir().join(format!("sam3d-neg-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let src = common::fixture("tiny-orient");
+    for f in ["encoder.onnx", "decoder.onnx"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let manifest = std::fs::read_to_string(src.join("sam3d-model.json")).unwrap();
+    let claimed = manifest.replace("\"negative_points\": false", "\"negative_points\": true");
+    assert_ne!(claimed, manifest);
+    std::fs::write(dir.join("sam3d-model.json"), claimed).unwrap();
+    let Err(e) = sam3d::Model::open(&rt, &dir, &sam3d::ModelOptions::default()) else {
+        panic!("a package claiming negative clicks without `labels` opened");
+    };
+    assert_eq!(e.status, Sam3dStatus::BadModel);
+    assert!(e.message.contains("`labels`"), "{}", e.message);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -135,3 +136,15 @@ def test_the_fixtures_record_their_layout_and_the_importer_follows_it(tmp_path):
     bare = _with_manifest(TINY, tmp_path / "bare", lambda man: man.pop("export"))
     model = package_import.import_package(bare)
     assert package_import.check(bare, model, n=2) < 1e-5
+
+
+def test_a_package_with_click_labels_imports_with_its_label_embedding(tmp_path):
+    """The extended architecture's label embedding comes back from the graph (`label_neg`,
+    `label_step`): the imported model's export gives the package's probabilities for negative and
+    positive clicks alike."""
+    pkg = os.path.join(REPO, "tests", "fixtures", "models", "tiny-labels")
+    model = package_import.import_package(pkg)
+    assert model.cfg.point_labels
+    e = model.prompt_encoder.label_embed.detach().numpy()
+    assert np.abs(e[1] - e[0]).max() > 1e-3          # the labels differ: negative clicks matter
+    assert package_import.check(pkg, model, n=3) < 1e-4

@@ -90,3 +90,38 @@ def test_finetune_from_a_sam_checkpoint_and_a_dataset_folder(tmp_path):
     intended = {k for k, _ in trained.named_parameters() if recipe.is_trainable(k)}
     never_used = {k for k in intended if ".cross_attn_token_to_image." in k}
     assert changed == intended - never_used
+
+
+def test_correction_clicks_follow_the_largest_error_region():
+    """The iterative protocol's next click: positive inside the largest false-negative region, negative
+    inside the largest false-positive one, None for an exact prediction."""
+    rng = np.random.default_rng(0)
+    label = np.zeros((16, 16, 16), np.uint8)
+    label[2:10, 2:10, 2:10] = 1
+    pred = np.zeros_like(label, dtype=bool)
+    pred[2:10, 2:10, 2:5] = True                 # misses a 8x8x5 slab of the lesion
+    pred[12:14, 12:14, 12:14] = True             # a small false positive
+    for _ in range(6):
+        (d, h, w), positive = recipe.correction_click(pred, label, rng)
+        assert positive and label[d, h, w] == 1 and not pred[d, h, w]
+    pred = label.astype(bool).copy()
+    pred[11:16, 0:16, 0:16] = True               # a large false positive now
+    (d, h, w), positive = recipe.correction_click(pred, label, rng)
+    assert not positive and label[d, h, w] == 0 and pred[d, h, w]
+    assert recipe.correction_click(label.astype(bool), label, rng) is None
+
+
+def test_an_interactive_step_trains_the_label_embedding():
+    cfg = TINY.replace(point_labels=True)
+    model = checkpoint.init_from_sam_state(_fake_sam(cfg), cfg)
+    recipe.freeze_for_adaptation(model)
+    opt, sched = recipe.make_optimizer(model, 3)
+    before = model.prompt_encoder.label_embed.detach().clone()
+    assert torch.count_nonzero(before) == 0       # zero: the extended model starts as the paper's
+    crop, label = _blob_sample(cfg.crop, 0)
+    rng = np.random.default_rng(1)
+    first = recipe.training_clicks(label, rng, n_fg=1, n_random=0)
+    for _ in range(3):
+        loss = recipe.train_step_interactive(model, opt, sched, crop, label, first, rng, rounds=2)
+        assert np.isfinite(loss)
+    assert not torch.equal(model.prompt_encoder.label_embed.detach(), before)

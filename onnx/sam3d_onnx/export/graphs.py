@@ -416,16 +416,18 @@ class DecoderGraph(nn.Module):
         w3 = cls[3].weight.detach()
         self.logit_diff = SingleOutputConv(w3[1:2] - w3[0:1])
         if cfg.point_labels:
-            # the model's own parameter: the graph holds it under this name (`package_import`)
-            self.label_embed = model.prompt_encoder.label_embed
+            # token += label_neg + label * label_step: two initializers under these names, used as
+            # they are (nothing for the exporter to fold), which `package_import` reads back
+            e = model.prompt_encoder.label_embed.detach()
+            self.label_neg = nn.Parameter(e[0].clone())
+            self.label_step = nn.Parameter((e[1] - e[0]).clone())
 
     def forward(self, f3, cls_partial, points, labels=None):
         cfg = self.cfg
         b, c, g = f3.shape[0], f3.shape[1], f3.shape[2]
         tokens = gather_trilinear(f3, points, cfg.crop)
         if cfg.point_labels:
-            e = self.label_embed
-            tokens = tokens + e[0] + labels[..., None] * (e[1] - e[0])
+            tokens = tokens + self.label_neg + labels[..., None] * self.label_step
         image = self.transformer(f3.flatten(2).transpose(1, 2), tokens)
         f3p = image.transpose(1, 2).reshape(b, c, g, g, g)
         h5 = self.head5(f3p)                                       # then conv3d(head_upsample(h5), w), exactly

@@ -335,6 +335,10 @@ def import_package(pkg_dir: str) -> Sam3D:
     _copy(enc.depth_embed, enc_inits["depth"][:, 0, 0], "depth_embed")
 
     _plain_parameters(dec_g, files[1], dec_graph, dec_inits)
+    if cfg.point_labels:
+        _need(dec_inits, ["label_neg", "label_step"], files[1])
+        neg, step = dec_inits["label_neg"], dec_inits["label_step"]
+        _copy(model.prompt_encoder.label_embed, np.stack([neg, neg + step]), "prompt_encoder.label_embed")
     d = cfg.decoder_dim
     cls_static = _static_weight(layout, enc_inits, d)
     click = _click_weight(layout, dec_inits, d)

@@ -86,7 +86,11 @@ def compare(fp32: str, variant: str, crops: list, clicks: list, threads: int = 2
         probs = []
         for pipe in runs:
             f3, cls_partial = pipe.enc.run(None, {"crop": crop})
-            probs.append(pipe.dec.run(None, {"f3": f3, "cls_partial": cls_partial, "points": pts})[0])
+            feeds = {"f3": f3, "cls_partial": cls_partial, "points": pts}
+            if pipe.takes_labels:
+                # alternate labels from a fixed pattern: negative clicks are compared as well
+                feeds["labels"] = (np.arange(pts.shape[1]) % 2 == 0).astype(np.float32)[None]
+            probs.append(pipe.dec.run(None, feeds)[0])
         a, b = (p > thr for p in probs)
         denom = int(a.sum()) + int(b.sum())
         rows.append({"max_abs": float(np.abs(probs[0] - probs[1]).max()),
