@@ -16,7 +16,8 @@ export SAM3D_ORT_LIBRARY := $(abspath $(ORT_LIB))
 
 .PHONY: all venv ort data build header lint test test-rust test-c test-integration test-python \
         test-python-fast fixtures demo demo-parity train-demo evaluate eval-data sample clean fuzz fuzz-seeds \
-        install uninstall test-install test-binding test-slicer test-docs bench bench-gpu
+        install uninstall test-install test-binding test-slicer test-docs bench bench-gpu \
+        train-interactive bench-interaction
 
 all: build
 
@@ -182,6 +183,7 @@ fixtures: venv
 # in training, with one synthetic lesion and its ground truth) from one click with the trained demo
 # model (models/demo-lesion), write the mask and print its Dice against the truth.
 DEMO_MODEL ?= models/demo-lesion
+INTERACTIVE_MODEL ?= models/demo-lesion-interactive
 SAMPLE := examples/data/sample_ct_lesion
 SAMPLE_CLICK := $(shell sed -n 's/.*"click": "\([0-9,]*\)".*/\1/p' $(SAMPLE).json)
 demo: ort build
@@ -214,9 +216,33 @@ train-demo: venv eval-data
 	rm -rf $(DEMO_MODEL) && cp -r build/demo-train/demo-lesion $(DEMO_MODEL)
 	cd onnx && ../$(PY) -m sam3d_onnx evaluate ../$(DEMO_MODEL) --data ../$(DATA) --tune-threshold --write
 
-# The evaluation tables: held-out synthetic lesions and real tumours, model vs region growing.
-evaluate: venv eval-data
+# The second demo package: the demo model continued with click labels in the iterative protocol
+# (negative clicks), from the committed package (import-package gives the resume folder).
+train-interactive: venv eval-data
+	rm -rf build/interactive-train
+	cd onnx && ../$(PY) -m sam3d_onnx import-package ../$(DEMO_MODEL) --out ../build/interactive-train
+	cd onnx && ../$(PY) -m sam3d_onnx train-demo --data ../$(DATA) --out ../build/interactive-train \
+	    --resume ../build/interactive-train/model.pt --steps 2500 --lr 2e-4 --phase-aug --fine-lesions \
+	    --contrast-phases --negative-clicks --name demo-lesion-interactive
+	rm -rf $(INTERACTIVE_MODEL) && cp -r build/interactive-train/demo-lesion-interactive $(INTERACTIVE_MODEL)
+	cd onnx && ../$(PY) -m sam3d_onnx evaluate ../$(INTERACTIVE_MODEL) --data ../$(DATA) --tune-threshold --write
+
+# The evaluation tables: held-out synthetic lesions and real tumours, model vs region growing; then
+# the interactive protocol (clicks in error regions, negative clicks, boxes, zoom-out) through the
+# engine, for both demo packages.
+evaluate: venv eval-data build
 	cd onnx && ../$(PY) -m sam3d_onnx evaluate ../$(DEMO_MODEL) --data ../$(DATA) --json ../build/evaluation.json
+	$(PY) -m pip install --quiet ./python
+	cd onnx && SAM3D_LIBRARY=$(abspath $(LIBDIR))/libsam3d.so ../$(PY) -m sam3d_onnx interactive ../$(DEMO_MODEL) \
+	    --data ../$(DATA) --quiet --json ../build/interactive-demo.json
+	cd onnx && SAM3D_LIBRARY=$(abspath $(LIBDIR))/libsam3d.so ../$(PY) -m sam3d_onnx interactive \
+	    ../$(INTERACTIVE_MODEL) --data ../$(DATA) --quiet --json ../build/interactive-labels.json
+
+# Click latency of the interactive prompts (zoom-out off as the reference, on, a box, a negative click).
+bench-interaction: venv build eval-data $(SAMPLE_CT)
+	$(PY) -m pip install --quiet ./python
+	cd onnx && SAM3D_LIBRARY=$(abspath $(LIBDIR))/libsam3d.so ../$(PY) -m sam3d_onnx bench-interaction \
+	    --data ../$(DATA) --labelled ../$(INTERACTIVE_MODEL)
 
 # The benchmark: engine vs the straightforward PyTorch model and the fp32 floor, one run
 # (BENCH_CONFIGS=tiny,demo for a quick one; the paper size exports a random-weight package first).

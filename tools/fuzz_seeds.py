@@ -595,6 +595,16 @@ def buffer_seeds(out):
     out.seed("buffer", "near-singular-direction", buffer_desc(direction=b"\x05\x2c"))
     out.seed("buffer", "raw-geometry", buffer_desc(
         spacing=b"\x01\x80\x81\x85", origin=b"\x01\x89\x8a\x8b", direction=b"\x03" + b"\x8c" * 9))
+    # the prompts added later (op bytes 0xf4..): a labelled click (negative: refused by the
+    # fixtures), a box, a starting segment, zoom-out set/get and the zoom that answered
+    pt = b"\x60\x60\x60"
+    out.seed("buffer", "prompts", buffer_desc() + op_add()
+             + op(0xF4, 0, 0, 1) + pt                               # click_ex, IJK, negative
+             + op(0xF4, 0, 0, 0) + pt                               # click_ex, positive
+             + op(0xF5, 0, 0) + b"\x20\x20\x20" + b"\xa0\xa0\xa0"  # box from corner to corner
+             + op(0xF6, 0, 0, 0, 2)                                 # set_mask, every 3rd voxel
+             + op(0xF7, 0, 1) + op(0xF8) + op(0xF9) + op(1) + op(0xF9) + op(0xF7, 0, 4)
+             + op(0xF6, 0, 0, 2, 0) + op(3, 0, 0))
 
 
 def buffer_regressions(out):

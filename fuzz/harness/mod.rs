@@ -786,7 +786,8 @@ fn check_result(r: &Sam3dResult, dims: [u64; 3], n: u64, what: &str) {
 /// spacing u8  % 3: 0 ones, 1 three `value`s, 2 three u8 (0.25 + v / 16)
 /// origin u8   % 2: 0 zeros, 1 three `value`s
 /// direction u8 % 6 (`direction`)
-/// then operations, one u8 each (% 12), with their arguments (`buffer`)
+/// then operations, one u8 each (< 0xf4: % 12; 0xf4.. : the prompts added later, `prompt_op`),
+/// with their arguments (`buffer`)
 /// ```
 pub fn buffer(data: &[u8]) {
     init();
@@ -950,7 +951,10 @@ fn session_ops(
         if !b.left() {
             break;
         }
-        let op = b.u8() % 12;
+        let op = match b.u8() {
+            m @ 0..=0xf3 => m % 12,
+            m => 12 + (m - 0xf4) % 6,
+        };
         let obj = match b.u8() {
             m @ 0..=0xef => m as u32 % (objects.len() as u32 + 1),
             m => [u32::MAX, u32::MAX - 1, 1 << 31, objects.len() as u32 + 1][(m % 4) as usize],
@@ -1092,12 +1096,123 @@ fn session_ops(
                 let st = sam3d_session_undo(std::ptr::null_mut(), obj, &mut r);
                 assert!(st == Sam3dStatus::NullPointer, "undo(NULL session): {st:?}");
             },
-            _ => unreachable!("op % 12"),
+            12..=14 => {
+                if runs >= MAX_MODEL_RUNS {
+                    continue;
+                }
+                runs += 1;
+                let what = ["click_ex", "set_box", "set_mask"][op as usize - 12];
+                let (st, want) = prompt_op(b, s, op, obj, n, dims, spacing, origin, dir, &mut r);
+                ok_or_expected(st, what);
+                let p = unsafe { &mut *progress };
+                if let Some(v) = p.violations.first() {
+                    panic!("{what}: {v}");
+                }
+                assert!(
+                    st != Sam3dStatus::Cancelled || p.cancelled,
+                    "{what} was cancelled, and no cancel was made while it ran"
+                );
+                p.cancel_at = None;
+                p.cancelled = false;
+                if st == Sam3dStatus::Ok {
+                    assert!(known.is_some(), "{what} succeeded on object {obj}");
+                    check_result(&r, dims, n, what);
+                    if let Some(w) = want {
+                        assert_eq!(r.voxels, w, "{what}: the segment's voxels");
+                    }
+                    objects[obj as usize] = r.voxels;
+                }
+            }
+            15 => {
+                let z = [1, 2, 4, 0, 3, 8, u32::MAX][(b.u8() % 7) as usize];
+                let st = unsafe { sam3d_session_set_zoom_out(s, z) };
+                ok_or_expected(st, "set_zoom_out");
+                assert!(
+                    (st == Sam3dStatus::Ok) == [1, 2, 4].contains(&z),
+                    "set_zoom_out({z}): {st:?}"
+                );
+            }
+            16 => {
+                let mut z = 0u32;
+                let st = unsafe { sam3d_session_get_zoom_out(s, &mut z) };
+                assert!(st == Sam3dStatus::Ok && [1, 2, 4].contains(&z), "get_zoom_out: {st:?} {z}");
+            }
+            _ => {
+                let mut z = -1.0f64;
+                let st = unsafe { sam3d_session_get_zoom(s, obj, &mut z) };
+                ok_or_expected(st, "get_zoom");
+                if st == Sam3dStatus::Ok {
+                    assert!(known.is_some(), "get_zoom succeeded on object {obj}");
+                    assert!(z == 0.0 || (z.is_finite() && z >= 1.0), "get_zoom: {z}");
+                }
+            }
         }
     }
     unsafe {
         sam3d_session_set_progress(s, None, std::ptr::null_mut());
         drop(Box::from_raw(progress));
+    }
+}
+
+/// A labelled click, a box or a starting segment (ops 12, 13, 14) from the bytes; with the voxel
+/// count a successful starting segment must report.
+#[allow(clippy::too_many_arguments)]
+fn prompt_op(
+    b: &mut Bytes,
+    s: *mut Sam3dSession,
+    op: u8,
+    obj: u32,
+    n: u64,
+    dims: [u64; 3],
+    spacing: [f64; 3],
+    origin: [f64; 3],
+    dir: [f64; 9],
+    r: &mut Sam3dResult,
+) -> (Sam3dStatus, Option<u64>) {
+    let coord = match b.u8() {
+        m @ 0..=0xef => (m % 3) as i32,
+        m => [3, -1, i32::MAX, i32::MIN][(m % 4) as usize],
+    };
+    match op {
+        12 => {
+            let label = [1, 0, 1, 0, 2, -1][(b.u8() % 6) as usize];
+            let p = click_point(b, coord, dims, spacing, origin, dir);
+            let st = unsafe { sam3d_session_click_ex(s, obj, p.as_ptr(), coord, label, r) };
+            // the fixtures take positive clicks only
+            if label == 0 && (0..3).contains(&coord) {
+                assert!(
+                    matches!(
+                        st,
+                        Sam3dStatus::Unsupported | Sam3dStatus::Busy | Sam3dStatus::InvalidArgument
+                    ),
+                    "a negative click on a positive-only package: {st:?}"
+                );
+            }
+            (st, None)
+        }
+        13 => {
+            let a = click_point(b, coord, dims, spacing, origin, dir);
+            let c = click_point(b, coord, dims, spacing, origin, dir);
+            (unsafe { sam3d_session_set_box(s, obj, a.as_ptr(), c.as_ptr(), coord, r) }, None)
+        }
+        _ => {
+            let mode = b.u8();
+            let size = match mode % 4 {
+                0 | 1 => n as usize,
+                2 => (n as usize).saturating_sub(1),
+                _ => 0,
+            };
+            let every = 1 + (b.u8() % 5) as usize;
+            let buf: Vec<u8> = (0..size.max(1))
+                .map(|i| if i % every == 0 { 1 + (i % 255) as u8 } else { 0 })
+                .collect();
+            let want = buf[..size].iter().filter(|&&v| v != 0).count() as u64;
+            let st = unsafe { sam3d_session_set_mask(s, obj, buf.as_ptr(), size, r) };
+            if st == Sam3dStatus::Ok {
+                assert!(size as u64 == n, "set_mask accepted {size} bytes for {n} voxels");
+            }
+            (st, Some(want))
+        }
     }
 }
 

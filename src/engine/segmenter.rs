@@ -375,6 +375,7 @@ impl Segmenter {
             kinds.push("negative clicks");
         }
         kinds.push("boxes (placed by the engine)");
+        kinds.push("a starting segment");
         kinds.join(", ")
     }
 
