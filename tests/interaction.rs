@@ -137,8 +137,19 @@ fn bad_boxes_get_specific_statuses() {
         st(&mut s, [60.0, 10.0, 10.0], [70.0, 30.0, 20.0]),
         Sam3dStatus::OutOfBounds
     );
+    // corners whose voxel indices overflow
+    let e = s
+        .set_box(o, [-f64::MAX; 3], [f64::MAX; 3], Coord::Lps, &mut none())
+        .unwrap_err();
+    assert_eq!(e.status, Sam3dStatus::InvalidArgument, "{}", e.message);
     assert_eq!(s.clicks(o), Some(0));
     assert!(s.mask_vec(o).unwrap().iter().all(|&v| v == 0));
+    // a box around the whole volume and far beyond: placed on the volume's part
+    let r = s
+        .set_box(o, [-1e300; 3], [1e300; 3], Coord::Ijk, &mut none())
+        .unwrap();
+    assert!(r.zoom.is_finite() && r.zoom >= 1.0, "zoom {}", r.zoom);
+    s.undo(o, &mut none()).unwrap();
     // partly outside: clipped to the volume
     let r = s
         .set_box(
@@ -290,4 +301,39 @@ fn a_package_declaring_negative_clicks_needs_a_decoder_that_takes_labels() {
     assert_eq!(e.status, Sam3dStatus::BadModel);
     assert!(e.message.contains("`labels`"), "{}", e.message);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_negative_click_removes_the_starting_segments_part_it_lies_in() {
+    let vol = volume();
+    let dims = vol.geom.dims;
+    let n = dims[0] * dims[1] * dims[2];
+    let mut s = Segmenter::new(model("tiny-labels"), vol).unwrap();
+    let o = s.add_object();
+    // two separate blocks; a negative click in the first removes it, the second stays
+    let mut start = vec![0u8; n];
+    let at = |i: usize, j: usize, k: usize| i + dims[0] * (j + dims[1] * k);
+    for k in 2..6 {
+        for j in 3..9 {
+            for i in 4..12 {
+                start[at(i, j, k)] = 1;
+                start[at(i + 30, j + 25, k + 20)] = 1;
+            }
+        }
+    }
+    s.set_mask(o, &start, &mut none()).unwrap();
+    let r = s
+        .click_labeled(o, [6.0, 5.0, 3.0], Coord::Ijk, false, &mut none())
+        .unwrap();
+    // negative clicks alone run no model
+    assert_eq!((r.encoded, r.zoom, r.voxels), (false, 0.0, 8 * 6 * 4));
+    let m = s.mask_vec(o).unwrap();
+    assert_eq!(m[at(5, 4, 3)], 0);
+    assert_eq!(m[at(35, 29, 23)], 1);
+    // a negative click off the segment removes nothing
+    s.undo(o, &mut none()).unwrap();
+    let r = s
+        .click_labeled(o, [20.0, 20.0, 15.0], Coord::Ijk, false, &mut none())
+        .unwrap();
+    assert_eq!(r.voxels, 2 * 8 * 6 * 4);
 }

@@ -1135,7 +1135,10 @@ fn session_ops(
             16 => {
                 let mut z = 0u32;
                 let st = unsafe { sam3d_session_get_zoom_out(s, &mut z) };
-                assert!(st == Sam3dStatus::Ok && [1, 2, 4].contains(&z), "get_zoom_out: {st:?} {z}");
+                assert!(
+                    st == Sam3dStatus::Ok && [1, 2, 4].contains(&z),
+                    "get_zoom_out: {st:?} {z}"
+                );
             }
             _ => {
                 let mut z = -1.0f64;
@@ -1193,7 +1196,10 @@ fn prompt_op(
         13 => {
             let a = click_point(b, coord, dims, spacing, origin, dir);
             let c = click_point(b, coord, dims, spacing, origin, dir);
-            (unsafe { sam3d_session_set_box(s, obj, a.as_ptr(), c.as_ptr(), coord, r) }, None)
+            (
+                unsafe { sam3d_session_set_box(s, obj, a.as_ptr(), c.as_ptr(), coord, r) },
+                None,
+            )
         }
         _ => {
             let mode = b.u8();
@@ -1204,12 +1210,21 @@ fn prompt_op(
             };
             let every = 1 + (b.u8() % 5) as usize;
             let buf: Vec<u8> = (0..size.max(1))
-                .map(|i| if i % every == 0 { 1 + (i % 255) as u8 } else { 0 })
+                .map(|i| {
+                    if i % every == 0 {
+                        1 + (i % 255) as u8
+                    } else {
+                        0
+                    }
+                })
                 .collect();
             let want = buf[..size].iter().filter(|&&v| v != 0).count() as u64;
             let st = unsafe { sam3d_session_set_mask(s, obj, buf.as_ptr(), size, r) };
             if st == Sam3dStatus::Ok {
-                assert!(size as u64 == n, "set_mask accepted {size} bytes for {n} voxels");
+                assert!(
+                    size as u64 == n,
+                    "set_mask accepted {size} bytes for {n} voxels"
+                );
             }
             (st, Some(want))
         }

@@ -116,10 +116,19 @@ def test_demo_sample_is_consistent():
     np.testing.assert_array_equal(measures.edt_click(t, sp), meta["click_ijk"])
 
 
+def _size(d):
+    return sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
+
+
 def test_demo_package_is_small_licensed_and_intact():
     m = read_manifest(DEMO_PKG, verify=True)
-    size = sum(os.path.getsize(os.path.join(DEMO_PKG, f)) for f in os.listdir(DEMO_PKG))
-    assert size <= 32 << 20
+    # every weight file in the repository: the demo packages and the test fixtures, 32 MB at most
+    fixtures = os.path.join(REPO, "tests", "fixtures", "models")
+    total = sum(_size(os.path.join(REPO, "models", p)) for p in os.listdir(os.path.join(REPO, "models"))
+                if os.path.isdir(os.path.join(REPO, "models", p)))
+    total += sum(_size(os.path.join(fixtures, p)) for p in os.listdir(fixtures)
+                 if os.path.isdir(os.path.join(fixtures, p)))
+    assert total <= 32 << 20, total
     assert m["licence"].startswith("Apache-2.0") and "pretrain" in m["provenance"]
     # DEMO, with the decoder scale its training record names (manifests before the field: the default)
     assert Sam3DConfig.from_dict(m["architecture"]) == model_config(m["training"])
@@ -127,6 +136,24 @@ def test_demo_package_is_small_licensed_and_intact():
     # the recipe: the shipped model's trainable share is the adaptation's parts only
     counts = m["training"]["trainable"]
     assert counts["encoder.frozen"] > 0 and "decoder.frozen" not in counts
+
+
+def test_interactive_package_continues_the_demo_with_click_labels():
+    """`models/demo-lesion-interactive`: the demo's training record plus a last stage with negative
+    clicks; the extended architecture, a decoder that takes labels, negative clicks declared."""
+    pkg = os.path.join(REPO, "models", "demo-lesion-interactive")
+    m = read_manifest(pkg, verify=True)
+    demo = read_manifest(DEMO_PKG, verify=False)
+    assert m["licence"].startswith("Apache-2.0")
+    cfg = Sam3DConfig.from_dict(m["architecture"])
+    assert cfg.point_labels and cfg == model_config(m["training"])
+    assert cfg.replace(point_labels=False) == Sam3DConfig.from_dict(demo["architecture"])
+    assert m["prompts"]["negative_points"] and not demo["prompts"]["negative_points"]
+    assert [i["name"] for i in m["graphs"]["decoder"]["inputs"]][-1] == "labels"
+    last = m["training"]["continued"][-1]
+    assert last["negative_clicks"] and last["loss_last100"] < 0.35
+    # the stages before it are the demo's own
+    assert m["training"]["continued"][:-1] == demo["training"]["continued"]
 
 
 def test_scanner_augmentation_ends_the_scan_around_the_click():

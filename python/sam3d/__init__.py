@@ -577,8 +577,9 @@ class Session(_Handle):
 
     def set_mask(self, obj: int, mask: np.ndarray) -> Result:
         """Start object `obj` from a segment of your own (shaped like the volume, indexed [i, j, k],
-        non-zero inside): positive clicks add to it, a negative click lets the model's answer
-        replace it where the model saw; undo returns to what the object had before."""
+        non-zero inside): positive clicks add the model's answer to it, a negative click (packages
+        that take them) removes its connected part the click lies in; undo returns to what the
+        object had before."""
         m = np.asarray(mask)
         if tuple(m.shape) != tuple(self._dims):
             raise ValueError(f"mask shape {m.shape} differs from the volume's {tuple(self._dims)}")

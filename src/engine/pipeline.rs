@@ -26,11 +26,9 @@ struct Reach {
     mask: Vec<u8>,
 }
 
-/// A prompt's prediction: the levels combined, the box the finest level covers, the zoom that
-/// answered, and whether any encoder ran.
+/// A prompt's prediction: the levels combined, the zoom that answered, and whether any encoder ran.
 pub(super) struct Prediction {
     pub(super) mask: SubMask,
-    pub(super) cover: VoxelBox,
     pub(super) zoom: f64,
     pub(super) encoded: bool,
 }
@@ -65,24 +63,27 @@ impl Segmenter {
         }
         self.object(object)?;
         self.tick += 1;
-        let pred = if prompt.is_empty() {
-            None
-        } else {
+        // the model answers a prompt with something positive in it (a positive click or a box);
+        // negative clicks alone say only what is not wanted
+        let modelled = prompt.has_positive();
+        let pred = if modelled {
             Some(self.predict(&prompt, progress)?)
+        } else {
+            None
         };
         let (encoded, zoom) = pred.as_ref().map_or((false, 0.0), |p| (p.encoded, p.zoom));
-        let mask = match (&prompt.start, pred) {
+        // the host's segment, less its parts a negative click lies in; the model's answer adds to it
+        let start = match &prompt.start {
+            Some(s) => Some(self.start_less_negatives(s, &prompt.clicks)?),
+            None => None,
+        };
+        let mask = match (start, pred) {
             (None, None) => SubMask::default(),
-            (Some(s), None) => (**s).clone(),
+            (Some(s), None) => s,
             (None, Some(p)) => p.mask,
-            // positive prompts add to the host's segment; with a negative click the model's
-            // answer replaces it where the model saw
-            (Some(s), Some(p)) if prompt.clicks.iter().any(|c| !c.positive) => {
-                s.overlay(&p.mask, p.cover)?
-            }
             (Some(s), Some(p)) => s.union(&p.mask)?,
         };
-        if !prompt.is_empty() {
+        if modelled {
             progress(Stage::Paste, true);
         }
         // a cancel from the last progress callback still leaves the object as it was
@@ -155,6 +156,10 @@ impl Segmenter {
                 break;
             }
             let (prob, origin, answer) = &cur;
+            if answer.is_none() {
+                // nothing found here: a coarser level could neither continue nor outgrow it
+                break;
+            }
             let mut next_need: Vec<[f64; 3]> = pts.iter().map(|c| c.g).collect();
             if let Some(a) = answer {
                 next_need.extend([a.lo, a.hi]);
@@ -187,12 +192,11 @@ impl Segmenter {
         }
         self.check_cancel()?;
         progress(Stage::Paste, false);
-        let (mut mask, mut cover) = self.paste(&cur.0, cur.1, zoom)?;
+        let (mut mask, _) = self.paste(&cur.0, cur.1, zoom)?;
         // each kept finer level laid over the coarser answer where it covers, coarsest first
         for (prob, origin, z) in finer.iter().rev() {
             let (m, c) = self.paste(prob, *origin, *z)?;
             mask = mask.overlay(&m, c)?;
-            cover = cover.union(&c);
         }
         if let Some(b) = &prompt.bx {
             mask = mask.clip(b.clip)?;
@@ -202,7 +206,6 @@ impl Segmenter {
         }
         Ok(Prediction {
             mask,
-            cover,
             zoom,
             encoded,
         })
@@ -463,30 +466,64 @@ impl Segmenter {
         Ok(data)
     }
 
-    /// Drop the components of `mask` that no click touches (`refine::keep_seeded_components`); a
-    /// click is the source voxel nearest to it.
-    pub(super) fn keep_clicked_components(&self, mask: &mut SubMask, clicks: &[[f64; 3]]) {
-        if mask.bbox.is_empty() {
-            return;
-        }
+    /// The source voxels nearest to clicks (zoom-1 grid), as offsets inside `bbox` (clicks whose
+    /// voxel lies outside it are left out).
+    fn click_voxels(&self, clicks: &[[f64; 3]], bbox: &VoxelBox) -> Vec<[usize; 3]> {
         let dims = self.volume.geom.dims;
-        let ext = [0, 1, 2].map(|p| (mask.bbox.hi[p] - mask.bbox.lo[p]) as usize);
-        let seeds: Vec<[usize; 3]> = clicks
+        let ext = [0, 1, 2].map(|p| bbox.hi[p].saturating_sub(bbox.lo[p]) as usize);
+        clicks
             .iter()
             .filter_map(|g| {
                 // model grid -> model-frame source index -> source index, nearest voxel
                 let x = [0, 1, 2].map(|a| (g[a] + 0.5) / self.scale[a] - 0.5);
                 let idx = self.map.to_source(x);
                 let v: [i64; 3] = [0, 1, 2].map(|p| {
-                    ((idx[p] + 0.5).floor() as i64).clamp(0, dims[p] as i64 - 1)
-                        - mask.bbox.lo[p] as i64
+                    ((idx[p] + 0.5).floor() as i64).clamp(0, dims[p] as i64 - 1) - bbox.lo[p] as i64
                 });
                 (0..3)
                     .all(|p| v[p] >= 0 && (v[p] as usize) < ext[p])
                     .then(|| v.map(|x| x as usize))
             })
-            .collect();
+            .collect()
+    }
+
+    /// Drop the components of `mask` that no click touches (`refine::keep_seeded_components`); a
+    /// click is the source voxel nearest to it.
+    pub(super) fn keep_clicked_components(&self, mask: &mut SubMask, clicks: &[[f64; 3]]) {
+        if mask.bbox.is_empty() {
+            return;
+        }
+        let ext = [0, 1, 2].map(|p| (mask.bbox.hi[p] - mask.bbox.lo[p]) as usize);
+        let seeds = self.click_voxels(clicks, &mask.bbox);
         keep_seeded_components(&mut mask.data, ext, &seeds);
+    }
+
+    /// A copy of the host's starting segment (within the memory budget) without its 26-connected
+    /// parts that a negative click lies in.
+    fn start_less_negatives(&self, start: &SubMask, clicks: &[Click]) -> Result<SubMask> {
+        let mut out = start.clip(start.bbox)?;
+        let neg: Vec<[f64; 3]> = clicks.iter().filter(|c| !c.positive).map(|c| c.g).collect();
+        if neg.is_empty() || out.bbox.is_empty() {
+            return Ok(out);
+        }
+        let ext = [0, 1, 2].map(|p| (out.bbox.hi[p] - out.bbox.lo[p]) as usize);
+        let at = |v: [usize; 3]| v[0] + ext[0] * (v[1] + ext[1] * v[2]);
+        let seeds: Vec<[usize; 3]> = self
+            .click_voxels(&neg, &out.bbox)
+            .into_iter()
+            .filter(|&v| out.data[at(v)] == 1)
+            .collect();
+        if seeds.is_empty() {
+            return Ok(out);
+        }
+        // the parts the negative clicks touch, then the segment less those
+        let mut touched = out.data.clone();
+        keep_seeded_components(&mut touched, ext, &seeds);
+        out.data
+            .iter_mut()
+            .zip(&touched)
+            .for_each(|(m, &t)| *m &= 1 - t);
+        Ok(out)
     }
 
     pub(super) fn check_cancel(&self) -> Result<()> {

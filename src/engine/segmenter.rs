@@ -88,8 +88,9 @@ pub(super) struct Prompt {
 }
 
 impl Prompt {
-    pub(super) fn is_empty(&self) -> bool {
-        self.clicks.is_empty() && self.bx.is_none()
+    /// A positive click or a box: something the model can answer.
+    pub(super) fn has_positive(&self) -> bool {
+        self.bx.is_some() || self.clicks.iter().any(|c| c.positive)
     }
 }
 
@@ -271,13 +272,19 @@ impl Segmenter {
     /// The largest automatic zoom-out for the next interactions: 1 (off), 2 or 4 times the model's
     /// spacing (`ZOOM_LEVELS`). Masks already computed stay as they are.
     pub fn set_zoom_out(&mut self, max_zoom: u32) -> Result<()> {
+        Self::check_zoom_out(max_zoom)?;
+        self.max_zoom = max_zoom;
+        Ok(())
+    }
+
+    /// A largest zoom-out value `set_zoom_out` takes (`ZOOM_LEVELS`).
+    pub fn check_zoom_out(max_zoom: u32) -> Result<()> {
         if !ZOOM_LEVELS.contains(&max_zoom) {
             return Err(err(
                 Sam3dStatus::InvalidArgument,
                 format!("the largest zoom-out must be one of {ZOOM_LEVELS:?}, not {max_zoom}"),
             ));
         }
-        self.max_zoom = max_zoom;
         Ok(())
     }
 
@@ -403,7 +410,8 @@ impl Segmenter {
         let g = self.to_grid(idx);
         let max = self.model.manifest().prompts.max_points;
         let obj = self.object(object)?;
-        if obj.prompt.clicks.len() >= max {
+        // a box's centre may be one of the decoder's points
+        if obj.prompt.clicks.len() + obj.prompt.bx.is_some() as usize >= max {
             return Err(err(
                 Sam3dStatus::InvalidArgument,
                 format!("the model takes at most {max} clicks per object"),
@@ -462,6 +470,12 @@ impl Segmenter {
                 hi[ax] = hi[ax].max(idx[ax]);
             }
         }
+        if lo.iter().chain(&hi).any(|v| !v.is_finite()) {
+            return Err(err(
+                Sam3dStatus::InvalidArgument,
+                "the box's corners lie too far outside the volume to be placed",
+            ));
+        }
         // the voxels whose centres lie in the box, clipped to the volume
         let mut clip = VoxelBox::default();
         for ax in 0..3 {
@@ -490,15 +504,27 @@ impl Segmenter {
             }
             clip.lo[ax] = first as u64;
             clip.hi[ax] = last as u64 + 1;
+            // the part inside the volume places and sizes the crop
+            lo[ax] = lo[ax].max(-0.5);
+            hi[ax] = hi[ax].min(d - 0.5);
         }
         let (ga, gb) = (self.to_grid(lo), self.to_grid(hi));
         let glo = [0, 1, 2].map(|ax| ga[ax].min(gb[ax]));
         let ghi = [0, 1, 2].map(|ax| ga[ax].max(gb[ax]));
-        // fit the box (voxel extents) in the crop less a margin of crop/8 on each side
-        let room = self.model.crop as f64 - 2.0 * reuse_margin(self.model.crop);
+        // fit the box in the crop less a margin of crop/8 on each side, with one voxel to spare
+        // for the centre's rounding, so that clicks refining it reuse the box's region
+        let room = self.model.crop as f64 - 2.0 * reuse_margin(self.model.crop) - 2.0;
         let zoom = (0..3)
             .map(|ax| (ghi[ax] - glo[ax] + 1.0) / room)
             .fold(1.0, f64::max);
+        // a box's coarser crop covers more source voxels: its paste-back is checked as a session's is
+        let scale = self.scale.map(|s| s / zoom);
+        check_click_memory(
+            self.model.crop,
+            self.map.dims(),
+            scale,
+            self.model.cpu_threads,
+        )?;
         Ok(BoxPrompt {
             lo: glo,
             hi: ghi,
@@ -508,9 +534,9 @@ impl Segmenter {
     }
 
     /// Start `object` from a segment of the host's (`full`: one byte per voxel, i fastest, non-zero
-    /// inside): it becomes the object's mask, positive clicks add to it and a negative click lets
-    /// the model's answer replace it where the model saw. Replaces the object's clicks and box;
-    /// undo returns to what was there before.
+    /// inside): it becomes the object's mask, positive clicks add the model's answer to it and a
+    /// negative click removes the segment's 26-connected part it lies in. Replaces the object's
+    /// clicks and box; undo returns to what was there before.
     pub fn set_mask(
         &mut self,
         object: usize,

@@ -256,12 +256,13 @@ pub unsafe extern "C" fn sam3d_session_set_box(
 /// Start `object` from the host's own segment (a Slicer segment, an organ mask, an earlier
 /// result): `buffer` holds `size` bytes = the volume's voxel count, i fastest, non-zero inside. It
 /// becomes the object's mask (copied; the buffer may be freed after the call); positive clicks
-/// then add the model's answer to it, and once the object has a negative click the model's answer
-/// replaces it inside the region the model saw. Replaces the object's clicks and box; undo returns
-/// to them.
+/// then add the model's answer to it, and a negative click (packages that take them)
+/// removes the segment's connected part it lies in. Replaces the object's clicks and box; undo
+/// returns to them.
 ///
 /// @return `SAM3D_STATUS_OK`; `SAM3D_STATUS_NULL_POINTER`; `SAM3D_STATUS_INVALID_ARGUMENT` (size,
-/// no such object); `SAM3D_STATUS_TOO_LARGE` (beyond the memory budget); `SAM3D_STATUS_BUSY`.
+/// no such object); `SAM3D_STATUS_TOO_LARGE` (beyond the memory budget); `SAM3D_STATUS_CANCELLED`
+/// (a cancel from another thread or the progress callback; nothing changed); `SAM3D_STATUS_BUSY`.
 #[no_mangle]
 pub unsafe extern "C" fn sam3d_session_set_mask(
     s: *mut Sam3dSession,
@@ -274,12 +275,20 @@ pub unsafe extern "C" fn sam3d_session_set_mask(
         if buffer.is_null() {
             return Err(super::null("buffer"));
         }
-        // SAFETY: `buffer` holds `size` readable bytes (the documented contract); the length is
-        // checked against the volume before any byte is read.
-        let data = unsafe { std::slice::from_raw_parts(buffer, size) };
         // SAFETY: the documented contract of `s` and `out_result`.
         unsafe {
             interact(s, out_result, |seg, p| {
+                // the size first: only a buffer of the volume's voxel count is read
+                let n = seg.volume().geom.voxel_count()?;
+                if size != n {
+                    return Err(err(
+                        Sam3dStatus::InvalidArgument,
+                        format!("mask buffer holds {size} bytes, the volume has {n} voxels"),
+                    ));
+                }
+                // SAFETY: `buffer` holds `size` readable bytes (the documented contract), and
+                // `size` is the voxel count of a volume that exists.
+                let data = std::slice::from_raw_parts(buffer, size);
                 seg.set_mask(object as usize, data, p)
             })
         }
@@ -302,7 +311,7 @@ pub unsafe extern "C" fn sam3d_session_undo(
     guard(|| unsafe { interact(s, out_result, |seg, p| seg.undo(object as usize, p)) })
 }
 
-/// Redo the last undone click of `object`. Blocks like a click.
+/// Redo the last undone interaction of `object`. Blocks like a click.
 ///
 /// @return as `sam3d_session_undo` (`SAM3D_STATUS_NOTHING_TO_DO`: nothing to redo).
 #[no_mangle]
@@ -359,6 +368,8 @@ pub unsafe extern "C" fn sam3d_session_set_zoom_out(
     guard(|| {
         // SAFETY: NULL or a live session (the documented contract).
         let sess = unsafe { arg(s, "session") }?;
+        // a wrong value is refused as such, also while the session is busy
+        crate::engine::Segmenter::check_zoom_out(max_zoom)?;
         lock(sess)?.set_zoom_out(max_zoom)
     })
 }

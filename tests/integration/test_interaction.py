@@ -110,3 +110,31 @@ def test_a_starting_segment_round_trips_and_clicks_add_to_it(tmp_path):
     nib.save(nib.Nifti1Image(seg[:-1], affine), str(small))
     r = segment("tiny-orient", CT, [click], tmp_path / "y.nii.gz", extra=["--init-mask", str(small)])
     assert r.returncode == 1 and "differs from the input" in r.stderr
+
+
+INTERACTIVE = os.path.join(os.path.dirname(DEMO), "demo-lesion-interactive")
+
+
+def test_the_interactive_demo_package_takes_negative_clicks_as_the_reference_does(tmp_path):
+    """The shipped package with click labels: a positive click on the sample's lesion and a negative
+    one beside it give the reference pipeline's mask (labels 1, 0), and the negative click removes
+    voxels the same two clicks as positives keep."""
+    meta = json.load(open(SAMPLE + ".json"))
+    c = np.asarray(meta["click_ijk"], float)
+    # 20 voxels (19.5 mm) away: beyond the first region's reuse margin, so the engine centres the
+    # crop on both clicks as the reference does
+    neg = c + [20.0, 0.0, 0.0]
+    out = tmp_path / "m.nii.gz"
+    cmd = ["--click", ",".join(f"{v:.6f}" for v in neg) + ",-"]
+    r = segment(INTERACTIVE, SAMPLE + ".nii.gz", [c], out, extra=cmd)
+    assert r.returncode == 0, r.stderr
+    got = np.asarray(nib.load(str(out)).dataobj)
+    arr, affine = _load(SAMPLE + ".nii.gz")
+    pipe = Pipeline(INTERACTIVE)
+    assert pipe.takes_labels
+    ref = pipe.segment_array(arr, affine, [c, neg], labels=[1, 0])
+    both = pipe.segment_array(arr, affine, [c, neg], labels=[1, 1])
+    n = int(ref.sum())
+    assert n > 100
+    assert _differ(got, ref) <= max(2, n // 2000)
+    assert _differ(ref, both) > 0

@@ -89,10 +89,11 @@ def reference(config: str, pkg: str, ct: str, click, threads: int, repeat: int) 
 
 
 def engine(pkg: str, ct: str, click, threads: int, repeat: int, ort: str, package_default: bool = False) -> dict:
-    """One engine run. By default with one pass and no component rule (the reference's work: one
-    encoder pass per encoding); `package_default`: with the manifest's `inference` refinements."""
+    """One engine run. By default with one pass, no component rule and no zoom-out (the reference's
+    work: one encoder pass per encoding); `package_default`: with the manifest's `inference`
+    refinements (zoom-out still off: its cost is `bench-interaction`'s)."""
     exe = os.path.join(REPO, "target", "release", "examples", "bench")
-    plain = [] if package_default else ["--flips", "1", "--keep-clicked", "0"]
+    plain = ["--zoom-out", "1"] + ([] if package_default else ["--flips", "1", "--keep-clicked", "0"])
     r = subprocess.run([exe, "--model", pkg, "--input", ct, "--click", ",".join(map(str, click)),
                         "--repeat", str(repeat), "--threads", str(threads)] + plain + (["--ort", ort] if ort else []),
                        capture_output=True, text=True)
