@@ -224,6 +224,9 @@ train-interactive: venv eval-data
 	cd onnx && ../$(PY) -m sam3d_onnx train-demo --data ../$(DATA) --out ../build/interactive-train \
 	    --resume ../build/interactive-train/model.pt --steps 2500 --lr 2e-4 --phase-aug --fine-lesions \
 	    --contrast-phases --negative-clicks --name demo-lesion-interactive
+	cd onnx && ../$(PY) -m sam3d_onnx train-demo --data ../$(DATA) --out ../build/interactive-train \
+	    --resume ../build/interactive-train/model.pt --steps 4000 --lr 2e-4 --phase-aug --fine-lesions \
+	    --contrast-phases --negative-clicks --name demo-lesion-interactive
 	rm -rf $(INTERACTIVE_MODEL) && cp -r build/interactive-train/demo-lesion-interactive $(INTERACTIVE_MODEL)
 	cd onnx && ../$(PY) -m sam3d_onnx evaluate ../$(INTERACTIVE_MODEL) --data ../$(DATA) --tune-threshold --write
 
