@@ -773,12 +773,13 @@ enum Sam3dStatus sam3d_session_set_box(struct Sam3dSession *s,
  * Start `object` from the host's own segment (a Slicer segment, an organ mask, an earlier
  * result): `buffer` holds `size` bytes = the volume's voxel count, i fastest, non-zero inside. It
  * becomes the object's mask (copied; the buffer may be freed after the call); positive clicks
- * then add the model's answer to it, and once the object has a negative click the model's answer
- * replaces it inside the region the model saw. Replaces the object's clicks and box; undo returns
- * to them.
+ * then add the model's answer to it, and a negative click (packages that take them)
+ * removes the segment's connected part it lies in. Replaces the object's clicks and box; undo
+ * returns to them.
  *
  * @return `SAM3D_STATUS_OK`; `SAM3D_STATUS_NULL_POINTER`; `SAM3D_STATUS_INVALID_ARGUMENT` (size,
- * no such object); `SAM3D_STATUS_TOO_LARGE` (beyond the memory budget); `SAM3D_STATUS_BUSY`.
+ * no such object); `SAM3D_STATUS_TOO_LARGE` (beyond the memory budget); `SAM3D_STATUS_CANCELLED`
+ * (a cancel from another thread or the progress callback; nothing changed); `SAM3D_STATUS_BUSY`.
  */
 enum Sam3dStatus sam3d_session_set_mask(struct Sam3dSession *s,
                                         uint32_t object,
@@ -799,7 +800,7 @@ enum Sam3dStatus sam3d_session_undo(struct Sam3dSession *s,
                                     struct Sam3dResult *out_result);
 
 /**
- * Redo the last undone click of `object`. Blocks like a click.
+ * Redo the last undone interaction of `object`. Blocks like a click.
  *
  * @return as `sam3d_session_undo` (`SAM3D_STATUS_NOTHING_TO_DO`: nothing to redo).
  */
