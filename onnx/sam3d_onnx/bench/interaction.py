@@ -90,9 +90,10 @@ def run(data: str, package: str, labelled: str = None, repeat: int = 9, threads:
 def main(argv=None, prog=None):
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     ap.add_argument("--data", required=True, help="folder written by tools/fetch_data.py")
-    ap.add_argument("--package", default=os.path.join(REPO, "models", "demo-lesion"))
+    ap.add_argument("--package", default=os.path.join(REPO, "models", "demo-lesion"),
+                    help="package to time (default models/demo-lesion)")
     ap.add_argument("--labelled", help="a package with negative clicks (default: none)")
-    ap.add_argument("--repeat", type=int, default=9)
+    ap.add_argument("--repeat", type=int, default=9, help="sessions per case (default 9)")
     ap.add_argument("--threads", type=int, default=0, help="engine threads (default 0: all cores)")
     args = ap.parse_args(argv)
     rows = run(args.data, args.package, args.labelled, args.repeat, args.threads)
