@@ -4,7 +4,7 @@
 //!     --out mask.nii.gz
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -218,6 +218,23 @@ fn main() {
     }
 }
 
+/// A mask file (`flag`'s) that must lie on the input's grid.
+fn read_on_grid(flag: &str, path: &Path, vol: &sam3d::Volume) -> sam3d::Result<sam3d::Volume> {
+    let m = read_nifti(path)?;
+    if m.geom.dims != vol.geom.dims {
+        return Err(sam3d::Error::new(
+            sam3d::Sam3dStatus::InvalidArgument,
+            format!(
+                "{flag} {}: grid {:?} differs from the input's {:?}",
+                path.display(),
+                m.geom.dims,
+                vol.geom.dims
+            ),
+        ));
+    }
+    Ok(m)
+}
+
 fn run(args: Args) -> sam3d::Result<()> {
     let t0 = Instant::now();
     let rt = load_runtime(args.ort.as_deref())?;
@@ -247,18 +264,7 @@ fn run(args: Args) -> sam3d::Result<()> {
     let mut times = Vec::new();
     let mut last = None;
     if let Some(path) = &args.init_mask {
-        let start = read_nifti(path)?;
-        if start.geom.dims != vol.geom.dims {
-            return Err(sam3d::Error::new(
-                sam3d::Sam3dStatus::InvalidArgument,
-                format!(
-                    "--init-mask {}: grid {:?} differs from the input's {:?}",
-                    path.display(),
-                    start.geom.dims,
-                    vol.geom.dims
-                ),
-            ));
-        }
+        let start = read_on_grid("--init-mask", path, &vol)?;
         let bytes: Vec<u8> = start.to_vec().iter().map(|&v| (v != 0.0) as u8).collect();
         last = Some(seg.set_mask(obj, &bytes, &mut bar)?);
     }
@@ -341,18 +347,7 @@ fn run(args: Args) -> sam3d::Result<()> {
         args.out.display()
     );
     if let Some(path) = &args.truth {
-        let truth = read_nifti(path)?;
-        if truth.geom.dims != vol.geom.dims {
-            return Err(sam3d::Error::new(
-                sam3d::Sam3dStatus::InvalidArgument,
-                format!(
-                    "--truth {}: grid {:?} differs from the input's {:?}",
-                    path.display(),
-                    truth.geom.dims,
-                    vol.geom.dims
-                ),
-            ));
-        }
+        let truth = read_on_grid("--truth", path, &vol)?;
         let t = truth.to_vec();
         let (mut both, mut ours, mut theirs) = (0usize, 0usize, 0usize);
         for (m, t) in mask.iter().zip(&t) {

@@ -989,18 +989,7 @@ fn session_ops(
                     2 => "redo",
                     _ => "undo(NULL result)",
                 };
-                ok_or_expected(st, what);
-                let p = unsafe { &mut *progress };
-                if let Some(v) = p.violations.first() {
-                    panic!("{what}: {v}");
-                }
-                // only a cancel made during this interaction stops it (a stale one is dropped)
-                assert!(
-                    st != Sam3dStatus::Cancelled || p.cancelled,
-                    "{what} was cancelled, and no cancel was made while it ran"
-                );
-                p.cancel_at = None;
-                p.cancelled = false;
+                unsafe { after_interaction(progress, st, what) };
                 if st == Sam3dStatus::Ok {
                     assert!(
                         known.is_some(),
@@ -1103,17 +1092,7 @@ fn session_ops(
                 runs += 1;
                 let what = ["click_ex", "set_box", "set_mask"][op as usize - 12];
                 let (st, want) = prompt_op(b, s, op, obj, n, dims, spacing, origin, dir, &mut r);
-                ok_or_expected(st, what);
-                let p = unsafe { &mut *progress };
-                if let Some(v) = p.violations.first() {
-                    panic!("{what}: {v}");
-                }
-                assert!(
-                    st != Sam3dStatus::Cancelled || p.cancelled,
-                    "{what} was cancelled, and no cancel was made while it ran"
-                );
-                p.cancel_at = None;
-                p.cancelled = false;
+                unsafe { after_interaction(progress, st, what) };
                 if st == Sam3dStatus::Ok {
                     assert!(known.is_some(), "{what} succeeded on object {obj}");
                     check_result(&r, dims, n, what);
@@ -1155,6 +1134,27 @@ fn session_ops(
         sam3d_session_set_progress(s, None, std::ptr::null_mut());
         drop(Box::from_raw(progress));
     }
+}
+
+/// The checks after an interaction that may run the model: its status, the progress callback's
+/// violations, and that only a cancel made while it ran stopped it (a stale one is dropped); then
+/// the callback's cancel state is reset for the next one.
+///
+/// # Safety
+/// `progress` is the live `Progress` the session's callback uses, and no call runs.
+unsafe fn after_interaction(progress: *mut Progress, st: Sam3dStatus, what: &str) {
+    ok_or_expected(st, what);
+    // SAFETY: the caller's contract: the callback is not running, so this is the only reference.
+    let p = unsafe { &mut *progress };
+    if let Some(v) = p.violations.first() {
+        panic!("{what}: {v}");
+    }
+    assert!(
+        st != Sam3dStatus::Cancelled || p.cancelled,
+        "{what} was cancelled, and no cancel was made while it ran"
+    );
+    p.cancel_at = None;
+    p.cancelled = false;
 }
 
 /// A labelled click, a box or a starting segment (ops 12, 13, 14) from the bytes; with the voxel

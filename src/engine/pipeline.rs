@@ -134,8 +134,7 @@ impl Segmenter {
             |me: &mut Self, zoom: f64, need: &[[f64; 3]], flips: usize, progress: Progress| {
                 let (prob, origin, enc) = me.probabilities(zoom, &pts, need, flips, progress)?;
                 encoded |= enc;
-                let answer = me.answer_reach(&prob, origin, zoom, &seeds);
-                Ok::<_, Error>((prob, origin, answer))
+                Ok::<_, Error>((prob, origin))
             };
         let all = self.flips;
         let mut cur = run(self, zoom, &need, all, progress)?;
@@ -155,39 +154,38 @@ impl Segmenter {
                 // this volume's voxels are too fine for a coarser level within the budget
                 break;
             }
-            let (prob, origin, answer) = &cur;
-            if answer.is_none() {
-                // nothing found here: a coarser level could neither continue nor outgrow it
+            // nothing found here: a coarser level could neither continue nor outgrow it
+            let Some(answer) = self.answer_reach(&cur.0, cur.1, zoom, &seeds) else {
                 break;
-            }
-            let mut next_need: Vec<[f64; 3]> = pts.iter().map(|c| c.g).collect();
-            if let Some(a) = answer {
-                next_need.extend([a.lo, a.hi]);
-            }
-            let cut = answer.as_ref().is_some_and(|a| a.open_face);
-            let coarse = run(self, next, &next_need, 1, progress)?;
-            let beyond = match (answer, &coarse.2) {
-                (_, None) => false,
-                (None, Some(_)) => false,
-                (Some(f), Some(a)) => {
-                    self.outgrows(f, a, *origin, zoom) && self.one_tissue(f, a, coarse.1, next)
-                }
             };
-            if !cut && !beyond {
+            let next_need: Vec<[f64; 3]> = pts
+                .iter()
+                .map(|c| c.g)
+                .chain([answer.lo, answer.hi])
+                .collect();
+            let coarse = run(self, next, &next_need, 1, progress)?;
+            let beyond = self
+                .answer_reach(&coarse.0, coarse.1, next, &seeds)
+                .is_some_and(|a| {
+                    self.outgrows(&answer, &a, cur.1, zoom)
+                        && self.one_tissue(&answer, &a, coarse.1, next)
+                });
+            if !answer.open_face && !beyond {
                 break;
-            }
-            if cut {
-                finer.push((prob.clone(), *origin, zoom));
-            } else {
-                finer.clear();
             }
             // the coarser level answers: with every flip (the same region, its other flips encoded
             // now)
-            cur = if all > 1 {
+            let coarse = if all > 1 {
                 run(self, next, &next_need, all, progress)?
             } else {
                 coarse
             };
+            let (prob, origin) = std::mem::replace(&mut cur, coarse);
+            if answer.open_face {
+                finer.push((prob, origin, zoom));
+            } else {
+                finer.clear();
+            }
             zoom = next;
         }
         self.check_cancel()?;

@@ -335,6 +335,28 @@ impl Segmenter {
         })
     }
 
+    /// Continuous source index of a point given in `coord` (not checked against the volume).
+    fn to_index(&self, p: [f64; 3], coord: Coord) -> [f64; 3] {
+        let g = &self.volume.geom;
+        match coord {
+            Coord::Ijk => p,
+            Coord::Lps => g.lps_to_index(p),
+            Coord::Ras => g.lps_to_index(crate::geometry::ras_to_lps(p)),
+        }
+    }
+
+    /// The volume's voxel count, when a mask buffer of `len` bytes (one per voxel) matches it.
+    pub fn check_mask_buffer(&self, len: usize) -> Result<usize> {
+        let n = self.volume.geom.voxel_count()?;
+        if len != n {
+            return Err(err(
+                Sam3dStatus::InvalidArgument,
+                format!("mask buffer holds {len} bytes, the volume has {n} voxels"),
+            ));
+        }
+        Ok(n)
+    }
+
     /// Continuous source index of a click, checked to lie inside the volume.
     pub fn click_index(&self, p: [f64; 3], coord: Coord) -> Result<[f64; 3]> {
         if p.iter().any(|v| !v.is_finite()) {
@@ -344,11 +366,7 @@ impl Segmenter {
             ));
         }
         let g = &self.volume.geom;
-        let idx = match coord {
-            Coord::Ijk => p,
-            Coord::Lps => g.lps_to_index(p),
-            Coord::Ras => g.lps_to_index(crate::geometry::ras_to_lps(p)),
-        };
+        let idx = self.to_index(p, coord);
         for a in 0..3 {
             if !(idx[a] >= -0.5 && idx[a] <= g.dims[a] as f64 - 0.5) {
                 return Err(err(
@@ -455,16 +473,11 @@ impl Segmenter {
             ));
         }
         let g = &self.volume.geom;
-        let to_index = |p: [f64; 3]| match coord {
-            Coord::Ijk => p,
-            Coord::Lps => g.lps_to_index(p),
-            Coord::Ras => g.lps_to_index(crate::geometry::ras_to_lps(p)),
-        };
         let mut lo = [f64::INFINITY; 3];
         let mut hi = [f64::NEG_INFINITY; 3];
         for n in 0..8 {
             let c = [0, 1, 2].map(|ax| if (n >> ax) & 1 == 1 { b[ax] } else { a[ax] });
-            let idx = to_index(c);
+            let idx = self.to_index(c, coord);
             for ax in 0..3 {
                 lo[ax] = lo[ax].min(idx[ax]);
                 hi[ax] = hi[ax].max(idx[ax]);
@@ -544,16 +557,7 @@ impl Segmenter {
         progress: Progress,
     ) -> Result<Interaction> {
         let dims = self.volume.geom.dims;
-        let n = self.volume.geom.voxel_count()?;
-        if full.len() != n {
-            return Err(err(
-                Sam3dStatus::InvalidArgument,
-                format!(
-                    "mask buffer holds {} bytes, the volume has {n} voxels",
-                    full.len()
-                ),
-            ));
-        }
+        self.check_mask_buffer(full.len())?;
         self.object(object)?;
         let start = SubMask::from_full(full, dims)?;
         let prompt = Prompt {
@@ -609,16 +613,7 @@ impl Segmenter {
 
     /// The object's full mask (i fastest) into `out` (length = voxel count).
     pub fn write_mask(&self, object: usize, out: &mut [u8]) -> Result<()> {
-        let n = self.volume.geom.voxel_count()?;
-        if out.len() != n {
-            return Err(err(
-                Sam3dStatus::InvalidArgument,
-                format!(
-                    "mask buffer holds {} bytes, the volume has {n} voxels",
-                    out.len()
-                ),
-            ));
-        }
+        self.check_mask_buffer(out.len())?;
         let obj = self
             .objects
             .get(object)

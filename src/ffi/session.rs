@@ -279,13 +279,7 @@ pub unsafe extern "C" fn sam3d_session_set_mask(
         unsafe {
             interact(s, out_result, |seg, p| {
                 // the size first: only a buffer of the volume's voxel count is read
-                let n = seg.volume().geom.voxel_count()?;
-                if size != n {
-                    return Err(err(
-                        Sam3dStatus::InvalidArgument,
-                        format!("mask buffer holds {size} bytes, the volume has {n} voxels"),
-                    ));
-                }
+                seg.check_mask_buffer(size)?;
                 // SAFETY: `buffer` holds `size` readable bytes (the documented contract), and
                 // `size` is the voxel count of a volume that exists.
                 let data = std::slice::from_raw_parts(buffer, size);
@@ -470,13 +464,7 @@ pub unsafe extern "C" fn sam3d_session_get_mask(
             return Err(super::null("buffer"));
         }
         let seg = lock(sess)?;
-        let n = seg.volume().geom.voxel_count()?;
-        if size != n {
-            return Err(err(
-                Sam3dStatus::InvalidArgument,
-                format!("buffer holds {size} bytes, the volume has {n} voxels"),
-            ));
-        }
+        let n = seg.check_mask_buffer(size)?;
         // written in place, no whole-volume copy (write_mask checks the object before writing)
         // SAFETY: `buffer` holds `size` writable bytes (the documented contract), checked = n.
         let dst = unsafe { std::slice::from_raw_parts_mut(buffer, n) };

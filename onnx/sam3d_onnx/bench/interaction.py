@@ -55,7 +55,7 @@ def run(data: str, package: str, labelled: str = None, repeat: int = 9, threads:
     import nibabel as nib
     import sam3d
 
-    from ..evaluation.interactive import cases, geometry_of
+    from ..evaluation.interactive import cases
     from ..evaluation.measures import edt_click
 
     rt = sam3d.Runtime()
@@ -76,7 +76,8 @@ def run(data: str, package: str, labelled: str = None, repeat: int = 9, threads:
         rows["sample, box then a click"] = _case(model, vol, c, near, 4, repeat, box=(lo, hi))
         # the large lesion: zoom-out answers
         name, im, affine, mask, sp, diam = next(iter(cases(data, 0, 1)))
-        lvol = sam3d.Volume.from_array(np.asfortranarray(im, np.float32), geometry=geometry_of(affine, im.shape))
+        lvol = sam3d.Volume.from_array(np.asfortranarray(im, np.float32),
+                                       geometry=sam3d.Geometry.from_ras_affine(affine, im.shape))
         e = edt_click(mask, sp).astype(float)
         rows[f"{name} {diam:.0f} mm, zoom-out off"] = _case(model, lvol, e, e + [1.0, 0, 0], 1, repeat)
         rows[f"{name} {diam:.0f} mm, zoom-out on"] = _case(model, lvol, e, e + [1.0, 0, 0], 4, repeat)

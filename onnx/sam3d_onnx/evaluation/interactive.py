@@ -29,11 +29,10 @@ import os
 import time
 
 import numpy as np
-import SimpleITK as sitk
 
 from ..training import lesions
 from .evaluate import EVAL_STREAM, ORGAN_SETS, REAL, load_volume, lesion_case
-from .measures import dice, edt_click, read_ijk
+from .measures import dice, edt_click, largest_error_region, read_ijk
 
 MAX_CLICKS = 10
 LARGE_STREAM = EVAL_STREAM + 10     # held-out large lesions: neither training nor the other evaluation streams
@@ -42,38 +41,13 @@ PROTOCOLS = ("positive", "positive+zoom", "negative+zoom", "box")
 BOX_MARGIN = 0.10
 
 
-def geometry_of(affine: np.ndarray, shape):
-    """sam3d.Geometry (LPS) of an array indexed (i, j, k) with a RAS affine."""
-    import sam3d
-    lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
-    sp = np.sqrt((lps[:3, :3] ** 2).sum(0))
-    return sam3d.Geometry(tuple(int(v) for v in shape), tuple(float(v) for v in sp),
-                          tuple(float(v) for v in lps[:3, 3]), lps[:3, :3] / sp)
-
-
-def largest_region(err: np.ndarray):
-    """(voxels, bool mask) of the largest 26-connected component of `err` (SimpleITK's labelling)."""
-    img = sitk.GetImageFromArray(np.ascontiguousarray(err.transpose(2, 1, 0), np.uint8))
-    lab = sitk.RelabelComponent(sitk.ConnectedComponent(img, True), sortByObjectSize=True)
-    region = sitk.GetArrayFromImage(lab).transpose(2, 1, 0) == 1
-    return int(region.sum()), region
-
-
 def next_click(pred: np.ndarray, truth: np.ndarray, spacing, negatives: bool):
-    """(voxel, positive) at the centre of the largest error region, or None when there is none.
-    Without negatives only false-negative regions count."""
-    fn = truth.astype(bool) & ~pred.astype(bool)
-    fp = pred.astype(bool) & ~truth.astype(bool)
-    best = None
-    for err, positive in ((fn, True), (fp, False)) if negatives else ((fn, True),):
-        if not err.any():
-            continue
-        n, region = largest_region(err)
-        if best is None or n > best[0]:
-            best = (n, region, positive)
-    if best is None:
+    """(voxel, positive) at the centre of the largest error region (`largest_error_region`), or None
+    when there is none. Without negatives only false-negative regions count."""
+    found = largest_error_region(pred, truth, negatives)
+    if found is None:
         return None
-    _, region, positive = best
+    region, positive = found
     idx = np.argwhere(region)
     lo, hi = idx.min(0), idx.max(0) + 1
     sub = region[lo[0]:hi[0], lo[1]:hi[1], lo[2]:hi[2]]
@@ -91,7 +65,8 @@ def truth_box(truth: np.ndarray):
 def run_case(model, image, affine, truth, spacing, protocol: str, negatives_ok: bool):
     """Dice after each interaction (MAX_CLICKS of them; repeated once the mask is exact)."""
     import sam3d
-    vol = sam3d.Volume.from_array(np.asfortranarray(image, np.float32), geometry=geometry_of(affine, image.shape))
+    vol = sam3d.Volume.from_array(np.asfortranarray(image, np.float32),
+                                  geometry=sam3d.Geometry.from_ras_affine(affine, image.shape))
     s = sam3d.Session(model, vol)
     s.set_zoom_out(1 if protocol == "positive" else 4)
     o = s.add_object()

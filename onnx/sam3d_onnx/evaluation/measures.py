@@ -36,3 +36,22 @@ def edt_click(mask: np.ndarray, spacing) -> np.ndarray:
                                                                useImageSpacing=True)).transpose(2, 1, 0)[1:-1, 1:-1, 1:-1]
     dist = np.where(mask > 0, dist, -np.inf)
     return np.asarray(np.unravel_index(int(np.argmax(dist)), mask.shape))
+
+
+def largest_error_region(pred: np.ndarray, truth: np.ndarray, negatives: bool = True):
+    """(region, positive) of the interactive protocol's next click: the largest 26-connected error
+    region (SimpleITK's labelling) among the false negatives (positive True) and, with `negatives`,
+    the false positives (positive False); None when there is no error of those kinds."""
+    fn = truth.astype(bool) & ~pred.astype(bool)
+    fp = pred.astype(bool) & ~truth.astype(bool)
+    best = None
+    for err, positive in ((fn, True), (fp, False)) if negatives else ((fn, True),):
+        if not err.any():
+            continue
+        img = sitk.GetImageFromArray(np.ascontiguousarray(err.transpose(2, 1, 0), np.uint8))
+        lab = sitk.RelabelComponent(sitk.ConnectedComponent(img, True), sortByObjectSize=True)
+        region = sitk.GetArrayFromImage(lab).transpose(2, 1, 0) == 1
+        n = int(region.sum())
+        if best is None or n > best[0]:
+            best = (n, region, positive)
+    return None if best is None else best[1:]

@@ -91,6 +91,18 @@ def augment(crop: np.ndarray, label: np.ndarray, rng: np.random.Generator, shift
     return np.ascontiguousarray(crop, np.float32), np.ascontiguousarray(label)
 
 
+def _optimise(model: Sam3D, opt, sched, logits: torch.Tensor, label: np.ndarray, clip: float) -> float:
+    """The loss of `logits` against `label`, one optimiser and schedule step (gradient-norm clip)."""
+    dev = logits.device
+    loss = dice_ce_loss(logits, torch.from_numpy(np.ascontiguousarray(label))[None].to(dev))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], clip)
+    opt.step()
+    sched.step()
+    return float(loss.detach())
+
+
 def train_step(model: Sam3D, opt, sched, crop: np.ndarray, label: np.ndarray, clicks_dhw: np.ndarray,
                clip: float = 1.0) -> float:
     """One step on one (D, H, W) crop (normalised), its binary label and clicks (N, 3) in (d, h, w)."""
@@ -101,40 +113,22 @@ def train_step(model: Sam3D, opt, sched, crop: np.ndarray, label: np.ndarray, cl
     feats = model.encoder(x)
     f3p = model.prompt_encoder(feats[3], pts)
     logits = model.decoder([feats[0], feats[1], feats[2], f3p], model.image_level(x))
-    loss = dice_ce_loss(logits, torch.from_numpy(np.ascontiguousarray(label))[None].to(dev))
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], clip)
-    opt.step()
-    sched.step()
-    return float(loss.detach())
+    return _optimise(model, opt, sched, logits, label, clip)
 
 
 def correction_click(pred: np.ndarray, label: np.ndarray, rng: np.random.Generator):
     """The next click of the iterative protocol on a (D, H, W) crop: in the largest error region
-    (26-connected; SimpleITK's labelling), positive in a false negative, negative in a false positive;
-    at the region's centre (the voxel farthest from its boundary) with p 0.5, else at a random voxel
-    of it. Returns ((d, h, w), positive) or None when the prediction is exact."""
-    import SimpleITK as sitk
+    (`measures.largest_error_region`, the evaluation's rule), positive in a false negative, negative
+    in a false positive; at the region's centre (`measures.edt_click`, voxel units) with p 0.5, else
+    at a random voxel of it. Returns ((d, h, w), positive) or None when the prediction is exact."""
+    from ..evaluation.measures import edt_click, largest_error_region
 
-    best = None
-    for err, positive in ((label.astype(bool) & ~pred, True), (pred & ~label.astype(bool), False)):
-        if not err.any():
-            continue
-        img = sitk.GetImageFromArray(err.astype(np.uint8))
-        lab = sitk.GetArrayFromImage(sitk.RelabelComponent(sitk.ConnectedComponent(img, True), sortByObjectSize=True))
-        region = lab == 1
-        n = int(region.sum())
-        if best is None or n > best[0]:
-            best = (n, region, positive)
-    if best is None:
+    found = largest_error_region(pred, label)
+    if found is None:
         return None
-    _, region, positive = best
+    region, positive = found
     if rng.random() < 0.5:
-        bg = sitk.GetImageFromArray(np.pad(~region, 1, constant_values=True).astype(np.uint8))
-        dist = sitk.GetArrayFromImage(sitk.SignedMaurerDistanceMap(bg, insideIsPositive=False, squaredDistance=False,
-                                                                   useImageSpacing=False))[1:-1, 1:-1, 1:-1]
-        v = np.unravel_index(int(np.argmax(np.where(region, dist, -np.inf))), region.shape)
+        v = edt_click(region.astype(np.uint8), (1.0, 1.0, 1.0))
     else:
         idx = np.argwhere(region)
         v = idx[int(rng.integers(0, len(idx)))]
@@ -170,13 +164,7 @@ def train_step_interactive(model: Sam3D, opt, sched, crop: np.ndarray, label: np
                 break
             pts.append(tuple(float(v) for v in nc[0]))
             labels.append(1.0 if nc[1] else 0.0)
-    loss = dice_ce_loss(logits_for(feats), torch.from_numpy(np.ascontiguousarray(label))[None].to(dev))
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], clip)
-    opt.step()
-    sched.step()
-    return float(loss.detach())
+    return _optimise(model, opt, sched, logits_for(feats), label, clip)
 
 
 def train(model: Sam3D, samples: Iterable[Tuple[np.ndarray, np.ndarray]], steps: int, seed: int = 0,
