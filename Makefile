@@ -17,7 +17,7 @@ export SAM3D_ORT_LIBRARY := $(abspath $(ORT_LIB))
 .PHONY: all venv ort data build header lint test test-rust test-c test-integration test-python \
         test-python-fast fixtures demo demo-parity train-demo evaluate eval-data sample clean fuzz fuzz-seeds \
         install uninstall test-install test-binding test-slicer test-docs bench bench-gpu \
-        train-interactive bench-interaction
+        train-interactive bench-interaction serve test-serve bench-serve triton-venv
 
 all: build
 
@@ -137,7 +137,7 @@ test-python: venv
 test-python-fast: venv
 	cd onnx && ../$(PY) -m pytest -q -m "not paper"
 
-test: test-rust test-c test-integration test-install test-binding test-slicer test-python test-docs
+test: test-rust test-c test-integration test-install test-binding test-slicer test-serve test-python test-docs
 
 # The docs: README quick start and C example compiled and run; links, paths, make targets exist.
 test-docs: venv ort build
@@ -174,6 +174,37 @@ test-slicer: $(SLICER_STAMP) ort build
 test-binding: venv ort build
 	$(PY) -m pip install --quiet ./python
 	SAM3D_LIBRARY=$(abspath $(LIBDIR))/libsam3d.so $(PY) -m pytest -q python/tests
+
+# Serving on Triton Inference Server (serve/triton, docs/serving.md): the server binary and Python
+# backend from the nvidia-pytriton wheel in their own environment, with tritonclient and the binding.
+TRITON_VENV := .venv-triton
+TRITON_PY := $(TRITON_VENV)/bin/python
+TRITON_STAMP := $(TRITON_VENV)/.installed-$(shell sha256sum serve/triton/requirements.txt | cut -c1-12)
+SERVE_MODEL ?= sam3d=$(DEMO_MODEL)
+SERVE_ARGS ?=
+triton-venv: $(TRITON_STAMP)
+$(TRITON_STAMP): serve/triton/requirements.txt
+	test -x $(TRITON_PY) || $(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_PY) -m pip install --quiet --upgrade pip
+	$(TRITON_PY) -m pip install --quiet -r serve/triton/requirements.txt
+	rm -f $(TRITON_VENV)/.installed-*
+	touch $@
+
+# Start the server on 127.0.0.1 (HTTP 8000, gRPC 8001) with the demo model; Ctrl-C stops it.
+serve: $(TRITON_STAMP) ort build
+	$(TRITON_PY) -m pip install --quiet ./python
+	SAM3D_LIBRARY=$(abspath $(LIBDIR))/libsam3d.so $(TRITON_PY) serve/triton/launch.py --model $(SERVE_MODEL) $(SERVE_ARGS)
+
+# The server started by the tests on free ports: remote sessions against local ones, errors over
+# the wire, limits, idle timeout, memory; the C++ client; the batch client.
+test-serve: $(TRITON_STAMP) ort build
+	$(TRITON_PY) -m pip install --quiet ./python
+	SAM3D_LIBRARY=$(abspath $(LIBDIR))/libsam3d.so $(TRITON_PY) -m pytest -q tests/serve
+
+# Load figures: 1, 2, 4 and 8 concurrent remote clients against the local binding, one run.
+bench-serve: $(TRITON_STAMP) ort build
+	$(TRITON_PY) -m pip install --quiet ./python
+	SAM3D_LIBRARY=$(abspath $(LIBDIR))/libsam3d.so $(TRITON_PY) serve/triton/bench_serve.py --model $(DEMO_MODEL)
 
 # Regenerate the committed fixture packages (tests/fixtures/models) after a change to the export.
 fixtures: venv
@@ -267,4 +298,4 @@ demo-parity: venv
 	cd onnx && ../$(PY) -m sam3d_onnx demo-parity
 
 clean:
-	rm -rf build target $(VENV) $(SLICER_VENV) .cache
+	rm -rf build target $(VENV) $(SLICER_VENV) $(TRITON_VENV) .cache

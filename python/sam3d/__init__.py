@@ -36,7 +36,7 @@ from typing import Callable, Optional, Sequence, Tuple
 import numpy as np
 
 __all__ = ["Error", "EmptyMaskWarning", "Geometry", "Runtime", "Model", "Volume", "Session", "Result", "library",
-           "ABI_VERSION"]
+           "ABI_VERSION", "set_memory_budget", "memory_budget"]
 
 ABI_VERSION = 1
 _COORDS = {"ijk": 0, "lps": 1, "ras": 2}
@@ -123,7 +123,12 @@ def _signatures(lib):
         "sam3d_session_set_inference": (st, [_P, C.c_uint32, C.c_int32]),
         "sam3d_session_get_inference": (st, [_P, C.POINTER(C.c_uint32), C.POINTER(C.c_int32)]),
         "sam3d_session_get_mask": (st, [_P, C.c_uint32, C.POINTER(C.c_uint8), C.c_size_t]),
+        "sam3d_session_mask": (st, [_P, C.c_uint32, C.POINTER(_P)]),
+        "sam3d_mask_write_nifti": (st, [_P, C.c_char_p]),
+        "sam3d_mask_free": (None, [_P]),
         "sam3d_session_free": (None, [_P]),
+        "sam3d_set_memory_budget": (None, [C.c_uint64]),
+        "sam3d_memory_budget": (C.c_uint64, []),
     }
     # later additions: a binding on an older library raises on use, not on load
     later = {
@@ -201,10 +206,11 @@ class Error(RuntimeError):
     SAM3D_STATUS_BUSY: a session call while another call on the same session runs (on another thread,
     or from that call's progress callback)."""
 
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, name: Optional[str] = None):
         self.status = int(status)
-        name = library().sam3d_status_name(self.status)
-        name = name.decode() if name else "?"
+        if name is None:  # a remote error brings its name; a local one asks the library
+            name = library().sam3d_status_name(self.status)
+            name = name.decode() if name else "?"
         if name == "?" and self.status in _STATUS_NAMES:
             name = "SAM3D_STATUS_" + _STATUS_NAMES[self.status]
         self.name = name
@@ -646,6 +652,27 @@ class Session(_Handle):
                                                     buf.size))
         return buf.reshape(nz, ny, nx).transpose(2, 1, 0)
 
+    def write_mask(self, obj: int, path: str):
+        """Write the object's mask as a uint8 NIfTI file (.nii or .nii.gz) with the volume's
+        geometry; the file appears complete or not at all."""
+        m = _P()
+        with self._live() as h:
+            _check(library().sam3d_session_mask(h, int(obj), C.byref(m)))
+        try:
+            _check(library().sam3d_mask_write_nifti(m, os.fsencode(path)))
+        finally:
+            library().sam3d_mask_free(m)
+
 
 def version() -> str:
     return library().sam3d_version().decode()
+
+
+def set_memory_budget(nbytes: int):
+    """The most bytes libsam3d allocates for one whole-volume array, process-wide (0: the default,
+    4 GiB); a volume or click needing more is refused with SAM3D_STATUS_TOO_LARGE."""
+    library().sam3d_set_memory_budget(int(nbytes))
+
+
+def memory_budget() -> int:
+    return int(library().sam3d_memory_budget())
