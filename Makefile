@@ -159,15 +159,19 @@ test-install: ort build data
 	SAM3D_DATA=$(abspath $(DATA)) $(PY) -m pytest -q tests/integration/test_itk.py
 
 # The 3D Slicer module's logic, headless on a real MRML scene: slicer-core (3D Slicer's core
-# libraries, about 1 GB) in its own environment, with the binding installed from python/.
+# libraries, about 1 GB) in its own environment, with the binding installed from python/ and
+# tritonclient for the module's server setting; the tests start a Triton server from .venv-triton.
 SLICER_VENV := .venv-slicer
-SLICER_STAMP := $(SLICER_VENV)/.installed-slicer-core-5.13.31053.0
+SLICER_STAMP := $(SLICER_VENV)/.installed-slicer-core-5.13.31053.0-tritonclient-2.73.0
 $(SLICER_STAMP):
 	test -x $(SLICER_VENV)/bin/python || $(PYTHON) -m venv $(SLICER_VENV)
-	$(SLICER_VENV)/bin/python -m pip install --quiet slicer-core==5.13.31053.0 numpy==2.4.6 pytest==9.2.0
+	$(SLICER_VENV)/bin/python -m pip install --quiet slicer-core==5.13.31053.0 numpy==2.4.6 pytest==9.2.0 \
+	    "tritonclient[http]==2.73.0"
+	rm -f $(SLICER_VENV)/.installed-*
 	touch $@
-test-slicer: $(SLICER_STAMP) ort build
+test-slicer: $(SLICER_STAMP) triton-venv ort build
 	$(SLICER_VENV)/bin/python -m pip install --quiet ./python
+	$(TRITON_PY) -m pip install --quiet ./python
 	SAM3D_LIBRARY=$(abspath $(LIBDIR))/libsam3d.so $(SLICER_VENV)/bin/python -m pytest -q examples/slicer/SAM3DSegment/Testing
 
 # The Python binding (python/), pip-installed into the venv from its local path.

@@ -10,6 +10,7 @@ client that vanishes leaves nothing behind.
 """
 from __future__ import annotations
 
+import ctypes as C
 import json
 import os
 import tempfile
@@ -21,7 +22,8 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from . import Error, EmptyMaskWarning, Geometry, Model, Result, Runtime, Session, Volume, set_memory_budget
+from . import (Error, EmptyMaskWarning, Geometry, Model, Result, Runtime, Session, Volume, _check, library,
+               set_memory_budget)
 from . import wire
 
 _INVALID = "SAM3D_STATUS_INVALID_ARGUMENT"
@@ -89,6 +91,7 @@ class SessionTable:
         self.model, self.max_sessions, self.idle_timeout, self.name = model, int(max_sessions), float(idle_timeout), name
         self._sessions: Dict[int, _Entry] = {}
         self._lock = threading.RLock()
+        self._buffer = np.zeros(0, np.uint8)
         self._tmp = tempfile.mkdtemp(prefix="sam3d-serve-")
 
     def __len__(self):
@@ -168,6 +171,8 @@ class SessionTable:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
             return Volume.read_nifti(path)
+        except Error as e:   # the message names the server's temporary file: name the upload instead
+            raise Error(e.status, e.message.replace(path, "the uploaded VOLUME"), name=e.name) from None
         finally:
             os.unlink(path)
 
@@ -189,9 +194,8 @@ class SessionTable:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", EmptyMaskWarning)
                 r = self._mask_op(op, s, obj, entry, req)
-            mask = s.mask(obj)
             reply["result"] = r
-            reply["patch"] = wire.pack(mask, r.changed_lo, r.changed_hi)
+            reply["patch"] = self._mask_box(entry, obj, r.changed_lo, r.changed_hi)
         elif op == "add_object":
             reply["info"]["object"] = s.add_object()
         elif op == "set_inference":
@@ -202,9 +206,9 @@ class SessionTable:
             reply["info"].update(self._describe(entry))
         elif op == "get_mask":
             obj = _object(req, op)
-            mask = s.mask(obj)
-            reply["result"] = Result(int(mask.sum(dtype=np.int64)), (0, 0, 0), tuple(entry.dims), False, 0.0)
-            reply["patch"] = wire.pack(mask)
+            reply["patch"] = self._mask_box(entry, obj)
+            voxels = int(np.unpackbits(reply["patch"]).sum(dtype=np.int64))
+            reply["result"] = Result(voxels, (0, 0, 0), tuple(entry.dims), False, 0.0)
         elif op == "get_mask_nifti":
             obj = _object(req, op)
             fd, path = tempfile.mkstemp(suffix=".nii.gz", dir=self._tmp)
@@ -218,6 +222,23 @@ class SessionTable:
         elif op in ("info", "start"):
             reply["info"].update(self._describe(entry))
         # "end": nothing to do beyond the END flag
+
+    def _mask_box(self, entry: _Entry, obj: int, lo=(0, 0, 0), hi=None) -> np.ndarray:
+        """The object's mask inside [lo, hi) as packed bits. The library copies the whole mask into
+        one buffer the table keeps (requests run one at a time under its lock): a fresh volume-sized
+        array per click costs page faults comparable to the click on a large CT."""
+        nx, ny, nz = entry.dims
+        n = nx * ny * nz
+        if self._buffer.size < n:
+            self._buffer = np.empty(n, np.uint8)
+        buf = self._buffer[:n]
+        with entry.session._live() as h:
+            _check(library().sam3d_session_get_mask(h, int(obj), buf.ctypes.data_as(C.POINTER(C.c_uint8)), n))
+        hi = entry.dims if hi is None else hi
+        if 0 in wire.box_shape(lo, hi):
+            return np.zeros(0, np.uint8)
+        box = buf.reshape(nz, ny, nx)[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]]   # i fastest
+        return np.packbits(box.ravel(), bitorder="little")
 
     @staticmethod
     def _mask_op(op: str, s: Session, obj: int, entry: _Entry, req: dict) -> Result:
@@ -257,6 +278,8 @@ class SessionTable:
         if entry is not None:
             entry.session.close()
             entry.volume.close()
+        if not self._sessions:
+            self._buffer = np.zeros(0, np.uint8)   # an idle instance returns to its baseline
 
     def reap(self, now: Optional[float] = None) -> int:
         """End the sessions idle for longer than the timeout; returns how many."""
@@ -296,8 +319,8 @@ class Reaper(threading.Thread):
 
 def open_table(params: dict, *, idle_timeout: float, base_dir: str, name: str) -> SessionTable:
     """A table for the model described by Triton `parameters` (strings): package (relative paths from
-    `base_dir`), device, threads, memory_budget (bytes, 0 default), max_sessions, warm_up (0/1),
-    ort_library (optional: else libsam3d's own search)."""
+    `base_dir`), device, device_id (the GPU), threads, memory_budget (bytes, 0 default), max_sessions,
+    warm_up (0/1), ort_library (optional: else libsam3d's own search)."""
     def get(key, default):
         v = params.get(key, "")
         return default if v in ("", None) else v
@@ -311,7 +334,8 @@ def open_table(params: dict, *, idle_timeout: float, base_dir: str, name: str) -
     if budget:
         set_memory_budget(budget)
     runtime = Runtime(get("ort_library", None))
-    model = Model(runtime, package, device=get("device", "cpu"), threads=int(get("threads", "0")))
+    model = Model(runtime, package, device=get("device", "cpu"), threads=int(get("threads", "0")),
+                  device_id=int(get("device_id", "0")))
     if get("warm_up", "1") not in ("0", "false", "False"):
         model.warm_up()
     return SessionTable(model, max_sessions=int(get("max_sessions", "16")), idle_timeout=idle_timeout, name=name)

@@ -52,7 +52,8 @@ def connect(url: str, timeout: float = 600.0):
         return tc, tc.InferenceServerClient(url[len("grpc://"):])
     import tritonclient.http as tc
     host = url.split("://", 1)[1] if url.startswith("http://") else url
-    return tc, tc.InferenceServerClient(host, connection_timeout=timeout, network_timeout=timeout)
+    # connecting is quick or not at all; a request may wait for an encode on a busy server
+    return tc, tc.InferenceServerClient(host, connection_timeout=min(timeout, 30.0), network_timeout=timeout)
 
 
 class RemoteSession:
@@ -64,7 +65,7 @@ class RemoteSession:
     def __init__(self, url: str, volume, *, model: str = "sam3d", geometry: Optional[Geometry] = None,
                  spacing: Sequence[float] = (1.0, 1.0, 1.0), origin: Sequence[float] = (0.0, 0.0, 0.0),
                  direction=None, progress: Optional[Callable[[str, bool], None]] = None, timeout: float = 600.0):
-        self.url, self.model_name = url, model
+        self.url, self.model_name, self._timeout = url, model, timeout
         self._start_inputs = self._volume_inputs(volume, geometry, spacing, origin, direction)
         self._progress = progress
         self._busy = threading.Lock()
@@ -76,11 +77,12 @@ class RemoteSession:
         self._masks = {}
         self._info = {}
         self._closed = False
+        self._client = None
         try:
             self._tc, self._client = self._pool.submit(connect, url, timeout).result()
             self._pool.submit(self._start).result()
         except BaseException:
-            self._pool.shutdown(wait=False)
+            self._shutdown()
             raise
 
     # -- the volume and the session ---------------------------------------------------------------
@@ -155,11 +157,14 @@ class RemoteSession:
             tensors.append(t)
         outputs = [tc.InferRequestedOutput(n, binary_data=True) if "http" in tc.__name__ else tc.InferRequestedOutput(n)
                    for n in wire.OUTPUTS]
+        extra = {} if "http" in tc.__name__ else {"client_timeout": self._timeout}
         try:
             r = self._client.infer(self.model_name, tensors, outputs=outputs, sequence_id=self._cid,
-                                   sequence_start=start, sequence_end=end)
+                                   sequence_start=start, sequence_end=end, **extra)
         except tc.InferenceServerException as e:
             msg = e.message() or str(e)
+            if any(code in str(e.status()) for code in ("UNAVAILABLE", "DEADLINE_EXCEEDED")):   # gRPC's transport
+                raise Error(3, f"no answer from the server at {self.url}: {msg}", name="SAM3D_STATUS_IO")
             if _LOST in msg:
                 raise SessionLost(2, f"no session on the server for this client (ended, idle past the timeout, or "
                                      f"the server restarted): resume() starts it again ({msg})",
@@ -217,11 +222,15 @@ class RemoteSession:
                 return out
 
             fut = self._pool.submit(roundtrip)
+            waited = 0
             while True:
                 try:
                     out = fut.result(timeout=0.05)
                     break
                 except concurrent.futures.TimeoutError:
+                    waited += 1
+                    if self._progress and waited % 2 == 0:
+                        self._progress("remote", False)   # a GUI's chance to show it waits and offer Cancel
                     if self._cancel.is_set():
                         raise Error(12, "cancelled while waiting for the server; the server finishes the "
                                         "call and this session's masks follow its answer",
@@ -233,7 +242,8 @@ class RemoteSession:
     # -- the local Session's methods --------------------------------------------------------------
 
     def set_progress(self, fn: Optional[Callable[[str, bool], None]]):
-        """`fn("remote", done)` when a request leaves and when its answer is in."""
+        """`fn("remote", False)` when a request leaves and every 0.1 s while it waits (a GUI can
+        process its events and offer Cancel there), `fn("remote", True)` when the answer is in."""
         self._progress = fn
 
     def add_object(self) -> int:
@@ -318,10 +328,15 @@ class RemoteSession:
         """The object's mask as a uint8 NIfTI file written by the server's libsam3d with the volume's
         geometry; written beside and renamed, so the file appears complete or not at all."""
         out = self._call("get_mask_nifti", record=False, OBJECT=[int(obj)])
-        tmp = f"{path}.part-{os.getpid()}"
-        with open(tmp, "wb") as f:
-            f.write(out["patch"].tobytes())
-        os.replace(tmp, path)
+        tmp = f"{path}.part-{os.getpid()}-{threading.get_ident()}"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(out["patch"].tobytes())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
 
     def close(self):
         """End the session on the server (its memory is freed at once)."""
@@ -330,6 +345,12 @@ class RemoteSession:
         with self._call_guard():
             self._pool.submit(self._end_quietly).result()
             self._closed = True
+        self._shutdown()
+
+    def _shutdown(self):
+        # the HTTP client closes on the thread that made it (gevent), after any request in flight
+        if self._client is not None:
+            self._pool.submit(self._client.close)
         self._pool.shutdown(wait=False)
 
     def __enter__(self):

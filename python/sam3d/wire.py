@@ -27,6 +27,11 @@ Replies (always all of them):
                           object (add_object), live sessions and process of the instance;
                           get_mask_nifti: nothing (the file is in PATCH, not packed)
 
+A START that fails (a bad volume, or SAM3D_STATUS_BUSY beyond the instance's sessions) leaves no
+session, but Triton keeps the sequence's slot until END or the idle timeout: a client sends END
+(OP "end") for it. A request on a sequence Triton does not know (never started, ended, idle past
+the timeout, a restarted server) is refused by Triton itself ("must specify the START flag").
+
 Packed bits: the box's voxels in index order with i fastest (the library's order), 8 voxels a byte,
 the first voxel in the lowest bit (numpy's packbits with bitorder="little").
 """

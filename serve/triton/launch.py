@@ -53,9 +53,12 @@ def make_backends(dest: str) -> str:
         raise SystemExit(f"the pytriton wheel has no Python backend stub for Python {py}")
     out = os.path.join(dest, "python")
     os.makedirs(out, exist_ok=True)
-    for name in ("libtriton_python.so", "triton_python_backend_utils.py"):
-        shutil.copy2(os.path.join(src, "backends", "python", name), out)
-    shutil.copy2(stub, out)
+    for path in (os.path.join(src, "backends", "python", "libtriton_python.so"),
+                 os.path.join(src, "backends", "python", "triton_python_backend_utils.py"), stub):
+        # copied beside and renamed: a stub of a server that is still stopping may be running
+        target = os.path.join(out, os.path.basename(path))
+        shutil.copy2(path, target + ".part")
+        os.replace(target + ".part", target)
     return dest
 
 
@@ -193,10 +196,11 @@ class Server:
         self.stop()
 
 
-def rss_bytes(pid: int) -> int:
+def rss_bytes(pid: int, field: str = "VmRSS") -> int:
+    """A process's resident memory (or another /proc/PID/status field given in kB), bytes."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) * 1024
     return 0
 
@@ -222,6 +226,12 @@ def main(argv=None):
                             instances=a.instances, max_sessions=a.max_sessions, idle_timeout=a.idle_timeout,
                             memory_budget=a.memory_budget, ort_library=a.ort_library)
     server = Server(repo, a.workdir, http_port=a.http_port, grpc_port=a.grpc_port)
+
+    def terminate(*_):   # tritonserver runs in a session of its own: a kill of this script stops it too
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGHUP, terminate)
     try:
         server.wait_ready(list(models))
         print(f"serving {', '.join(models)}: HTTP {server.http_url}, gRPC {server.grpc_url} "

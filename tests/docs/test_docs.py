@@ -31,13 +31,13 @@ LIBDIR = REPO / "target" / "release"
 # Paths the docs may name that a checkout does not hold: build outputs, fetched files, the layout of
 # an install prefix, a package's folder once installed.
 GENERATED = (
-    "target/", "build/", ".cache/", ".venv/", ".venv-slicer/",
+    "target/", "build/", ".cache/", ".venv/", ".venv-slicer/", ".venv-triton/",
     "fuzz/seeds/", "fuzz/corpus/", "fuzz/artifacts/", "fuzz/target/",
     "lib/", "share/", "sam3d/_lib/", "python/sam3d/_lib/",
 )
 # top-level folders whose paths are checked even without an extension (models/demo-lesion)
 TOP = {p.name for p in REPO.iterdir() if p.is_dir() and not p.name.startswith((".git", ".pytest"))} - {
-    "target", "build", ".cache", ".venv", ".venv-slicer"
+    "target", "build", ".cache", ".venv", ".venv-slicer", ".venv-triton"
 }
 
 

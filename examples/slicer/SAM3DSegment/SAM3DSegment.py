@@ -4,7 +4,9 @@ The thin application layer only: the widget picks a volume, a markups point, the
 the device, and calls `SAM3DSegmentLib.SAM3DSegmentLogic`, which needs nothing but MRML (it is
 tested headless with the slicer-core package). Requires the `sam3d` Python binding in Slicer's
 Python (`PythonSlicer -m pip install /path/to/libsam3d/python`) and libsam3d + ONNX Runtime
-(`make install`, or SAM3D_LIBRARY / SAM3D_ORT_LIBRARY).
+(`make install`, or SAM3D_LIBRARY / SAM3D_ORT_LIBRARY). With a server set (a Triton Inference Server
+running serve/triton), the sessions run there and only the binding and tritonclient are needed here
+(`PythonSlicer -m pip install "tritonclient[http]"`, or `[grpc]` for a grpc:// URL).
 """
 import os
 
@@ -14,6 +16,11 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleWidget)
 
 from SAM3DSegmentLib import SAM3DSegmentLogic
+from SAM3DSegmentLib.logic import stage_label
+
+# the module's keys in Slicer's application settings (kept between sessions of Slicer)
+SETTING_SERVER = "SAM3DSegment/Server"
+SETTING_SERVER_MODEL = "SAM3DSegment/ServerModel"
 
 
 class SAM3DSegment(ScriptedLoadableModule):
@@ -42,7 +49,18 @@ class SAM3DSegmentWidget(ScriptedLoadableModuleWidget):
         self.model = qt.QLineEdit(os.environ.get("SAM3D_MODEL", ""))
         # the model opens and warms up as soon as its settings are known, not at the first click
         self.model.connect("editingFinished()", self._prepare)
+        self.model.setToolTip("the libsam3d model package folder (not needed when a server is set)")
         form.addRow("Model package:", self.model)
+        settings = qt.QSettings()
+        self.server = qt.QLineEdit(str(settings.value(SETTING_SERVER, "") or ""))
+        self.server.setToolTip("a Triton server running serve/triton, e.g. http://gpu-server:8000 or "
+                               "grpc://gpu-server:8001; empty: segment in this process")
+        self.server.connect("editingFinished()", self._server_changed)
+        form.addRow("Server:", self.server)
+        self.server_model = qt.QLineEdit(str(settings.value(SETTING_SERVER_MODEL, "sam3d") or "sam3d"))
+        self.server_model.setToolTip("the model's name on the server (its --model NAME=PACKAGE)")
+        self.server_model.connect("editingFinished()", self._server_changed)
+        form.addRow("Server model:", self.server_model)
         self.device = qt.QComboBox()
         self.device.addItems(["cpu", "cuda", "tensorrt"])
         self.device.connect("currentIndexChanged(int)", lambda _i: self._prepare())
@@ -91,35 +109,75 @@ class SAM3DSegmentWidget(ScriptedLoadableModuleWidget):
         self._logic = None
 
     def _progress(self, stage, done):
-        self.status.text = f"{stage} {'done' if done else '...'}"
+        self.status.text = f"{stage_label(stage)} {'done' if done else '...'}"
         slicer.app.processEvents()
 
     def enter(self):
         self._prepare()
 
+    def cleanup(self):
+        self._drop_logic()
+
+    def _server_changed(self):
+        settings = qt.QSettings()
+        settings.setValue(SETTING_SERVER, self.server.text.strip())
+        settings.setValue(SETTING_SERVER_MODEL, self.server_model.text.strip() or "sam3d")
+        self._prepare()
+
+    def _drop_logic(self):
+        """Stop the logic's warm-up and end its sessions (on a server they would otherwise hold its
+        memory until its idle timeout)."""
+        if self._logic is not None:
+            self._logic.stop_warm_up()
+            self._logic.close()
+            self._logic = None   # a new model that fails to open leaves no stale logic behind
+
     def _logic_for_settings(self):
         """The logic for the current settings: the open one, or a new one (the old one's warm-up stopped)."""
+        server = self.server.text.strip()
+        server_model = self.server_model.text.strip() or "sam3d"
         gpu = {"gpu_memory_limit": int(self.memory.value) << 20, "cuda_tf32": bool(self.tf32.checked)}
-        key = (self.model.text, self.device.currentText, tuple(sorted(gpu.items())))
+        # with a server, the local model settings do not matter: changing them keeps its sessions
+        key = (server, server_model) if server else (self.model.text, self.device.currentText,
+                                                     tuple(sorted(gpu.items())))
         if self._logic is None or self._logic_key != key:
-            if self._logic is not None:
-                self._logic.stop_warm_up()
-                self._logic = None   # a new model that fails to open leaves no stale logic behind
-            self._logic = SAM3DSegmentLogic(self.model.text, device=self.device.currentText,
-                                            progress=self._progress, **gpu)
+            self._drop_logic()
+            if server:
+                self._logic = SAM3DSegmentLogic(progress=self._progress, server=server, server_model=server_model)
+            else:
+                self._logic = SAM3DSegmentLogic(self.model.text, device=self.device.currentText,
+                                                progress=self._progress, **gpu)
             self._logic_key = key
         return self._logic
 
     def _prepare(self):
-        """Open the model and warm it up in the background; a failure here only shows in the status
-        line (the Segment button reports it in full)."""
-        if not self.model.text:
+        """Open the model and warm it up in the background (with a server: check it has the model);
+        a failure here only shows in the status line (the Segment button reports it in full)."""
+        server = self.server.text.strip()
+        if not self.model.text and not server:
             return
         try:
-            self._logic_for_settings().start_warm_up()
-            self.status.text = "model open, warming up in the background"
+            logic = self._logic_for_settings()
+            thread = logic.start_warm_up()
+            if server:
+                self.status.text = f"server {server}: checking it has the model"
+                self._show_server_check(logic, thread)
+            else:
+                self.status.text = "model open, warming up in the background"
         except Exception as e:  # noqa: BLE001 - shown, and raised again by onApply
-            self.status.text = f"model: {e}"
+            self.status.text = f"{'server' if server else 'model'}: {e}"
+
+    def _show_server_check(self, logic, thread):
+        """The server check's outcome in the status line once it is in (polled: the check runs on
+        its own thread, and Qt widgets are only touched from this one)."""
+        if logic is not self._logic:
+            return   # the settings changed meanwhile: that logic's outcome no longer matters
+        if thread.is_alive():
+            qt.QTimer.singleShot(200, lambda: self._show_server_check(logic, thread))
+        elif logic.warm_up_outcome == "done":
+            self.status.text = f"server {logic.server}: model {logic.server_model!r} ready"
+        else:
+            self.status.text = f"server: {logic.warm_up_outcome}"
 
     def _run(self, what, job):
         with slicer.util.tryWithErrorDisplay(f"SAM3D {what} failed", waitCursor=True):

@@ -8,9 +8,14 @@ segmentation node whose labelmap has the volume's geometry.
 
 Transforms: the volume and the point are taken in world coordinates of untransformed nodes; a
 volume under a non-linear or parent transform must be hardened first (refused otherwise).
+
+With a server URL the sessions run on a Triton Inference Server (serve/triton) through
+`sam3d.remote.RemoteSession`: the same volume array and geometry go to the server once per volume,
+no model is opened here, and results, errors and undo are the server's libsam3d's.
 """
 from __future__ import annotations
 
+import importlib
 import threading
 
 import numpy as np
@@ -28,6 +33,14 @@ except ImportError:  # pragma: no cover
 # the status line's words for a click whose mask is empty (`sam3d.Result.empty`)
 NOTHING_FOUND = "the click found nothing (empty mask): click inside the structure"
 
+# progress stages as the status line words them; the library's own five are words already
+STAGE_LABELS = {"remote": "computing on the server"}
+
+
+def stage_label(stage: str) -> str:
+    """A progress stage's name for people (`STAGE_LABELS`, else the name itself)."""
+    return STAGE_LABELS.get(stage, stage)
+
 
 def _matrix(vtk_m) -> np.ndarray:
     return np.array([[vtk_m.GetElement(r, c) for c in range(4)] for r in range(4)])
@@ -42,16 +55,41 @@ class SAM3DSegmentLogic:
     volume's session.
 
     model_dir: a libsam3d model package; device: "cpu", "cuda" or "tensorrt" (falls back to CPU,
-    `provider_note` says why); progress: callable(stage, done) for the five pipeline stages; gpu: the
-    binding's GPU settings (`device_id`, `gpu_memory_limit`, `trt_fp16`, `trt_cache_dir`, `cuda_tf32`).
-    `message` says what the last `segment()` found, for the module's status line."""
+    `provider_note` says why); progress: callable(stage, done) for the five pipeline stages, or
+    "remote" for a call on the server (`stage_label` words them); gpu: the binding's GPU settings
+    (`device_id`, `gpu_memory_limit`, `trt_fp16`, `trt_cache_dir`, `cuda_tf32`).
+    `message` says what the last `segment()` found, for the module's status line.
 
-    def __init__(self, model_dir: str, device: str = "cpu", threads: int = 0, runtime_library: str = None,
-                 progress=None, **gpu):
-        self.runtime = sam3d.Runtime(runtime_library)
-        self.model = sam3d.Model(self.runtime, model_dir, device=device, threads=threads, **gpu)
-        info = self.model.info
-        self.provider, self.provider_note = info["provider"], info["provider_note"]
+    server: a Triton server's URL (http://host:8000 or grpc://host:8001) that runs the sessions,
+    with its model `server_model`; `model_dir`, device, threads and gpu are then not used (the
+    server's own settings hold) and may be left out. `cancel()` stops the running call either way."""
+
+    def __init__(self, model_dir: str = None, device: str = "cpu", threads: int = 0, runtime_library: str = None,
+                 progress=None, server: str = None, server_model: str = "sam3d", **gpu):
+        self.server = server or None
+        self.server_model = server_model
+        if self.server is None:
+            if not model_dir:
+                raise ValueError("no model package and no server: set one of them")
+            self.runtime = sam3d.Runtime(runtime_library)
+            self.model = sam3d.Model(self.runtime, model_dir, device=device, threads=threads, **gpu)
+            info = self.model.info
+            self.provider, self.provider_note = info["provider"], info["provider_note"]
+            self.accepts_negative = "negative" in self.model.prompts
+        else:
+            # imported here so that the in-process path needs no tritonclient
+            from sam3d import remote
+            self._remote = remote
+            flavour = "grpc" if self.server.startswith("grpc://") else "http"
+            try:  # here rather than at the first click, where it would read as a failed segmentation
+                importlib.import_module(f"tritonclient.{flavour}")
+            except ImportError as e:
+                raise ImportError(f"a server needs tritonclient in this Python: "
+                                  f"pip install \"tritonclient[{flavour}]\" ({e})") from e
+            self.runtime = self.model = None
+            # the server's provider and prompts are known once a session has started on it
+            self.provider, self.provider_note = f"server {self.server}", ""
+            self.accepts_negative = False
         self.progress = progress
         self._sessions = {}   # volume node ID -> (session, volume, image data modified time): the
         # encoder's cached region serves later clicks near earlier ones on the same volume
@@ -59,8 +97,8 @@ class SAM3DSegmentLogic:
         self._warm_thread = None
         self.warm_up_outcome = None   # None (not run or running), "done", "stopped" or an error message
         self.message = ""
-        self.accepts_negative = "negative" in self.model.prompts
         self.zoom_out = 4
+        self._running = None  # the session whose call `cancel()` stops
 
     # ---- warm-up ---------------------------------------------------------------------------------
     def start_warm_up(self) -> threading.Thread:
@@ -68,11 +106,25 @@ class SAM3DSegmentLogic:
         synthetic volume, so the user's first click does not pay for ONNX Runtime's first runs; on CUDA
         and TensorRT those are the slow ones). A click stops it (libsam3d preempts a running warm-up),
         so it never delays one. Started once per logic: later calls return the same thread.
-        `warm_up_outcome` says how it ended."""
+        `warm_up_outcome` says how it ended.
+
+        With a server nothing runs here (the server warmed its model when it loaded it): the thread
+        checks instead that the server has the model ready, so a wrong URL or name shows early."""
         if self._warm_thread is None:
-            self._warm_thread = threading.Thread(target=self._warm_up, name="sam3d-warm-up", daemon=True)
+            target = self._warm_up if self.server is None else self._check_server
+            self._warm_thread = threading.Thread(target=target, name="sam3d-warm-up", daemon=True)
             self._warm_thread.start()
         return self._warm_thread
+
+    def _check_server(self):
+        try:
+            # a short timeout: an unreachable host should not keep this thread for minutes
+            _, client = self._remote.connect(self.server, timeout=10.0)
+            ready = client.is_model_ready(self.server_model)
+            self.warm_up_outcome = "done" if ready else (
+                f"the server at {self.server} has no model {self.server_model!r} ready")
+        except Exception as e:  # noqa: BLE001 - reported; the clicks report their own errors
+            self.warm_up_outcome = f"no answer from the server at {self.server}: {e}"
 
     def _warm_up(self):
         try:
@@ -85,10 +137,59 @@ class SAM3DSegmentLogic:
 
     def stop_warm_up(self):
         """Stop a running warm-up and wait for its thread (before the logic is replaced, so that it
-        stops using the CPU/GPU)."""
-        if self._warm_thread is not None:
+        stops using the CPU/GPU). A server check is left to end on its own: it uses neither, and
+        waiting for an unreachable server would hold the caller for its timeout."""
+        if self._warm_thread is not None and self.server is None:
             self.model.cancel_warm_up()
             self._warm_thread.join()
+
+    # ---- calls on the sessions -------------------------------------------------------------------
+    def cancel(self):
+        """Stop the running call (from another thread, or from the progress callback): it raises
+        sam3d.Error SAM3D_STATUS_CANCELLED and its segment stays as it was. On a server the call still
+        finishes there: after a cancelled refine or undo the segment is no longer the one `refine`
+        and `undo` work on (segment again, or start from it)."""
+        session = self._running
+        if session is not None:
+            session.cancel()
+
+    def _call(self, volume_node, session, method: str, *args, **kwargs):
+        """`session.method(*args, **kwargs)`, which `cancel()` can stop. A remote session the server
+        no longer holds (its idle timeout, a restart) is started again there with everything done on
+        it so far, then the call is made again."""
+        self._running = session
+        try:
+            try:
+                return getattr(session, method)(*args, **kwargs)
+            except sam3d.Error as e:
+                if self.server is None:
+                    raise
+                if isinstance(e, self._remote.SessionLost):
+                    session.resume()
+                    return getattr(session, method)(*args, **kwargs)
+                current = self._current.get(volume_node.GetID())
+                if e.name == "SAM3D_STATUS_CANCELLED" and current is not None and args and args[0] == current[0]:
+                    # the server still applies a cancelled refine or undo, which the segment never
+                    # shows: refining or undoing on would build on (or undo) that unseen step
+                    del self._current[volume_node.GetID()]
+                raise
+        finally:
+            self._running = None
+
+    def close(self):
+        """End every session (on a server: frees its memory there now rather than at its idle
+        timeout). The logic opens new ones if it is used again."""
+        sessions, self._sessions = self._sessions, {}
+        self._current.clear()
+        for session, _vol, _mtime in sessions.values():
+            self._close_session(session)
+
+    @staticmethod
+    def _close_session(session):
+        try:
+            session.close()
+        except Exception:  # noqa: BLE001 - a server already gone or a call still running: nothing to end
+            pass
 
     # ---- MRML <-> libsam3d ----------------------------------------------------------------------
     @staticmethod
@@ -116,14 +217,26 @@ class SAM3DSegmentLogic:
         mtime = volume_node.GetImageData().GetMTime()
         cached = self._sessions.get(key)
         if cached is None or cached[2] != mtime:
+            if cached is not None:
+                self._close_session(cached[0])
             arr = self.volume_array(volume_node)
             geom = sam3d.Geometry.from_ras_affine(self.ijk_to_ras(volume_node), arr.shape)
-            vol = sam3d.Volume.from_array(arr, geometry=geom)
-            session = sam3d.Session(self.model, vol, progress=self.progress)
+            if self.server is None:
+                vol = sam3d.Volume.from_array(arr, geometry=geom)
+                session = sam3d.Session(self.model, vol, progress=self.progress)
+            else:
+                vol = None   # the session sends a copy of the voxels to the server
+                session = self._remote.RemoteSession(self.server, arr, model=self.server_model, geometry=geom,
+                                                     progress=self.progress)
+                info = session.server_info.get("model", {})
+                self.provider = f"{info.get('provider', '?')} on the server {self.server}"
+                self.accepts_negative = "negative" in session.prompts
             cached = (session, vol, mtime)
             self._sessions[key] = cached
             self._current.pop(key, None)
-        cached[0].set_zoom_out(self.zoom_out)
+        # only when it changes: on a server each setting is a round trip
+        if cached[0].zoom_out != self.zoom_out:
+            self._call(volume_node, cached[0], "set_zoom_out", self.zoom_out)
         return cached
 
     # ---- the job ---------------------------------------------------------------------------------
@@ -139,9 +252,9 @@ class SAM3DSegmentLogic:
         point_node.GetNthControlPointPositionWorld(point_index, ras)
         session = self._session(volume_node)[0]
         # a new click on this volume starts a new object (refine() adds clicks to it)
-        obj = session.add_object()
+        obj = self._call(volume_node, session, "add_object")
         self.message = ""
-        result = session.click(obj, ras, coord="ras")
+        result = self._call(volume_node, session, "click", obj, ras, coord="ras")
         return self._publish(volume_node, session, obj, result, segmentation_node, segment_name)
 
     def _publish(self, volume_node, session, obj, result, segmentation_node=None, segment_name="lesion",
@@ -172,7 +285,7 @@ class SAM3DSegmentLogic:
         ras = [0.0, 0.0, 0.0]
         point_node.GetNthControlPointPositionWorld(point_index, ras)
         session, (obj, seg, sid) = self._current_object(volume_node)
-        result = session.click(obj, ras, coord="ras", positive=positive)
+        result = self._call(volume_node, session, "click", obj, ras, coord="ras", positive=positive)
         return self._publish(volume_node, session, obj, result, seg, segment_id=sid)
 
     def segment_box(self, volume_node, roi_node, segmentation_node=None, segment_name="lesion"):
@@ -181,8 +294,8 @@ class SAM3DSegmentLogic:
         bounds = [0.0] * 6
         roi_node.GetRASBounds(bounds)
         session = self._session(volume_node)[0]
-        obj = session.add_object()
-        result = session.set_box(obj, bounds[0::2], bounds[1::2], coord="ras")
+        obj = self._call(volume_node, session, "add_object")
+        result = self._call(volume_node, session, "set_box", obj, bounds[0::2], bounds[1::2], coord="ras")
         return self._publish(volume_node, session, obj, result, segmentation_node, segment_name)
 
     def start_from_segment(self, volume_node, segmentation_node, segment_id):
@@ -190,8 +303,8 @@ class SAM3DSegmentLogic:
         the current object's starting mask; later `refine` clicks add to it and update it in place."""
         mask = self.segment_mask(segmentation_node, segment_id, volume_node)
         session = self._session(volume_node)[0]
-        obj = session.add_object()
-        result = session.set_mask(obj, mask)
+        obj = self._call(volume_node, session, "add_object")
+        result = self._call(volume_node, session, "set_mask", obj, mask)
         self._current[volume_node.GetID()] = (obj, segmentation_node, segment_id)
         self.message = f"starting from {result.voxels} voxels"
         return segmentation_node, segment_id, result
@@ -199,7 +312,7 @@ class SAM3DSegmentLogic:
     def undo(self, volume_node):
         """Undo the current segment's last interaction and update the segment."""
         session, (obj, seg, sid) = self._current_object(volume_node)
-        result = session.undo(obj)
+        result = self._call(volume_node, session, "undo", obj)
         return self._publish(volume_node, session, obj, result, seg, segment_id=sid)
 
     def add_segment(self, volume_node, mask: np.ndarray, segmentation_node=None, segment_name="lesion",

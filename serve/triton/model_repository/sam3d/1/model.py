@@ -21,6 +21,8 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
+        if args.get("model_instance_kind") == "GPU":   # KIND_GPU instances: the GPU Triton gave this one
+            params.setdefault("device_id", str(args.get("model_instance_device_id", "0")))
         idle_us = int(config.get("sequence_batching", {}).get("max_sequence_idle_microseconds", 0) or 0)
         # Triton's default idle timeout (1 s) when the config sets none; the table frees sessions at
         # the same moment Triton forgets their sequence
