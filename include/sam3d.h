@@ -885,6 +885,22 @@ enum Sam3dStatus sam3d_session_get_mask(struct Sam3dSession *s,
                                         size_t size);
 
 /**
+ * Write `object`'s mask inside `box` into the caller's buffer: `size` bytes = the box's voxel
+ * count, uint8 0/1, i fastest within the box. A host that keeps its own copy of the mask copies only
+ * an interaction's changed box (`Sam3dResult.changed`) this way. The buffer is written only on
+ * success.
+ *
+ * @return `SAM3D_STATUS_OK`; `SAM3D_STATUS_NULL_POINTER`; `SAM3D_STATUS_OUT_OF_BOUNDS` (the box is
+ * not inside the volume, or has lo > hi); `SAM3D_STATUS_INVALID_ARGUMENT` (size, no such object);
+ * `SAM3D_STATUS_BUSY`.
+ */
+enum Sam3dStatus sam3d_session_get_mask_box(struct Sam3dSession *s,
+                                            uint32_t object,
+                                            const struct Sam3dBox *bx,
+                                            uint8_t *buffer,
+                                            size_t size);
+
+/**
  * `object`'s mask as a mask handle (a copy, with the volume's geometry).
  *
  * Ownership: on success `*out_mask` is a new mask; free it with `sam3d_mask_free`.

@@ -292,6 +292,15 @@ public:
     void get_mask(uint32_t object, uint8_t* buffer, size_t size) {
         detail::check(sam3d_session_get_mask(h_.get(), object, buffer, size));
     }
+    /// The mask inside `box` (e.g. an interaction's `changed`), i fastest within the box: what a
+    /// host keeping its own copy of the mask copies after each click.
+    std::vector<uint8_t> get_mask_box(uint32_t object, const Sam3dBox& box) {
+        size_t n = 1;
+        for (int a = 0; a < 3; ++a) n *= box.hi[a] > box.lo[a] ? size_t(box.hi[a] - box.lo[a]) : 0;
+        std::vector<uint8_t> out(n);
+        detail::check(sam3d_session_get_mask_box(h_.get(), object, &box, out.data(), out.size()));
+        return out;
+    }
 
 private:
     /// An exception from the progress callback wins over the call's status (CANCELLED).

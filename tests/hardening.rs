@@ -549,3 +549,121 @@ fn calls_from_another_thread_during_a_click_get_busy() {
         Ok("SAM3D_STATUS_BUSY")
     );
 }
+
+/// The mask inside a box equals that box of the whole mask; boxes outside the volume, wrong sizes,
+/// NULL pointers and unknown objects are refused without writing the buffer.
+#[test]
+fn mask_box_is_the_box_of_the_whole_mask_and_refuses_bad_boxes() {
+    let f = Fixture::new();
+    let p = [16.0, 16.0, 16.0];
+    let mut r = Sam3dResult::default();
+    assert_eq!(
+        unsafe { sam3d_session_click(f.session, 0, p.as_ptr(), 0, &mut r) },
+        Sam3dStatus::Ok
+    );
+    assert!(r.voxels > 0);
+    let mut whole = vec![0u8; 32 * 32 * 32];
+    assert_eq!(
+        unsafe { sam3d_session_get_mask(f.session, 0, whole.as_mut_ptr(), whole.len()) },
+        Sam3dStatus::Ok
+    );
+    let at = |i: u64, j: u64, k: u64| whole[(i + 32 * (j + 32 * k)) as usize];
+    // the changed box, a box straddling the mask's edge, the whole volume, one voxel
+    let boxes = [
+        (r.changed.lo, r.changed.hi),
+        ([0, 5, 13], [20, 31, 32]),
+        ([0, 0, 0], [32, 32, 32]),
+        ([16, 16, 16], [17, 17, 17]),
+    ];
+    for (lo, hi) in boxes {
+        let n = ((hi[0] - lo[0]) * (hi[1] - lo[1]) * (hi[2] - lo[2])) as usize;
+        let mut got = vec![7u8; n];
+        let bx = Sam3dBox { lo, hi };
+        assert_eq!(
+            unsafe { sam3d_session_get_mask_box(f.session, 0, &bx, got.as_mut_ptr(), n) },
+            Sam3dStatus::Ok
+        );
+        let mut want = Vec::with_capacity(n);
+        for k in lo[2]..hi[2] {
+            for j in lo[1]..hi[1] {
+                for i in lo[0]..hi[0] {
+                    want.push(at(i, j, k));
+                }
+            }
+        }
+        assert_eq!(got, want, "box {lo:?}..{hi:?}");
+    }
+    let ones = boxes[0].0;
+    let mut buf = vec![7u8; 8];
+    let bad = [
+        (
+            Sam3dBox {
+                lo: [0, 0, 0],
+                hi: [33, 1, 1],
+            },
+            33,
+            Sam3dStatus::OutOfBounds,
+        ),
+        (
+            Sam3dBox {
+                lo: [5, 0, 0],
+                hi: [4, 1, 1],
+            },
+            0,
+            Sam3dStatus::OutOfBounds,
+        ),
+        (
+            Sam3dBox {
+                lo: [0, 0, u64::MAX],
+                hi: [1, 1, u64::MAX],
+            },
+            0,
+            Sam3dStatus::OutOfBounds,
+        ),
+        (
+            Sam3dBox {
+                lo: [0, 0, 0],
+                hi: [2, 2, 2],
+            },
+            7,
+            Sam3dStatus::InvalidArgument,
+        ),
+        (Sam3dBox { lo: ones, hi: ones }, 0, Sam3dStatus::Ok),
+    ];
+    for (bx, size, want) in bad {
+        let ptr = if size == 0 {
+            null_mut()
+        } else {
+            buf.as_mut_ptr()
+        };
+        let st = unsafe { sam3d_session_get_mask_box(f.session, 0, &bx, ptr, size.min(8)) };
+        assert_eq!(st, want, "{bx:?} size {size}: {}", last_error());
+        assert_eq!(
+            buf, [7u8; 8],
+            "{bx:?}: the buffer is written only on success"
+        );
+    }
+    let one = Sam3dBox {
+        lo: [0, 0, 0],
+        hi: [2, 2, 2],
+    };
+    unsafe {
+        assert_eq!(
+            sam3d_session_get_mask_box(f.session, 0, null(), buf.as_mut_ptr(), 8),
+            Sam3dStatus::NullPointer
+        );
+        assert_eq!(
+            sam3d_session_get_mask_box(f.session, 0, &one, null_mut(), 8),
+            Sam3dStatus::NullPointer
+        );
+        assert_eq!(
+            sam3d_session_get_mask_box(null_mut(), 0, &one, buf.as_mut_ptr(), 8),
+            Sam3dStatus::NullPointer
+        );
+        assert_eq!(
+            sam3d_session_get_mask_box(f.session, 3, &one, buf.as_mut_ptr(), 8),
+            Sam3dStatus::InvalidArgument
+        );
+    }
+    assert_eq!(buf, [7u8; 8]);
+}

@@ -472,6 +472,9 @@ impl Bytes<'_> {
     fn u8(&mut self) -> u8 {
         self.take::<1>()[0]
     }
+    fn peek(&self) -> u8 {
+        self.data.get(self.pos).copied().unwrap_or(0)
+    }
     fn i8(&mut self) -> i8 {
         self.u8() as i8
     }
@@ -1009,9 +1012,60 @@ fn session_ops(
                     };
                 }
             }
+            3 if b.peek() % 6 >= 4 => {
+                // the mask inside a box: 4 a box inside the volume, 5 any box (also outside)
+                let inside = b.u8() % 6 == 4;
+                let mut lo = [0u64; 3];
+                let mut hi = [0u64; 3];
+                for a in 0..3 {
+                    let (x, y) = (b.u8() as u64, b.u8() as u64);
+                    if inside {
+                        let (x, y) = (x % (dims[a] + 1), y % (dims[a] + 1));
+                        (lo[a], hi[a]) = (x.min(y), x.max(y));
+                    } else {
+                        (lo[a], hi[a]) = (x, y);
+                    }
+                }
+                let count = (0..3).map(|a| hi[a].saturating_sub(lo[a])).product::<u64>() as usize;
+                let size = if b.u8().is_multiple_of(4) {
+                    count + 1
+                } else {
+                    count
+                };
+                let mut out = vec![7u8; size.max(1)];
+                let bx = Sam3dBox { lo, hi };
+                let st = unsafe { sam3d_session_get_mask_box(s, obj, &bx, out.as_mut_ptr(), size) };
+                ok_or_expected(st, "get_mask_box");
+                let fits = (0..3).all(|a| lo[a] <= hi[a] && hi[a] <= dims[a]);
+                if st == Sam3dStatus::Ok {
+                    assert!(
+                        fits && size == count && known.is_some(),
+                        "get_mask_box accepted {bx:?}, {size} bytes"
+                    );
+                    let mut whole = vec![0u8; n as usize];
+                    let st =
+                        unsafe { sam3d_session_get_mask(s, obj, whole.as_mut_ptr(), n as usize) };
+                    assert!(st == Sam3dStatus::Ok, "get_mask: {st:?}");
+                    let mut at = 0;
+                    for k in lo[2]..hi[2] {
+                        for j in lo[1]..hi[1] {
+                            for i in lo[0]..hi[0] {
+                                let w = whole[(i + dims[0] * (j + dims[1] * k)) as usize];
+                                assert_eq!(out[at], w, "get_mask_box at {i},{j},{k}");
+                                at += 1;
+                            }
+                        }
+                    }
+                } else {
+                    assert!(
+                        out.iter().all(|&v| v == 7),
+                        "get_mask_box wrote a refused buffer"
+                    );
+                }
+            }
             3 => {
                 // 0: the right size, 1: one short, 2: one more, 3: zero
-                let mode = b.u8() % 4;
+                let mode = b.u8() % 6;
                 let size = match mode {
                     0 => n as usize,
                     1 => n as usize - 1,

@@ -141,6 +141,7 @@ def _signatures(lib):
         "sam3d_session_set_zoom_out": (st, [_P, C.c_uint32]),
         "sam3d_session_get_zoom_out": (st, [_P, C.POINTER(C.c_uint32)]),
         "sam3d_session_get_zoom": (st, [_P, C.c_uint32, C.POINTER(C.c_double)]),
+        "sam3d_session_get_mask_box": (st, [_P, C.c_uint32, C.POINTER(_Box), C.POINTER(C.c_uint8), C.c_size_t]),
     }
     for name, (res, args) in sig.items():
         f = getattr(lib, name)
@@ -651,6 +652,19 @@ class Session(_Handle):
             _check(library().sam3d_session_get_mask(h, int(obj), buf.ctypes.data_as(C.POINTER(C.c_uint8)),
                                                     buf.size))
         return buf.reshape(nz, ny, nx).transpose(2, 1, 0)
+
+    def mask_box(self, obj: int, lo: Sequence[int], hi: Sequence[int]) -> np.ndarray:
+        """The object's mask inside the box [lo, hi) (e.g. a Result's changed_lo, changed_hi): uint8
+        0/1 indexed [i, j, k] within the box, without copying the whole volume."""
+        n = [max(0, int(h) - int(l)) for l, h in zip(lo, hi)]
+        buf = np.zeros(n[0] * n[1] * n[2], np.uint8)
+        box = _Box()
+        box.lo[:] = [int(v) for v in lo]
+        box.hi[:] = [int(v) for v in hi]
+        with self._live() as h:
+            _check(_later("sam3d_session_get_mask_box")(h, int(obj), C.byref(box),
+                                                        buf.ctypes.data_as(C.POINTER(C.c_uint8)), buf.size))
+        return buf.reshape(n[2], n[1], n[0]).transpose(2, 1, 0)
 
     def write_mask(self, obj: int, path: str):
         """Write the object's mask as a uint8 NIfTI file (.nii or .nii.gz) with the volume's

@@ -237,8 +237,8 @@ def load_clicks(clicks: Union[str, os.PathLike, dict], folder: str, suffix: str 
     for name, spec in data.items():
         path = os.path.join(folder, name)
         stem = _stem(name)
-        if os.path.isabs(name):
-            problems.append(f"{name}: the name must be relative to the folder {folder}")
+        if os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
+            problems.append(f"{name}: the name must be relative to the folder {folder}, inside it")
         elif stem is None:
             problems.append(f"{name}: not a NIfTI file name (.nii or .nii.gz)")
         elif not os.path.exists(path):

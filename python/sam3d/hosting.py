@@ -5,25 +5,26 @@ batch dimension removed) and returns the reply's tensors. It never raises: a fai
 is replied with its status name and message, a malformed request with SAM3D_STATUS_INVALID_ARGUMENT,
 anything unforeseen with SAM3D_STATUS_INTERNAL, so one client cannot take the server's process down.
 Sessions end at END, at a new START on the same correlation ID, and after `idle_timeout` seconds
-without a request (`reap`, run by `Reaper`), which matches Triton's own sequence idle timeout, so a
-client that vanishes leaves nothing behind.
+without a request, failed ones included (`reap`, run by `Reaper`), which matches Triton's own
+sequence idle timeout, so a client that vanishes leaves nothing behind.
 """
 from __future__ import annotations
 
-import ctypes as C
 import json
 import os
+import shutil
+import struct
 import tempfile
 import threading
 import time
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
 import numpy as np
 
-from . import (Error, EmptyMaskWarning, Geometry, Model, Result, Runtime, Session, Volume, _check, library,
-               set_memory_budget)
+from . import Error, EmptyMaskWarning, Geometry, Model, Result, Runtime, Session, Volume, set_memory_budget
 from . import wire
 
 _INVALID = "SAM3D_STATUS_INVALID_ARGUMENT"
@@ -44,6 +45,14 @@ class _Entry:
     volume: Volume
     dims: tuple
     last_used: float = field(default_factory=time.monotonic)
+    # requests that changed the session (mask ops, add_object, set_inference): a client that lost
+    # an answer on the network compares it with its own count to learn whether the call took effect
+    applied: int = 0
+    objects: int = 0
+
+    @property
+    def voxels(self) -> int:
+        return self.dims[0] * self.dims[1] * self.dims[2]
 
 
 def _text(req: dict, name: str, default: Optional[str] = None) -> Optional[str]:
@@ -65,7 +74,30 @@ def _object(req: dict, op: str) -> int:
     v = _need(req, "OBJECT", op).ravel()
     if v.size != 1:
         raise _Refused(_INVALID, f"OBJECT holds {v.size} values, not 1")
-    return int(v[0])
+    try:
+        obj = int(v[0])
+    except (TypeError, ValueError):
+        raise _Refused(_INVALID, f"OBJECT {v[0]!r} is not a whole number")
+    if not 0 <= obj < 2 ** 32:
+        raise _Refused(_INVALID, f"OBJECT {obj} is not an object ID (0 .. 2^32 - 1)")
+    return obj
+
+
+def _nifti_dims(data: bytes) -> Optional[tuple]:
+    """The dims a NIfTI-1 header declares (either byte order, gzip or not), read before anything is
+    decoded; None when the header is not one (the library then says what is wrong)."""
+    try:
+        head = bytes(data[:4096])
+        if head[:2] == b"\x1f\x8b":
+            head = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(bytes(data[:1 << 16]), 348)
+        for order in "<>":
+            if len(head) >= 348 and struct.unpack(order + "i", head[:4])[0] == 348:
+                dim = struct.unpack(order + "8h", head[40:56])
+                n = dim[0] if 1 <= dim[0] <= 7 else 3
+                return tuple(max(1, int(d)) for d in dim[1:1 + n])
+    except (zlib.error, struct.error):
+        pass
+    return None
 
 
 def _coord(req: dict) -> str:
@@ -85,14 +117,16 @@ def _points(req: dict, op: str, n: int) -> np.ndarray:
 class SessionTable:
     """Live sessions by correlation ID, for one model in one process (one Triton model instance)."""
 
-    def __init__(self, model: Model, *, max_sessions: int = 16, idle_timeout: float = 600.0, name: str = "sam3d"):
+    def __init__(self, model: Model, *, max_sessions: int = 16, idle_timeout: float = 600.0, name: str = "sam3d",
+                 max_voxels: int = 1 << 29):
         if max_sessions < 1:
             raise ValueError(f"max_sessions {max_sessions}: at least 1")
         self.model, self.max_sessions, self.idle_timeout, self.name = model, int(max_sessions), float(idle_timeout), name
-        self._sessions: Dict[int, _Entry] = {}
+        self.max_voxels = int(max_voxels)
+        self._sessions: Dict[object, _Entry] = {}
         self._lock = threading.RLock()
-        self._buffer = np.zeros(0, np.uint8)
-        self._tmp = tempfile.mkdtemp(prefix="sam3d-serve-")
+        _remove_stale_folders()
+        self._tmp = tempfile.mkdtemp(prefix=f"sam3d-serve-{os.getpid()}-")
 
     def __len__(self):
         with self._lock:
@@ -100,11 +134,13 @@ class SessionTable:
 
     # -- requests ---------------------------------------------------------------------------------
 
-    def handle(self, cid: int, start: bool, end: bool, req: dict) -> dict:
-        """One request of correlation ID `cid` (Triton's START and END flags): the reply's tensors."""
+    def handle(self, cid, start: bool, end: bool, req: dict) -> dict:
+        """One request of correlation ID `cid` (an int or a string, as Triton has it; START and END
+        flags): the reply's tensors."""
         with self._lock:
             op = "?"
             reply = {"info": {}}
+            entry = None
             try:
                 op = (_text(req, "OP") or "").lower()
                 if op not in wire.OPS:
@@ -117,7 +153,8 @@ class SessionTable:
                                              "first; sessions end at END and after "
                                              f"{self.idle_timeout:g} s without a request")
                 self._run(op, entry, req, reply)
-                entry.last_used = time.monotonic()
+                if op in wire.MASK_OPS + ("add_object", "set_inference"):
+                    entry.applied += 1
                 status, message = wire.OK, ""
             except Error as e:
                 status, message = e.name, e.message
@@ -125,6 +162,10 @@ class SessionTable:
                 status, message = e.status, e.message
             except Exception as e:  # never let one request take the instance down
                 status, message = "SAM3D_STATUS_INTERNAL", f"{type(e).__name__}: {e}"
+            if entry is not None:
+                # a failed request is activity too: Triton keeps the sequence, so the session stays
+                entry.last_used = time.monotonic()
+                reply["info"].update(applied=entry.applied, objects=entry.objects)
             if end:
                 self._drop(cid)
             if status != wire.OK:
@@ -144,6 +185,8 @@ class SessionTable:
         if data.size != 1:
             raise _Refused(_INVALID, f"VOLUME holds {data.size} elements, not 1")
         data = data[0]
+        if not isinstance(data, (bytes, bytearray)):
+            raise _Refused(_INVALID, "VOLUME holds no bytes")
         dtype = _text(req, "VOLUME_DTYPE", "")
         volume = self._raw_volume(data, dtype, req) if dtype else self._nifti_volume(data)
         session = Session(self.model, volume)
@@ -157,6 +200,7 @@ class SessionTable:
             dims, spacing, origin, direction = wire.split_geometry(_need(req, "GEOMETRY", "start with raw voxels"))
         except ValueError as e:
             raise _Refused(_INVALID, str(e))
+        self._check_voxels(dims)
         dt = np.dtype(dtype).newbyteorder("<")
         need = int(np.prod(dims, dtype=object)) * dt.itemsize
         if len(data) != need:
@@ -164,7 +208,21 @@ class SessionTable:
         array = np.frombuffer(data, dt).reshape(dims, order="F")
         return Volume.from_array(array, geometry=Geometry(dims, spacing, origin, direction))
 
+    def _check_voxels(self, dims):
+        """Refuse a volume that would take the instance's live voxels past `max_voxels`: the memory
+        budget bounds one array, this bounds what all sessions hold (a small .nii.gz may declare a
+        huge volume)."""
+        n = int(np.prod([int(d) for d in dims], dtype=object))
+        held = sum(e.voxels for e in self._sessions.values())
+        if held + n > self.max_voxels:
+            raise _Refused("SAM3D_STATUS_TOO_LARGE",
+                           f"a volume of {n} voxels ({'x'.join(str(int(d)) for d in dims)}) with the {held} this "
+                           f"instance's sessions hold exceeds its max_voxels of {self.max_voxels}")
+
     def _nifti_volume(self, data: bytes) -> Volume:
+        dims = _nifti_dims(data)
+        if dims is not None:
+            self._check_voxels(dims[:3])
         suffix = ".nii.gz" if bytes(data[:2]) == b"\x1f\x8b" else ".nii"
         fd, path = tempfile.mkstemp(suffix=suffix, dir=self._tmp)
         try:
@@ -198,10 +256,13 @@ class SessionTable:
             reply["patch"] = self._mask_box(entry, obj, r.changed_lo, r.changed_hi)
         elif op == "add_object":
             reply["info"]["object"] = s.add_object()
+            entry.objects += 1
         elif op == "set_inference":
             v = _need(req, "SETTINGS", op).astype(np.int64).ravel()
             if v.size != 3:
                 raise _Refused(_INVALID, f"SETTINGS holds {v.size} values, not 3 (flips, keep, zoom-out)")
+            if (v < 0).any() or (v >= 2 ** 32).any():
+                raise _Refused(_INVALID, f"SETTINGS {v.tolist()}: flips, keep and zoom-out are not negative")
             s.set_inference(int(v[0]), bool(v[1]), int(v[2]) if v[2] else None)
             reply["info"].update(self._describe(entry))
         elif op == "get_mask":
@@ -217,28 +278,23 @@ class SessionTable:
                 s.write_mask(obj, path)
                 with open(path, "rb") as f:
                     reply["patch"] = np.frombuffer(f.read(), np.uint8)
+            except Error as e:   # not the server's temporary path
+                raise Error(e.status, e.message.replace(path, "the mask file"), name=e.name) from None
             finally:
-                os.unlink(path)
+                if os.path.exists(path):
+                    os.unlink(path)
         elif op in ("info", "start"):
             reply["info"].update(self._describe(entry))
         # "end": nothing to do beyond the END flag
 
-    def _mask_box(self, entry: _Entry, obj: int, lo=(0, 0, 0), hi=None) -> np.ndarray:
-        """The object's mask inside [lo, hi) as packed bits. The library copies the whole mask into
-        one buffer the table keeps (requests run one at a time under its lock): a fresh volume-sized
-        array per click costs page faults comparable to the click on a large CT."""
-        nx, ny, nz = entry.dims
-        n = nx * ny * nz
-        if self._buffer.size < n:
-            self._buffer = np.empty(n, np.uint8)
-        buf = self._buffer[:n]
-        with entry.session._live() as h:
-            _check(library().sam3d_session_get_mask(h, int(obj), buf.ctypes.data_as(C.POINTER(C.c_uint8)), n))
+    @staticmethod
+    def _mask_box(entry: _Entry, obj: int, lo=(0, 0, 0), hi=None) -> np.ndarray:
+        """The object's mask inside [lo, hi) as packed bits: only the box leaves the library (a
+        whole-volume copy per click would cost as much as the click on a large CT)."""
         hi = entry.dims if hi is None else hi
         if 0 in wire.box_shape(lo, hi):
             return np.zeros(0, np.uint8)
-        box = buf.reshape(nz, ny, nx)[lo[2]:hi[2], lo[1]:hi[1], lo[0]:hi[0]]   # i fastest
-        return np.packbits(box.ravel(), bitorder="little")
+        return np.packbits(entry.session.mask_box(obj, lo, hi).ravel(order="F"), bitorder="little")
 
     @staticmethod
     def _mask_op(op: str, s: Session, obj: int, entry: _Entry, req: dict) -> Result:
@@ -278,8 +334,6 @@ class SessionTable:
         if entry is not None:
             entry.session.close()
             entry.volume.close()
-        if not self._sessions:
-            self._buffer = np.zeros(0, np.uint8)   # an idle instance returns to its baseline
 
     def reap(self, now: Optional[float] = None) -> int:
         """End the sessions idle for longer than the timeout; returns how many."""
@@ -294,10 +348,18 @@ class SessionTable:
         with self._lock:
             for cid in list(self._sessions):
                 self._drop(cid)
-        try:
-            os.rmdir(self._tmp)
-        except OSError:
-            pass
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+
+def _remove_stale_folders():
+    """Temporary folders of instances that ended without `close` (a killed server): named by the
+    process that made them, removed when that process is gone."""
+    base = tempfile.gettempdir()
+    for name in os.listdir(base):
+        parts = name.split("-")
+        if name.startswith("sam3d-serve-") and len(parts) >= 4 and parts[2].isdigit():
+            if not os.path.exists(f"/proc/{parts[2]}"):
+                shutil.rmtree(os.path.join(base, name), ignore_errors=True)
 
 
 class Reaper(threading.Thread):
@@ -320,7 +382,8 @@ class Reaper(threading.Thread):
 def open_table(params: dict, *, idle_timeout: float, base_dir: str, name: str) -> SessionTable:
     """A table for the model described by Triton `parameters` (strings): package (relative paths from
     `base_dir`), device, device_id (the GPU), threads, memory_budget (bytes, 0 default), max_sessions,
-    warm_up (0/1), ort_library (optional: else libsam3d's own search)."""
+    max_voxels (all live sessions' voxels), warm_up (0/1), ort_library (optional: else libsam3d's
+    own search)."""
     def get(key, default):
         v = params.get(key, "")
         return default if v in ("", None) else v
@@ -338,7 +401,8 @@ def open_table(params: dict, *, idle_timeout: float, base_dir: str, name: str) -
                   device_id=int(get("device_id", "0")))
     if get("warm_up", "1") not in ("0", "false", "False"):
         model.warm_up()
-    return SessionTable(model, max_sessions=int(get("max_sessions", "16")), idle_timeout=idle_timeout, name=name)
+    return SessionTable(model, max_sessions=int(get("max_sessions", "16")), idle_timeout=idle_timeout, name=name,
+                        max_voxels=int(get("max_voxels", str(1 << 29))))
 
 
 __all__ = ["SessionTable", "Reaper", "open_table"]

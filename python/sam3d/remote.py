@@ -21,6 +21,7 @@ import json
 import os
 import secrets
 import threading
+import time
 import warnings
 from typing import Callable, Optional, Sequence, Tuple
 
@@ -46,14 +47,20 @@ class SessionLost(Error):
 
 
 def connect(url: str, timeout: float = 600.0):
-    """A tritonclient client for `url`: grpc://host:port, http://host:port or host:port (HTTP)."""
-    if url.startswith("grpc://"):
+    """A tritonclient client for `url`: http://, https://, grpc:// or grpcs://host:port (host:port:
+    HTTP)."""
+    scheme, sep, host = url.partition("://")
+    if not sep:
+        scheme, host = "http", url
+    if scheme in ("grpc", "grpcs"):
         import tritonclient.grpc as tc
-        return tc, tc.InferenceServerClient(url[len("grpc://"):])
+        return tc, tc.InferenceServerClient(host, ssl=scheme == "grpcs")
+    if scheme not in ("http", "https"):
+        raise ValueError(f"server URL {url!r}: http://, https://, grpc:// or grpcs://host:port")
     import tritonclient.http as tc
-    host = url.split("://", 1)[1] if url.startswith("http://") else url
     # connecting is quick or not at all; a request may wait for an encode on a busy server
-    return tc, tc.InferenceServerClient(host, connection_timeout=min(timeout, 30.0), network_timeout=timeout)
+    return tc, tc.InferenceServerClient(host, ssl=scheme == "https", connection_timeout=min(timeout, 30.0),
+                                        network_timeout=timeout)
 
 
 class RemoteSession:
@@ -75,12 +82,16 @@ class RemoteSession:
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="sam3d-remote")
         self._history = []          # (op, inputs) replayed by resume()
         self._masks = {}
+        self._state = threading.Lock()   # the masks, as the pool thread applies answers to them
+        self._unsure = None         # a state-changing call whose answer was lost on the network
         self._info = {}
         self._closed = False
         self._client = None
+        self._cid = None
         try:
             self._tc, self._client = self._pool.submit(connect, url, timeout).result()
-            self._pool.submit(self._start).result()
+            self._cid, self._info = self._pool.submit(self._open).result()
+            self.dims = tuple(self._info["dims"])
         except BaseException:
             self._shutdown()
             raise
@@ -109,38 +120,47 @@ class RemoteSession:
         return {"VOLUME": raw, "VOLUME_DTYPE": dtype,
                 "GEOMETRY": wire.geometry_values(geometry.dims, geometry.spacing, geometry.origin, geometry.direction)}
 
-    def _start(self):
-        self._cid = secrets.randbits(63) | 1
-        self._masks = {}
-        try:
-            out = self._send("start", self._start_inputs, start=True)
-        except Error as e:
-            if not isinstance(e, SessionLost):
-                self._end_quietly()   # a refused START still holds a sequence slot until its END
-            raise
-        self._info = out["info"]
-        self.dims = tuple(self._info["dims"])
+    def _open(self, attempts: int = 4):
+        """START a new sequence: (correlation ID, the start's INFO). A START refused as BUSY is tried
+        again under a new ID: Triton gives a new sequence a free slot, which may be on an instance
+        with room for a session."""
+        for attempt in range(attempts):
+            cid = secrets.randbits(63) | 1
+            try:
+                return cid, self._send("start", self._start_inputs, start=True, cid=cid)["info"]
+            except Error as e:
+                if not isinstance(e, SessionLost):
+                    self._end_quietly(cid)   # a refused START still holds a sequence slot until its END
+                if e.name != "SAM3D_STATUS_BUSY" or attempt == attempts - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
-    def _end_quietly(self):
+    def _end_quietly(self, cid=None):
         try:
-            self._send("end", {}, end=True)
+            self._send("end", {}, end=True, cid=cid)
         except Exception:
             pass
 
     def resume(self):
         """Start the session again on the server (a new sequence) and replay everything done so
-        far: after a `SessionLost`, a server restart, or to move to another server instance."""
+        far: after a `SessionLost`, a server restart, or to move to another server instance. The
+        old sequence is ended first; until the replay has succeeded, the masks here stay as they
+        were."""
         def replay():
-            self._start()
+            self._end_quietly(self._cid)
+            cid, info = self._open()
+            masks = {}
             for op, inputs in self._history:
-                self._apply(op, inputs, self._send(op, inputs))
+                self._apply(op, inputs, self._send(op, inputs, cid=cid), masks)
+            with self._state:
+                self._cid, self._info, self._masks, self._unsure = cid, info, masks, None
 
         with self._call_guard():
             self._pool.submit(replay).result()   # after a cancelled call still on its way
 
     # -- the wire ---------------------------------------------------------------------------------
 
-    def _send(self, op: str, inputs: dict, start: bool = False, end: bool = False) -> dict:
+    def _send(self, op: str, inputs: dict, start: bool = False, end: bool = False, cid=None) -> dict:
         tc = self._tc
         tensors = []
         for name, value in [("OP", op), *inputs.items()]:
@@ -159,7 +179,8 @@ class RemoteSession:
                    for n in wire.OUTPUTS]
         extra = {} if "http" in tc.__name__ else {"client_timeout": self._timeout}
         try:
-            r = self._client.infer(self.model_name, tensors, outputs=outputs, sequence_id=self._cid,
+            r = self._client.infer(self.model_name, tensors, outputs=outputs,
+                                   sequence_id=self._cid if cid is None else cid,
                                    sequence_start=start, sequence_end=end, **extra)
         except tc.InferenceServerException as e:
             msg = e.message() or str(e)
@@ -181,17 +202,40 @@ class RemoteSession:
                                  bool(res[7]), float(r.as_numpy("ZOOM").ravel()[0])),
                 "patch": r.as_numpy("PATCH").ravel(), "info": json.loads(r.as_numpy("INFO").ravel()[0])}
 
-    def _apply(self, op: str, inputs: dict, out: dict):
-        """Bring the local copy up to date with a successful reply."""
-        if op == "add_object":
-            self._masks[out["info"]["object"]] = np.zeros(self.dims, np.uint8)
-        elif op in wire.MASK_OPS:
-            obj = int(inputs["OBJECT"][0])
-            m = self._masks.setdefault(obj, np.zeros(self.dims, np.uint8))
-            r = out["result"]
-            wire.unpack_into(m, r.changed_lo, r.changed_hi, out["patch"])
-        elif op == "set_inference":
-            self._info = {**self._info, **{k: v for k, v in out["info"].items() if k == "inference"}}
+    def _apply(self, op: str, inputs: dict, out: dict, masks: Optional[dict] = None):
+        """Bring the local copy (or `masks`, a replay's) up to date with a successful reply."""
+        with self._state:
+            masks = self._masks if masks is None else masks
+            if op == "add_object":
+                masks[out["info"]["object"]] = np.zeros(self.dims, np.uint8)
+            elif op in wire.MASK_OPS:
+                obj = int(inputs["OBJECT"][0])
+                m = masks.setdefault(obj, np.zeros(self.dims, np.uint8))
+                r = out["result"]
+                wire.unpack_into(m, r.changed_lo, r.changed_hi, out["patch"])
+            elif op == "set_inference":
+                self._info = {**self._info, "inference": out["info"]["inference"]}
+
+    def _settle(self):
+        """After a state-changing call whose answer was lost (a network error): ask the server
+        whether it took effect (its count of such calls against ours) and catch up."""
+        op, inputs = self._unsure
+        info = self._send("info", {})["info"]
+        if info.get("applied") == len(self._history) + 1:
+            self._history.append((op, inputs))
+            if op == "add_object":
+                with self._state:
+                    self._masks[info["objects"] - 1] = np.zeros(self.dims, np.uint8)
+            elif op in wire.MASK_OPS:
+                obj = int(inputs["OBJECT"][0])
+                out = self._send("get_mask", {"OBJECT": [obj]})
+                m = np.zeros(self.dims, np.uint8)
+                wire.unpack_into(m, (0, 0, 0), self.dims, out["patch"])
+                with self._state:
+                    self._masks[obj] = m
+            elif op == "set_inference":
+                self._info = {**self._info, "inference": info["inference"]}
+        self._unsure = None
 
     def _call_guard(self):
         parent = self
@@ -214,10 +258,19 @@ class RemoteSession:
             if self._progress:
                 self._progress("remote", False)
 
+            changes = record and op in wire.MASK_OPS + ("add_object", "set_inference")
+
             def roundtrip():
-                out = self._send(op, inputs)
+                if self._unsure is not None:
+                    self._settle()
+                try:
+                    out = self._send(op, inputs)
+                except Error as e:
+                    if changes and e.name == "SAM3D_STATUS_IO":
+                        self._unsure = (op, inputs)   # the server may have done it: the next call asks
+                    raise
                 self._apply(op, inputs, out)   # also when the caller stopped waiting (cancel)
-                if record and op in wire.MASK_OPS + ("add_object", "set_inference"):
+                if changes:
                     self._history.append((op, inputs))
                 return out
 
@@ -315,7 +368,8 @@ class RemoteSession:
         """The object's mask: uint8 0/1, shaped like the volume, indexed [i, j, k] (no transfer)."""
         if int(obj) not in self._masks:
             self._call("get_mask", record=False, OBJECT=[int(obj)])   # the server's error for a bad object
-        return self._masks[int(obj)].copy()
+        with self._state:
+            return self._masks[int(obj)].copy()
 
     def fetch_mask(self, obj: int) -> np.ndarray:
         """The object's whole mask from the server (a check of the local copy; one full transfer)."""
@@ -342,10 +396,12 @@ class RemoteSession:
         """End the session on the server (its memory is freed at once)."""
         if self._closed:
             return
-        with self._call_guard():
+        self._closed = True
+        self._cancel.set()   # a call still waiting stops; the END goes out after its request
+        try:
             self._pool.submit(self._end_quietly).result()
-            self._closed = True
-        self._shutdown()
+        finally:
+            self._shutdown()
 
     def _shutdown(self):
         # the HTTP client closes on the thread that made it (gevent), after any request in flight

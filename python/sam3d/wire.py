@@ -24,7 +24,10 @@ Replies (always all of them):
     ZOOM     FP64   [1]   the zoom that answered (0 when no model ran)
     PATCH    UINT8  [-1]  the object's mask inside the changed box, packed bits (empty when the box is)
     INFO     BYTES  [1]   JSON: start, info: dims, geometry, prompts, inference, model; every reply:
-                          object (add_object), live sessions and process of the instance;
+                          object (add_object), live sessions and process of the instance, and the
+                          session's `applied` (calls that changed it: mask ops, add_object,
+                          set_inference) and `objects` counts, which tell a client whose answer
+                          was lost whether its call took effect;
                           get_mask_nifti: nothing (the file is in PATCH, not packed)
 
 A START that fails (a bad volume, or SAM3D_STATUS_BUSY beyond the instance's sessions) leaves no

@@ -289,3 +289,25 @@ def test_prompts_boxes_segments_and_zoom_out(rt, tmp_path):
         pos = s.mask(o)
         s.click(o, (90, 90, 10), positive=False)
         assert not np.array_equal(s.mask(o), pos)
+
+
+def test_mask_box_and_write_mask(rt, model, tmp_path):
+    """mask_box is that box of the whole mask; write_mask writes the command line's file."""
+    with sam3d.Session(model, sam3d.Volume.read_nifti(SAMPLE + ".nii.gz")) as s:
+        o = s.add_object()
+        r = s.click(o, (95, 96, 11))
+        whole = s.mask(o)
+        (a, b, c), (d, e, f) = r.changed_lo, r.changed_hi
+        np.testing.assert_array_equal(s.mask_box(o, r.changed_lo, r.changed_hi), whole[a:d, b:e, c:f])
+        np.testing.assert_array_equal(s.mask_box(o, (0, 0, 0), whole.shape), whole)
+        assert s.mask_box(o, (5, 5, 5), (5, 9, 9)).shape == (0, 4, 4)
+        for lo, hi in [((0, 0, 0), (193, 1, 1)), ((-1, 0, 0), (1, 1, 1)), ((4, 0, 0), (3, 1, 1))]:
+            with pytest.raises(sam3d.Error) as err:
+                s.mask_box(o, lo, hi)
+            assert err.value.name == "SAM3D_STATUS_OUT_OF_BOUNDS"
+        out = tmp_path / "m.nii.gz"
+        s.write_mask(o, str(out))
+        np.testing.assert_array_equal(np.asarray(nib.load(str(out)).dataobj), whole)
+        with pytest.raises(sam3d.Error) as err:
+            s.write_mask(o, str(tmp_path / "m.png"))
+        assert err.value.name == "SAM3D_STATUS_INVALID_ARGUMENT" and not (tmp_path / "m.png").exists()

@@ -64,7 +64,7 @@ def make_backends(dest: str) -> str:
 
 def model_config(name: str, package: str, *, device: str = "cpu", threads: int = 1, instances: int = 2,
                  max_sessions: int = 16, idle_timeout: float = 600.0, memory_budget: int = 0,
-                 warm_up: bool = True, ort_library: Optional[str] = None) -> str:
+                 max_voxels: int = 1 << 29, warm_up: bool = True, ort_library: Optional[str] = None) -> str:
     """The template's config.pbtxt with these settings, checked by parsing it with tritonclient's
     model-config protobuf (text format)."""
     from google.protobuf import text_format
@@ -73,12 +73,13 @@ def model_config(name: str, package: str, *, device: str = "cpu", threads: int =
     with open(os.path.join(TEMPLATE, "config.pbtxt")) as f:
         config = text_format.Parse(f.read(), model_config_pb2.ModelConfig())
     config.name = name
-    # sequence slots: the sessions, and as many again for STARTs to be refused rather than queued
-    config.max_batch_size = 2 * max_sessions + 4
+    # sequence slots: many more than the sessions, so STARTs are refused rather than queued even
+    # while refused sequences wait for their END (the template's reasons)
+    config.max_batch_size = max(config.max_batch_size, 8 * max_sessions)
     config.sequence_batching.max_sequence_idle_microseconds = int(idle_timeout * 1e6)
     config.instance_group[0].count = instances
     params = {"package": os.path.abspath(package), "device": device, "threads": str(threads),
-              "max_sessions": str(max_sessions), "memory_budget": str(memory_budget),
+              "max_sessions": str(max_sessions), "memory_budget": str(memory_budget), "max_voxels": str(max_voxels),
               "warm_up": "1" if warm_up else "0"}
     if ort_library:
         params["ort_library"] = os.path.abspath(ort_library)
@@ -180,13 +181,19 @@ class Server:
         return sorted(pids)
 
     def stop(self, timeout: float = 30.0):
+        """SIGTERM to the server alone, which then unloads its models (their `finalize` frees the
+        sessions and temporary folders); the whole group is killed only if it does not exit."""
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)   # stubs left behind by a server that did not stop
+        except ProcessLookupError:
+            pass
+        self.proc.wait()
         self._log.close()
 
     def __enter__(self):
@@ -218,13 +225,19 @@ def main(argv=None):
     ap.add_argument("--max-sessions", type=int, default=16, help="live sessions per instance")
     ap.add_argument("--idle-timeout", type=float, default=600.0, help="seconds before an idle session is freed")
     ap.add_argument("--memory-budget", type=int, default=0, help="libsam3d's budget for one volume array, bytes")
+    ap.add_argument("--max-voxels", type=int, default=1 << 29, help="voxels all live sessions of an instance may hold")
     ap.add_argument("--ort-library", help="libonnxruntime.so (default: SAM3D_ORT_LIBRARY, then libsam3d's search)")
     a = ap.parse_args(argv)
-    models = dict(m.split("=", 1) for m in (a.model or ["sam3d=models/demo-lesion"]))
+    models = {}
+    for m in a.model or ["sam3d=models/demo-lesion"]:
+        name, eq, package = m.partition("=")
+        if not eq or not name or not package or not all(c.isalnum() or c in "-_." for c in name) or name[0] == ".":
+            ap.error(f"--model {m!r}: NAME=PACKAGE, NAME of letters, digits, '-', '_' and '.'")
+        models[name] = package
     os.makedirs(a.workdir, exist_ok=True)
     repo = write_repository(os.path.join(a.workdir, "repository"), models, device=a.device, threads=a.threads,
                             instances=a.instances, max_sessions=a.max_sessions, idle_timeout=a.idle_timeout,
-                            memory_budget=a.memory_budget, ort_library=a.ort_library)
+                            memory_budget=a.memory_budget, max_voxels=a.max_voxels, ort_library=a.ort_library)
     server = Server(repo, a.workdir, http_port=a.http_port, grpc_port=a.grpc_port)
 
     def terminate(*_):   # tritonserver runs in a session of its own: a kill of this script stops it too

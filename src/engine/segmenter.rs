@@ -614,23 +614,64 @@ impl Segmenter {
     /// The object's full mask (i fastest) into `out` (length = voxel count).
     pub fn write_mask(&self, object: usize, out: &mut [u8]) -> Result<()> {
         self.check_mask_buffer(out.len())?;
+        let dims = self.volume.geom.dims.map(|d| d as u64);
+        self.write_mask_box(object, [0; 3], dims, out)
+    }
+
+    /// `object`'s mask inside the box [lo, hi) (within the volume) into `out`: the box's voxel
+    /// count, uint8 0/1, i fastest. What a host that keeps its own copy of the mask needs after an
+    /// interaction: its changed box, without copying the whole volume.
+    pub fn write_mask_box(
+        &self,
+        object: usize,
+        lo: [u64; 3],
+        hi: [u64; 3],
+        out: &mut [u8],
+    ) -> Result<()> {
+        let dims = self.volume.geom.dims;
+        for a in 0..3 {
+            if lo[a] > hi[a] || hi[a] > dims[a] as u64 {
+                return Err(err(
+                    Sam3dStatus::OutOfBounds,
+                    format!(
+                        "box [{lo:?}, {hi:?}) is not inside the volume of {dims:?} voxels (lo <= hi <= dims on each axis)"
+                    ),
+                ));
+            }
+        }
+        let ext = [0, 1, 2].map(|a| (hi[a] - lo[a]) as usize);
+        let n = ext[0] * ext[1] * ext[2]; // within the volume's voxel count, which fits a usize
+        if out.len() != n {
+            return Err(err(
+                Sam3dStatus::InvalidArgument,
+                format!(
+                    "mask buffer holds {} bytes, the box has {n} voxels",
+                    out.len()
+                ),
+            ));
+        }
         let obj = self
             .objects
             .get(object)
             .ok_or_else(|| err(Sam3dStatus::InvalidArgument, format!("no object {object}")))?;
         out.fill(0);
         let m = &obj.mask;
-        if m.bbox.is_empty() {
+        // the part of the box the object's stored mask covers
+        let a = [0, 1, 2].map(|p| lo[p].max(m.bbox.lo[p]));
+        let b = [0, 1, 2].map(|p| hi[p].min(m.bbox.hi[p]));
+        if (0..3).any(|p| a[p] >= b[p]) {
             return Ok(());
         }
-        let [nx, ny, _] = self.volume.geom.dims;
-        let ext = [0, 1, 2].map(|p| (m.bbox.hi[p] - m.bbox.lo[p]) as usize);
-        let lo = m.bbox.lo.map(|v| v as usize);
-        for k in 0..ext[2] {
-            for j in 0..ext[1] {
-                let src = &m.data[ext[0] * (j + ext[1] * k)..][..ext[0]];
-                let dst = lo[0] + nx * ((lo[1] + j) + ny * (lo[2] + k));
-                out[dst..dst + ext[0]].copy_from_slice(src);
+        let mext = [0, 1, 2].map(|p| (m.bbox.hi[p] - m.bbox.lo[p]) as usize);
+        let run = (b[0] - a[0]) as usize;
+        for k in a[2]..b[2] {
+            for j in a[1]..b[1] {
+                let (mj, mk) = ((j - m.bbox.lo[1]) as usize, (k - m.bbox.lo[2]) as usize);
+                let src = &m.data[(a[0] - m.bbox.lo[0]) as usize + mext[0] * (mj + mext[1] * mk)..]
+                    [..run];
+                let dst = (a[0] - lo[0]) as usize
+                    + ext[0] * ((j - lo[1]) as usize + ext[1] * (k - lo[2]) as usize);
+                out[dst..dst + run].copy_from_slice(src);
             }
         }
         Ok(())

@@ -5,8 +5,8 @@ use std::sync::{Mutex, MutexGuard, TryLockError};
 
 use super::types::{coord_from_c, label_from_c, result_to_c, stage_to_c};
 use super::{
-    arg, check_abi, free_handle, guard, out, Sam3dMask, Sam3dModel, Sam3dProgressFn, Sam3dResult,
-    Sam3dStatus, Sam3dVolume,
+    arg, check_abi, free_handle, guard, out, Sam3dBox, Sam3dMask, Sam3dModel, Sam3dProgressFn,
+    Sam3dResult, Sam3dStatus, Sam3dVolume,
 };
 use crate::engine::{Canceller, Interaction, Segmenter, Stage};
 use crate::error::{err, Result};
@@ -469,6 +469,43 @@ pub unsafe extern "C" fn sam3d_session_get_mask(
         // SAFETY: `buffer` holds `size` writable bytes (the documented contract), checked = n.
         let dst = unsafe { std::slice::from_raw_parts_mut(buffer, n) };
         seg.write_mask(object as usize, dst)
+    })
+}
+
+/// Write `object`'s mask inside `box` into the caller's buffer: `size` bytes = the box's voxel
+/// count, uint8 0/1, i fastest within the box. A host that keeps its own copy of the mask copies only
+/// an interaction's changed box (`Sam3dResult.changed`) this way. The buffer is written only on
+/// success.
+///
+/// @return `SAM3D_STATUS_OK`; `SAM3D_STATUS_NULL_POINTER`; `SAM3D_STATUS_OUT_OF_BOUNDS` (the box is
+/// not inside the volume, or has lo > hi); `SAM3D_STATUS_INVALID_ARGUMENT` (size, no such object);
+/// `SAM3D_STATUS_BUSY`.
+#[no_mangle]
+pub unsafe extern "C" fn sam3d_session_get_mask_box(
+    s: *mut Sam3dSession,
+    object: u32,
+    bx: *const Sam3dBox,
+    buffer: *mut u8,
+    size: usize,
+) -> Sam3dStatus {
+    guard(|| {
+        // SAFETY: NULL or a live session (the documented contract).
+        let sess = unsafe { arg(s, "session") }?;
+        // SAFETY: NULL or a readable box (the documented contract).
+        let bx = *unsafe { arg(bx, "box") }?;
+        if buffer.is_null() && size > 0 {
+            return Err(super::null("buffer"));
+        }
+        let seg = lock(sess)?;
+        let mut empty = [0u8; 0];
+        let dst = if size == 0 {
+            &mut empty[..]
+        } else {
+            // SAFETY: `buffer` holds `size` writable bytes (the documented contract); the engine
+            // checks that `size` is the box's voxel count before writing.
+            unsafe { std::slice::from_raw_parts_mut(buffer, size) }
+        };
+        seg.write_mask_box(object as usize, bx.lo, bx.hi, dst)
     })
 }
 

@@ -102,13 +102,14 @@ def test_a_folder_matches_the_local_binding(server, reference, tmp_path):
 def test_a_bad_clicks_file_exits_2_naming_every_problem(server, tmp_path):
     copies(tmp_path, ["a.nii.gz"])
     clicks = {"a.nii.gz": [[95, 96]], "missing.nii.gz": [[95, 96, 11]],
-              "a.txt": [[1, 2, 3]], "a2.nii.gz": {"coord": "xyz", "objects": [[{"point": [1, 2, 3], "positive": 1}]]}}
+              "a.txt": [[1, 2, 3]], "a2.nii.gz": {"coord": "xyz", "objects": [[{"point": [1, 2, 3], "positive": 1}]]},
+              "../a.nii.gz": [[95, 96, 11]]}
     p = batch(server, tmp_path, clicks)
     assert p.returncode == 2, p.stdout + p.stderr
     assert p.stdout == ""
     problems = p.stderr.splitlines()[1:]
     for name in ("a.nii.gz: clicks[0]", "missing.nii.gz: no such file", "a.txt: not a NIfTI",
-                 "a2.nii.gz: coord", "a2.nii.gz: objects[0][0]"):
+                 "a2.nii.gz: coord", "a2.nii.gz: objects[0][0]", "../a.nii.gz: the name must be relative"):
         assert any(line.strip().startswith(name) for line in problems), (name, p.stderr)
     assert sorted(os.listdir(tmp_path)) == ["a.nii.gz", "clicks.json"]
 

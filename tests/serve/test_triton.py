@@ -17,7 +17,7 @@ from sam3d.remote import RemoteSession, SessionLost
 from tritonclient.grpc import model_config_pb2
 
 import launch
-from conftest import DEMO, LIMITED_TIMEOUT, SAMPLE, SAMPLE_CLICK, TINY
+from conftest import DEMO, LIMITED_TIMEOUT, LIMITED_VOXELS, SAMPLE, SAMPLE_CLICK, TINY
 
 CLICKS = [SAMPLE_CLICK, (100, 96, 11), (90, 92, 10)]
 _TYPES = {"BYTES": "TYPE_STRING", "FP64": "TYPE_FP64", "UINT32": "TYPE_UINT32", "BOOL": "TYPE_BOOL",
@@ -128,7 +128,9 @@ def test_raw_array_volume_objects_undo_redo_match(server, local_models):
         assert remote.geometry.dims == geom.dims and np.allclose(remote.geometry.direction, geom.direction)
         for s in (local, remote):
             assert s.add_object() == 0
+        objects = 1
         for op, obj, arg in steps:
+            objects += op == "add"
             rs = []
             for s in (local, remote):
                 if op == "add":
@@ -140,7 +142,7 @@ def test_raw_array_volume_objects_undo_redo_match(server, local_models):
                 else:
                     rs.append(getattr(s, op)(obj))
             assert rs[0] == rs[1], (op, obj)
-            for o in range(1 + (op != "click" or obj == 1 or len(steps) == 0)):
+            for o in range(objects):
                 assert remote.mask(o).tobytes() == local.mask(o).tobytes(), (op, obj, o)
         assert remote.fetch_mask(1).tobytes() == local.mask(1).tobytes()
         remote.set_inference(2, False, zoom_out=1)
@@ -163,14 +165,21 @@ def test_starting_segment_remotely(server, local_models):
         assert remote.mask(0)[100:110, 60:70, 5:9].all()
 
 
-def test_patches_are_small(server):
+def test_patches_are_the_changed_box_as_bits(server, local_models):
+    local = local_session(local_models, "sam3d")
+    lo_obj = local.add_object()
     with RemoteSession("http://" + server.http_url, SAMPLE) as s:
+        sent = []
+        send = s._send
+        s._send = lambda *a, **k: sent.append(send(*a, **k)) or sent[-1]
         o = s.add_object()
         r = s.click(o, SAMPLE_CLICK)
-        n = np.prod(wire.box_shape(r.changed_lo, r.changed_hi))
+        n = int(np.prod(wire.box_shape(r.changed_lo, r.changed_hi)))
         assert 0 < n < 192 * 192 * 20
-        # the patch is the box's bits: an eighth of a byte a voxel
-        assert len(wire.pack(s.mask(o), r.changed_lo, r.changed_hi)) == (n + 7) // 8
+        # what the server sent is the box's bits of the local binding's mask: an eighth of a byte a voxel
+        local.click(lo_obj, SAMPLE_CLICK)
+        want = wire.pack(local.mask(lo_obj), r.changed_lo, r.changed_hi)
+        assert sent[-1]["patch"].size == (n + 7) // 8 and sent[-1]["patch"].tobytes() == want.tobytes()
 
 
 # -- errors over the wire -----------------------------------------------------------------------
@@ -216,7 +225,7 @@ def test_a_negative_click_on_a_package_without_them_is_unsupported(server):
         assert e.value.name == "SAM3D_STATUS_UNSUPPORTED"
 
 
-def _raw_infer(server, cid, start=False, end=False, op="info", **inputs):
+def _raw_infer(server, cid, start=False, end=False, op="info", model="tiny", **inputs):
     client = th.InferenceServerClient(server.http_url)
     tensors = []
     for name, value in [("OP", op), *inputs.items()]:
@@ -224,7 +233,12 @@ def _raw_infer(server, cid, start=False, end=False, op="info", **inputs):
         t = th.InferInput(name, list(arr.shape), wire.INPUTS[name])
         t.set_data_from_numpy(arr)
         tensors.append(t)
-    r = client.infer("tiny", tensors, sequence_id=cid, sequence_start=start, sequence_end=end)
+    try:
+        r = client.infer(model, tensors, sequence_id=cid, sequence_start=start, sequence_end=end)
+    except th.InferenceServerException as e:   # Triton's own refusal of a sequence it does not know
+        if "START flag" in str(e):
+            return "SAM3D_STATUS_INVALID_ARGUMENT", "no session (Triton: " + str(e) + ")"
+        raise
     return r.as_numpy("STATUS").ravel()[0].decode(), r.as_numpy("MESSAGE").ravel()[0].decode()
 
 
@@ -262,6 +276,75 @@ def test_end_frees_the_session(server):
 
 
 # -- limits, timeouts, vanished clients, memory -------------------------------------------------
+
+def test_failed_requests_keep_a_session_alive(server):
+    with RemoteSession("http://" + server.http_url, SAMPLE, model="limited") as s:
+        o = s.add_object()
+        t = time.monotonic()
+        while time.monotonic() - t < LIMITED_TIMEOUT * 2:
+            with pytest.raises(sam3d.Error):
+                s.click(o, (5000, 0, 0))
+            time.sleep(LIMITED_TIMEOUT / 4)
+        assert s.click(o, SAMPLE_CLICK).voxels > 0
+
+
+def test_string_correlation_ids(server):
+    assert _raw_infer(server, "study-7/series-2", start=True, op="start",
+                      VOLUME=open(SAMPLE, "rb").read())[0] == wire.OK
+    assert _raw_infer(server, "study-7/series-2", op="info")[0] == wire.OK
+    assert _raw_infer(server, "study-7/series-2", end=True, op="end")[0] == wire.OK
+
+
+def test_voxel_limit_refuses_before_decoding(server):
+    import gzip
+    import struct
+    hdr = bytearray(348)
+    struct.pack_into("<i", hdr, 0, 348)
+    struct.pack_into("<8h", hdr, 40, 3, 400, 400, 400, 1, 1, 1, 1)
+    struct.pack_into("<hh", hdr, 70, 2, 8)            # uint8
+    struct.pack_into("<8f", hdr, 76, 1, 1, 1, 1, 1, 1, 1, 1)
+    struct.pack_into("<f", hdr, 108, 352)
+    hdr[344:348] = b"n+1\0"
+    small = gzip.compress(bytes(hdr) + bytes(4) + bytes(1 << 20))   # declares 64 M voxels in 1 KB
+    with pytest.raises(sam3d.Error) as e:
+        RemoteSession("http://" + server.http_url, small, model="limited")
+    assert e.value.name == "SAM3D_STATUS_TOO_LARGE" and str(LIMITED_VOXELS) in e.value.message
+
+
+def test_a_lost_answer_is_settled_by_the_next_call(server, local_models):
+    local = local_session(local_models, "tiny")
+    lo_obj = local.add_object()
+    with RemoteSession("http://" + server.http_url, SAMPLE, model="tiny") as s:
+        o = s.add_object()
+        send = s._send
+
+        def lose_answer(op, *a, **k):
+            out = send(op, *a, **k)
+            if op == "click":
+                s._send = send
+                raise sam3d.Error(3, "connection reset (test)", name="SAM3D_STATUS_IO")
+            return out
+
+        s._send = lose_answer
+        with pytest.raises(sam3d.Error) as e:
+            s.click(o, SAMPLE_CLICK)
+        assert e.value.name == "SAM3D_STATUS_IO"
+        local.click(lo_obj, SAMPLE_CLICK)
+        # the server did the click: the next call learns so and catches up, history included
+        assert s.click(o, (100, 96, 11)) == local.click(lo_obj, (100, 96, 11))
+        assert s.mask(o).tobytes() == local.mask(lo_obj).tobytes()
+        assert [op for op, _ in s._history] == ["add_object", "click", "click"]
+
+
+def test_resume_ends_the_old_sequence(server):
+    with RemoteSession("http://" + server.http_url, SAMPLE, model="limited") as s:
+        s.click(s.add_object(), SAMPLE_CLICK)
+        old = s._cid
+        s.resume()
+        assert s._cid != old and s.server_info["live_sessions"] == 1
+        status, message = _raw_infer(server, old, op="info", model="limited")
+        assert status == "SAM3D_STATUS_INVALID_ARGUMENT" and message.startswith("no session")
+
 
 def test_session_limit_refuses_with_busy_and_recovers(server):
     url = "http://" + server.http_url

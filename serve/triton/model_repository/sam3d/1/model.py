@@ -2,7 +2,7 @@
 
 The work is `sam3d.hosting.SessionTable` (the libsam3d Python binding); this file only moves
 tensors between Triton and it. Protocol: `sam3d.wire`. Parameters (config.pbtxt): package, device,
-threads, memory_budget, max_sessions, warm_up, ort_library.
+threads, memory_budget, max_sessions, max_voxels, warm_up, ort_library.
 """
 import json
 
@@ -34,20 +34,29 @@ class TritonPythonModel:
     def execute(self, requests):
         responses = []
         for request in requests:
-            inputs = {}
-            for name in wire.INPUTS:
-                t = pb_utils.get_input_tensor_by_name(request, name)
-                if t is not None:
-                    a = t.as_numpy()
-                    inputs[name] = a[0] if a.ndim > 1 or a.shape[0] == 1 else a  # the batch dimension
-            cid = request.correlation_id()
-            if not cid:
-                t = pb_utils.get_input_tensor_by_name(request, "CORRID")
-                cid = int(np.asarray(t.as_numpy()).ravel()[0]) if t is not None else 0
-            out = self.table.handle(int(cid), _flag(request, "START"), _flag(request, "END"), inputs)
-            responses.append(pb_utils.InferenceResponse(
-                [pb_utils.Tensor(name, np.expand_dims(value, 0)) for name, value in out.items()]))
+            # one request's failure is its own: an exception out of execute() would fail every
+            # request of the batch, other clients' included
+            try:
+                responses.append(self._one(request))
+            except Exception as e:
+                responses.append(pb_utils.InferenceResponse(
+                    output_tensors=[], error=pb_utils.TritonError(f"SAM3D_STATUS_INTERNAL: {type(e).__name__}: {e}")))
         return responses
+
+    def _one(self, request):
+        inputs = {}
+        for name in wire.INPUTS:
+            t = pb_utils.get_input_tensor_by_name(request, name)
+            if t is not None:
+                a = t.as_numpy()
+                inputs[name] = a[0] if a.ndim > 1 or a.shape[0] == 1 else a  # the batch dimension
+        cid = request.correlation_id()   # an int, or a string for string sequence IDs
+        if cid in (0, ""):
+            t = pb_utils.get_input_tensor_by_name(request, "CORRID")
+            cid = np.asarray(t.as_numpy()).ravel()[0].item() if t is not None else 0
+        out = self.table.handle(cid, _flag(request, "START"), _flag(request, "END"), inputs)
+        return pb_utils.InferenceResponse(
+            [pb_utils.Tensor(name, np.expand_dims(value, 0)) for name, value in out.items()])
 
     def finalize(self):
         self.reaper.stop()
