@@ -126,7 +126,11 @@ class Server:
                      f"--backend-directory={os.path.abspath(backends)}",
                      "--http-address=127.0.0.1", f"--http-port={self.http_port}",
                      "--grpc-address=127.0.0.1", f"--grpc-port={self.grpc_port}",
-                     "--allow-metrics=false", "--strict-readiness=true", "--exit-timeout-secs=10",
+                     "--allow-metrics=false", "--strict-readiness=true", "--exit-timeout-secs=5",
+                     # explicit model control, so `stop` can unload the models before the server
+                     # exits: Triton spends its exit timeout waiting for idle HTTP keep-alive
+                     # connections, which would leave no time to unload them gracefully
+                     "--model-control-mode=explicit", "--load-model=*",
                      # volumes arrive whole at START: grow the backend's shared memory in large steps
                      "--backend-config=python,shm-growth-byte-size=67108864"]
         self.log_path = log or os.path.join(workdir, "tritonserver.log")
@@ -180,10 +184,31 @@ class Server:
                 pids.append(int(d))
         return sorted(pids)
 
+    def unload_models(self, timeout: float = 30.0):
+        """Unload every model (their `finalize` frees the sessions, temporary folders and the Python
+        backend's shared memory) and wait until they are gone."""
+        import tritonclient.http as th
+
+        client = th.InferenceServerClient(self.http_url, connection_timeout=5.0, network_timeout=timeout)
+        try:
+            for m in client.get_model_repository_index():
+                if m.get("state") == "READY":
+                    client.unload_model(m["name"])
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and any(
+                    m.get("state") in ("READY", "UNLOADING") for m in client.get_model_repository_index()):
+                time.sleep(0.1)
+        finally:
+            client.close()
+
     def stop(self, timeout: float = 30.0):
-        """SIGTERM to the server alone, which then unloads its models (their `finalize` frees the
-        sessions and temporary folders); the whole group is killed only if it does not exit."""
+        """Unload the models, then SIGTERM to the server alone; the whole group is killed only if it
+        does not exit."""
         if self.proc.poll() is None:
+            try:
+                self.unload_models(timeout)
+            except Exception:   # a server that does not answer still gets its SIGTERM
+                pass
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)

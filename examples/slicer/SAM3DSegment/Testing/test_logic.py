@@ -234,17 +234,13 @@ def _children(pid):
 
 
 def _stop(proc):
-    """Stop launch.py and its server. tritonserver runs in a session of its own (launch.Server starts
-    it so), so killing launch.py's process group alone would leave it running: it gets SIGTERM as
-    launch.Server.stop sends it, launch.py then returns, and both groups are killed if either hangs.
-    (SIGINT to launch.py would not do: a shell without job control starts background jobs with
-    SIGINT ignored, and the tests may run under one.)"""
+    """Stop launch.py and its server. SIGTERM to launch.py stops tritonserver gracefully (its models
+    unload, their sessions, temporary folders and shared memory go); only if that hangs are both
+    process groups killed: tritonserver runs in a session of its own, so launch.py's group alone
+    would miss it. (SIGINT to launch.py would not do: a shell without job control starts background
+    jobs with SIGINT ignored, and the tests may run under one.)"""
     groups = _children(proc.pid)
-    for pgid in groups:
-        try:
-            os.killpg(pgid, signal.SIGTERM)
-        except (ProcessLookupError, PermissionError):
-            pass
+    proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(60)
     except subprocess.TimeoutExpired:
