@@ -425,6 +425,24 @@ class Model(_Handle):
         return d
 
 
+def _array_geometry(shape, geometry: Optional[Geometry], spacing, origin, direction) -> Geometry:
+    """The geometry of an array shaped `shape`: `geometry` (its dims checked), else one made of
+    spacing, origin and direction (identity when None)."""
+    if geometry is None:
+        return Geometry(tuple(shape), tuple(spacing), tuple(origin),
+                        np.eye(3) if direction is None else np.asarray(direction, float))
+    if tuple(geometry.dims) != tuple(shape):
+        raise ValueError(f"geometry dims {geometry.dims} differ from the array's shape {tuple(shape)}")
+    return geometry
+
+
+def _warn_empty(point, coord: str, obj: int):
+    """`EmptyMaskWarning` for a click whose mask came out empty, pointing at the caller's caller."""
+    warnings.warn(EmptyMaskWarning(
+        f"the click at {tuple(float(v) for v in point)} ({coord}) found nothing: object {int(obj)}'s "
+        "mask is empty"), stacklevel=3)
+
+
 class Volume(_Handle):
     """A volume: `read_nifti(path)` or `from_array(array[i, j, k], ...)` (borrowed, no copy)."""
     _free = "sam3d_volume_free"
@@ -453,11 +471,7 @@ class Volume(_Handle):
             raise TypeError(f"dtype {a.dtype} is not supported: {sorted(str(d) for d in _DTYPES)}")
         if not a.dtype.isnative or any(s <= 0 for s in a.strides) or a.size == 0:
             a = np.array(a, dtype=a.dtype.newbyteorder("="), order="F")
-        if geometry is None:
-            geometry = Geometry(a.shape, tuple(spacing), tuple(origin),
-                                np.eye(3) if direction is None else np.asarray(direction, float))
-        elif tuple(geometry.dims) != a.shape:
-            raise ValueError(f"geometry dims {geometry.dims} differ from the array's shape {a.shape}")
+        geometry = _array_geometry(a.shape, geometry, spacing, origin, direction)
         desc = _BufferDesc()
         desc.data = a.ctypes.data
         # bytes readable from the first element: the span of the (positive-stride) view
@@ -564,9 +578,7 @@ class Session(_Handle):
                 _check(_later("sam3d_session_click_ex")(h, int(obj), p, _COORDS[coord], 0, C.byref(r)))
             res = self._zoomed(h, obj, r)
         if res.empty:
-            warnings.warn(EmptyMaskWarning(
-                f"the click at {tuple(float(v) for v in point)} ({coord}) found nothing: object {int(obj)}'s "
-                "mask is empty"), stacklevel=2)
+            _warn_empty(point, coord, obj)
         return res
 
     def set_box(self, obj: int, corner_a: Sequence[float], corner_b: Sequence[float], coord: str = "ijk") -> Result:

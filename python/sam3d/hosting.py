@@ -123,6 +123,10 @@ class SessionTable:
             raise ValueError(f"max_sessions {max_sessions}: at least 1")
         self.model, self.max_sessions, self.idle_timeout, self.name = model, int(max_sessions), float(idle_timeout), name
         self.max_voxels = int(max_voxels)
+        # what every start and info reply says of the model: fixed once it is open
+        info = model.info
+        self._model_facts = {"prompts": sorted(model.prompts),
+                             "model": {"name": name, "package": info.get("name"), "provider": info.get("provider")}}
         self._sessions: Dict[object, _Entry] = {}
         self._lock = threading.RLock()
         _remove_stale_folders()
@@ -174,7 +178,7 @@ class SessionTable:
             reply["info"].update(live_sessions=len(self._sessions), pid=os.getpid(), op=op)
             return self._tensors(status, message, reply)
 
-    def _start(self, cid: int, req: dict, reply: dict):
+    def _start(self, cid, req: dict, reply: dict):
         self._drop(cid)
         self.reap()
         if len(self._sessions) >= self.max_sessions:
@@ -237,12 +241,10 @@ class SessionTable:
     def _describe(self, entry: _Entry) -> dict:
         g = entry.volume.geometry
         flips, keep = entry.session.inference
-        info = self.model.info
         return {"dims": list(g.dims), "spacing": list(g.spacing), "origin": list(g.origin),
-                "direction": np.asarray(g.direction).reshape(9).tolist(), "prompts": sorted(self.model.prompts),
+                "direction": np.asarray(g.direction).reshape(9).tolist(), **self._model_facts,
                 "inference": {"test_time_flips": flips, "keep_clicked_components": keep,
                               "zoom_out": entry.session.zoom_out},
-                "model": {"name": self.name, "package": info.get("name"), "provider": info.get("provider")},
                 "idle_timeout": self.idle_timeout}
 
     def _run(self, op: str, entry: _Entry, req: dict, reply: dict):
@@ -294,7 +296,7 @@ class SessionTable:
         hi = entry.dims if hi is None else hi
         if 0 in wire.box_shape(lo, hi):
             return np.zeros(0, np.uint8)
-        return np.packbits(entry.session.mask_box(obj, lo, hi).ravel(order="F"), bitorder="little")
+        return wire.pack(entry.session.mask_box(obj, lo, hi))
 
     @staticmethod
     def _mask_op(op: str, s: Session, obj: int, entry: _Entry, req: dict) -> Result:
@@ -329,7 +331,7 @@ class SessionTable:
 
     # -- lifetime ---------------------------------------------------------------------------------
 
-    def _drop(self, cid: int):
+    def _drop(self, cid):
         entry = self._sessions.pop(cid, None)
         if entry is not None:
             entry.session.close()

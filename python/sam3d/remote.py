@@ -17,17 +17,17 @@ tritonclient (`pip install tritonclient[http]` or `[grpc]`); libsam3d itself is 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
 import secrets
 import threading
 import time
-import warnings
 from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import EmptyMaskWarning, Error, Geometry, Result, _STATUS_NAMES
+from . import Error, Geometry, Result, _STATUS_NAMES, _array_geometry, _warn_empty
 from . import wire
 
 __all__ = ["RemoteSession", "SessionLost", "connect"]
@@ -111,11 +111,7 @@ class RemoteSession:
         dtype = a.dtype.newbyteorder("=").name
         if dtype not in wire.RAW_DTYPES:
             raise TypeError(f"dtype {a.dtype} is not supported: {', '.join(wire.RAW_DTYPES)}")
-        if geometry is None:
-            geometry = Geometry(a.shape, tuple(spacing), tuple(origin),
-                                np.eye(3) if direction is None else np.asarray(direction, float))
-        elif tuple(geometry.dims) != a.shape:
-            raise ValueError(f"geometry dims {geometry.dims} differ from the array's shape {a.shape}")
+        geometry = _array_geometry(a.shape, geometry, spacing, origin, direction)
         raw = np.asarray(a, a.dtype.newbyteorder("<")).tobytes(order="F")
         return {"VOLUME": raw, "VOLUME_DTYPE": dtype,
                 "GEOMETRY": wire.geometry_values(geometry.dims, geometry.spacing, geometry.origin, geometry.direction)}
@@ -228,30 +224,25 @@ class RemoteSession:
                     self._masks[info["objects"] - 1] = np.zeros(self.dims, np.uint8)
             elif op in wire.MASK_OPS:
                 obj = int(inputs["OBJECT"][0])
-                out = self._send("get_mask", {"OBJECT": [obj]})
-                m = np.zeros(self.dims, np.uint8)
-                wire.unpack_into(m, (0, 0, 0), self.dims, out["patch"])
+                m = self._whole(self._send("get_mask", {"OBJECT": [obj]}))
                 with self._state:
                     self._masks[obj] = m
             elif op == "set_inference":
                 self._info = {**self._info, "inference": info["inference"]}
         self._unsure = None
 
+    @contextlib.contextmanager
     def _call_guard(self):
-        parent = self
-
-        class _Guard:
-            def __enter__(self):
-                if parent._closed:
-                    raise ValueError("the remote session is closed")
-                if not parent._busy.acquire(blocking=False):
-                    raise Error(16, "another call on this session is running", name="SAM3D_STATUS_BUSY")
-                parent._cancel.clear()
-
-            def __exit__(self, *exc):
-                parent._busy.release()
-
-        return _Guard()
+        """One call at a time, on an open session; a cancel from before the call is dropped."""
+        if self._closed:
+            raise ValueError("the remote session is closed")
+        if not self._busy.acquire(blocking=False):
+            raise Error(16, "another call on this session is running", name="SAM3D_STATUS_BUSY")
+        self._cancel.clear()
+        try:
+            yield
+        finally:
+            self._busy.release()
 
     def _call(self, op: str, record: bool = True, **inputs) -> dict:
         with self._call_guard():
@@ -306,9 +297,7 @@ class RemoteSession:
         res = self._call("click", OBJECT=[int(obj)], POINT=[float(v) for v in point], COORD=coord,
                          POSITIVE=[bool(positive)])["result"]
         if res.empty:
-            warnings.warn(EmptyMaskWarning(
-                f"the click at {tuple(float(v) for v in point)} ({coord}) found nothing: object {int(obj)}'s "
-                "mask is empty"), stacklevel=2)
+            _warn_empty(point, coord, obj)
         return res
 
     def set_box(self, obj: int, corner_a: Sequence[float], corner_b: Sequence[float], coord: str = "ijk") -> Result:
@@ -373,7 +362,10 @@ class RemoteSession:
 
     def fetch_mask(self, obj: int) -> np.ndarray:
         """The object's whole mask from the server (a check of the local copy; one full transfer)."""
-        out = self._call("get_mask", record=False, OBJECT=[int(obj)])
+        return self._whole(self._call("get_mask", record=False, OBJECT=[int(obj)]))
+
+    def _whole(self, out: dict) -> np.ndarray:
+        """A get_mask reply as the whole mask."""
         m = np.zeros(self.dims, np.uint8)
         wire.unpack_into(m, (0, 0, 0), self.dims, out["patch"])
         return m
