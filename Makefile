@@ -29,8 +29,11 @@ $(STAMP): onnx/requirements.txt
 	rm -f $(VENV)/.installed-*
 	touch $@
 
-# ONNX Runtime's shared library from its PyPI wheel (ORT_FLAVOR=gpu: the onnxruntime-gpu wheel).
+# ONNX Runtime's shared library from its PyPI wheel (ORT_FLAVOR=gpu: the onnxruntime-gpu wheel;
+# ORT_OPENVINO=1: also Intel's OpenVINO plugin execution provider beside it, for --device openvino).
+ORT_OPENVINO ?= 0
 ort: $(ORT_LIB)
+	$(if $(filter 1,$(ORT_OPENVINO)),$(PYTHON) tools/fetch_ort.py --out $(ORT_DIR) --flavor $(ORT_FLAVOR) --openvino)
 $(ORT_LIB): tools/fetch_ort.py
 	$(PYTHON) tools/fetch_ort.py --out $(ORT_DIR) --flavor $(ORT_FLAVOR)
 	touch $@

@@ -45,7 +45,7 @@ fn peak_rss_mb() -> f64 {
 }
 
 const USAGE: &str = "usage: bench --model DIR --input VOL.nii[.gz] --click I,J,K [--repeat N] [--threads N] \
-[--ort LIB] [--device cpu|cuda|tensorrt] [--gpu-mem-limit-mb MB] [--trt-cache DIR] [--trt-fp16] [--cuda-tf32] \
+[--ort LIB] [--device cpu|cuda|tensorrt|openvino] [--bf16] [--gpu-mem-limit-mb MB] [--trt-cache DIR] [--trt-fp16] [--cuda-tf32] \
 [--flips 1|2|4|8] [--keep-clicked 0|1] [--zoom-out 1|2|4] [--click-thread opening|pool] [--warm-up]";
 
 /// A command-line mistake: the message and the usage on stderr, exit status 2 (no panic trace).
@@ -142,12 +142,15 @@ fn main() {
     let mut pool_thread = false;
     // a warm-up (`Model::warm_up`) after the model opens, before the volume loads
     let mut warm_up = false;
+    // OpenVINO in bf16 where the CPU has it
+    let mut bf16 = false;
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
         // flags without a value
         let flag = match k.as_str() {
             "--trt-fp16" => Some(&mut gpu.fp16),
             "--cuda-tf32" => Some(&mut gpu.tf32),
+            "--bf16" => Some(&mut bf16),
             "--warm-up" => Some(&mut warm_up),
             _ => None,
         };
@@ -205,6 +208,8 @@ fn main() {
         threads,
         verify_hashes: true,
         gpu,
+        bf16,
+        cache_dir: None,
     };
     let (mut open, mut load) = (vec![], vec![]);
     let mut model = None;

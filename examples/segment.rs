@@ -26,6 +26,8 @@ struct Args {
     threads: usize,
     truth: Option<PathBuf>,
     gpu: GpuOptions,
+    bf16: bool,
+    cache_dir: Option<PathBuf>,
     flips: Option<u32>,
     keep_clicked: Option<bool>,
 }
@@ -45,6 +47,8 @@ fn parse() -> Result<Args, String> {
         threads: 0,
         truth: None,
         gpu: GpuOptions::default(),
+        bf16: false,
+        cache_dir: None,
         flips: None,
         keep_clicked: None,
     };
@@ -66,6 +70,8 @@ fn parse() -> Result<Args, String> {
             "--trt-cache" => a.gpu.trt_cache_dir = Some(v()?.into()),
             "--trt-fp16" => a.gpu.fp16 = true,
             "--cuda-tf32" => a.gpu.tf32 = true,
+            "--bf16" => a.bf16 = true,
+            "--openvino-cache" => a.cache_dir = Some(v()?.into()),
             "--flips" => a.flips = Some(v()?.parse().map_err(|e| format!("--flips: {e}"))?),
             "--keep-clicked" => {
                 a.keep_clicked = Some(match v()?.as_str() {
@@ -182,7 +188,8 @@ options
                          (LPS: ITK's physical frame; RAS: NIfTI's and 3D Slicer's)
   --ort LIB              ONNX Runtime library to load (only that file); default: SAM3D_ORT_LIBRARY,
                          ORT_DYLIB_PATH, next to libsam3d, the system search path
-  --device cpu|cuda|tensorrt   execution provider (default cpu; falls back to the CPU with the reason)
+  --device cpu|cuda|tensorrt|openvino   execution provider (default cpu; falls back to the CPU
+                         provider with the reason)
   --threads N            ONNX Runtime and resampling threads (default 0: all cores; at most 256)
   --flips 1|2|4|8        test-time flips averaged per click (default: the package's choice)
   --keep-clicked 0|1     keep only mask components that contain a click (default: the package's)
@@ -191,6 +198,9 @@ options
   --trt-cache DIR        TensorRT engine and timing cache folder
   --trt-fp16             let TensorRT choose fp16 kernels
   --cuda-tf32            TF32 tensor cores on CUDA (faster, about 1e-3 relative error)
+  --bf16                 OpenVINO: bf16 where the CPU has AMX-BF16 or AVX512-BF16 (faster, about
+                         1e-2 on probabilities; elsewhere fp32)
+  --openvino-cache DIR   OpenVINO: compiled-model cache folder (a later open skips compiling)
   -h, --help             this text
 
 output
@@ -243,6 +253,8 @@ fn run(args: Args) -> sam3d::Result<()> {
         threads: args.threads,
         verify_hashes: true,
         gpu: args.gpu.clone(),
+        bf16: args.bf16,
+        cache_dir: args.cache_dir.clone(),
     };
     let model = Arc::new(Model::open(&rt, &args.model, &opts)?);
     let t_model = t0.elapsed();

@@ -236,6 +236,12 @@ typedef enum Sam3dDevice {
    * NVIDIA TensorRT, with CUDA for the nodes it does not take (falls back likewise)
    */
   SAM3D_DEVICE_TENSOR_RT = 2,
+  /**
+   * Intel OpenVINO on the CPU, through ONNX Runtime's plugin execution provider (the plugin
+   * beside ONNX Runtime's library, or at `SAM3D_OPENVINO_PLUGIN`; Intel CPUs only; falls back to
+   * the CPU provider likewise)
+   */
+  SAM3D_DEVICE_OPEN_VINO = 3,
 } Sam3dDevice;
 
 /**
@@ -302,7 +308,8 @@ typedef struct Sam3dModelOptions {
    */
   uint32_t struct_size;
   /**
-   * `Sam3dDevice`: 0 CPU, 1 CUDA, 2 TensorRT (falls back to CPU with the reason reported)
+   * `Sam3dDevice`: 0 CPU, 1 CUDA, 2 TensorRT, 3 OpenVINO (falls back to CPU with the reason
+   * reported)
    */
   int32_t device;
   /**
@@ -314,6 +321,16 @@ typedef struct Sam3dModelOptions {
    * 1 skips the SHA-256 check of the package files (faster open of trusted packages)
    */
   int32_t skip_hash_check;
+  /**
+   * OpenVINO: 1 computes in bf16 where the CPU has AMX-BF16 or AVX512-BF16 (faster, about 1e-2
+   * on probabilities); elsewhere, and by default, fp32. `Sam3dModelInfo.provider` says which ran.
+   */
+  int32_t bf16;
+  /**
+   * OpenVINO: a folder for compiled models, so a later open does not compile again (created when
+   * missing); NULL: none
+   */
+  const char *cache_dir;
 } Sam3dModelOptions;
 
 /**

@@ -56,6 +56,7 @@ pub use volume::{Dtype, Volume};
 #[doc(hidden)]
 pub mod internals {
     pub use crate::arena::leases;
+    pub use crate::engine::cpu_has_bf16;
     pub use crate::fpmode::mode;
     pub use crate::manifest::sha256_file;
     pub use crate::volume::Voxels;

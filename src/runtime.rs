@@ -6,7 +6,7 @@
 //! requests reuse it. A failure lists every path tried.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use ort::environment::Environment;
 
@@ -17,6 +17,8 @@ struct Loaded {
     path: PathBuf,
     version: String,
     env: Environment,
+    /// The OpenVINO plugin: registered once, on first use (its path, or why it is not there).
+    openvino: OnceLock<std::result::Result<PathBuf, String>>,
 }
 
 static LOADED: Mutex<Option<&'static Loaded>> = Mutex::new(None);
@@ -37,7 +39,47 @@ impl Runtime {
     pub fn version(&self) -> &'static str {
         &self.inner.version
     }
+
+    /// Register ONNX Runtime's OpenVINO plugin execution provider with the environment, once per
+    /// process: from `SAM3D_OPENVINO_PLUGIN`, else beside ONNX Runtime's library (as `make ort
+    /// ORT_OPENVINO=1` puts it). Err: why it is not available.
+    pub fn openvino_plugin(&self) -> std::result::Result<&'static Path, String> {
+        let found = self.inner.openvino.get_or_init(|| {
+            let dir = self.inner.path.parent().unwrap_or(Path::new("."));
+            let candidates: Vec<PathBuf> = match std::env::var_os("SAM3D_OPENVINO_PLUGIN") {
+                Some(p) if !p.is_empty() => vec![PathBuf::from(p)],
+                _ => vec![
+                    dir.join(OPENVINO_PLUGIN),
+                    dir.join("onnxruntime_ep_openvino").join(OPENVINO_PLUGIN),
+                ],
+            };
+            let Some(file) = candidates.iter().find(|p| p.is_file()) else {
+                let tried: Vec<String> =
+                    candidates.iter().map(|p| p.display().to_string()).collect();
+                return Err(format!(
+                    "the OpenVINO plugin is not installed (tried {}; `make ort ORT_OPENVINO=1` \
+                     fetches it)",
+                    tried.join(", ")
+                ));
+            };
+            self.inner
+                .env
+                .register_ep_library(OPENVINO_EP, file)
+                .map(|()| file.clone())
+                .map_err(|e| {
+                    format!(
+                        "ONNX Runtime refused the OpenVINO plugin {}: {e}",
+                        file.display()
+                    )
+                })
+        });
+        found.as_ref().map(|p| p.as_path()).map_err(|e| e.clone())
+    }
 }
+
+/// The OpenVINO plugin's library and execution provider names.
+pub const OPENVINO_PLUGIN: &str = "libonnxruntime_providers_openvino_plugin.so";
+pub const OPENVINO_EP: &str = "OpenVINOExecutionProvider";
 
 /// Where to look: only the caller's path when one is given (a host that names a library must get
 /// that library or an error naming it, never another ONNX Runtime found elsewhere), else the
@@ -182,6 +224,7 @@ pub fn load(explicit: Option<&Path>) -> Result<Runtime> {
                     path: file,
                     version,
                     env,
+                    openvino: OnceLock::new(),
                 }));
                 *guard = Some(loaded);
                 return Ok(Runtime { inner: loaded });

@@ -32,6 +32,8 @@ fn open(dir: &Path, threads: u32) -> (Sam3dStatus, *mut Sam3dModel, String) {
         device: 0,
         threads,
         skip_hash_check: 0,
+        bf16: 0,
+        cache_dir: std::ptr::null(),
     };
     let mut m = null_mut();
     let s = unsafe { sam3d_model_open(rt, c.as_ptr(), &opts, &mut m) };

@@ -40,7 +40,7 @@ __all__ = ["Error", "EmptyMaskWarning", "Geometry", "Runtime", "Model", "Volume"
 
 ABI_VERSION = 1
 _COORDS = {"ijk": 0, "lps": 1, "ras": 2}
-_DEVICES = {"cpu": 0, "cuda": 1, "tensorrt": 2}
+_DEVICES = {"cpu": 0, "cuda": 1, "tensorrt": 2, "openvino": 3}
 _STAGES = ("load", "resample", "encode", "decode", "paste")
 # Status names for `Error.name` when the loaded library has no name for a value ("?"): a library
 # older than this binding (SAM3D_STATUS_BUSY came later).
@@ -70,7 +70,7 @@ class _GpuOptions(C.Structure):
 
 class _ModelOptions(C.Structure):
     _fields_ = [("struct_size", C.c_uint32), ("device", C.c_int32), ("threads", C.c_uint32),
-                ("skip_hash_check", C.c_int32)]
+                ("skip_hash_check", C.c_int32), ("bf16", C.c_int32), ("cache_dir", C.c_char_p)]
 
 
 class _ModelInfo(C.Structure):
@@ -372,7 +372,9 @@ class Runtime(_Handle):
 
 
 class Model(_Handle):
-    """A model package directory. `device`: "cpu", "cuda" or "tensorrt" (falls back to CPU; see `info`).
+    """A model package directory. `device`: "cpu", "cuda", "tensorrt" or "openvino" (falls back to the
+    CPU provider; `info["provider"]` says what runs, `info["provider_note"]` why). OpenVINO settings:
+    `bf16` (where the CPU has AMX-BF16 or AVX512-BF16; else fp32), `openvino_cache_dir`.
     GPU settings (checked on every machine): `device_id`, `gpu_memory_limit` (bytes, 0: no cap),
     `trt_fp16`, `trt_cache_dir` (TensorRT engine cache folder, created when missing), `cuda_tf32` (TF32
     tensor cores on CUDA: faster, about 1e-3 relative error; off: masks as on the CPU)."""
@@ -380,11 +382,13 @@ class Model(_Handle):
 
     def __init__(self, runtime: Runtime, package_dir: str, device: str = "cpu", threads: int = 0,
                  check_hashes: bool = True, *, device_id: int = 0, gpu_memory_limit: int = 0,
-                 trt_fp16: bool = False, trt_cache_dir: Optional[str] = None, cuda_tf32: bool = False):
+                 trt_fp16: bool = False, trt_cache_dir: Optional[str] = None, cuda_tf32: bool = False,
+                 bf16: bool = False, openvino_cache_dir: Optional[str] = None):
         super().__init__()
         if device not in _DEVICES:
             raise ValueError(f"device {device!r}: one of {sorted(_DEVICES)}")
-        opts = _ModelOptions(C.sizeof(_ModelOptions), _DEVICES[device], int(threads), 0 if check_hashes else 1)
+        opts = _ModelOptions(C.sizeof(_ModelOptions), _DEVICES[device], int(threads), 0 if check_hashes else 1,
+                             int(bool(bf16)), None if openvino_cache_dir is None else os.fsencode(openvino_cache_dir))
         gpu = _GpuOptions(C.sizeof(_GpuOptions), int(device_id), int(gpu_memory_limit), int(bool(trt_fp16)),
                           None if trt_cache_dir is None else os.fsencode(trt_cache_dir), int(bool(cuda_tf32)))
         self._runtime = runtime

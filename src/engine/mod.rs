@@ -16,6 +16,7 @@ mod submask;
 mod warmup;
 
 pub use model::{Device, GpuOptions, Model, ModelOptions};
+pub use providers::cpu_has_bf16;
 pub use segmenter::{
     Canceller, Coord, Interaction, Progress, Segmenter, Stage, VoxelBox, ZOOM_LEVELS,
 };

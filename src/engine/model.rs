@@ -19,17 +19,20 @@ pub enum Device {
     Cpu,
     Cuda,
     TensorRt,
+    /// Intel's OpenVINO on the CPU, through ONNX Runtime's plugin execution provider
+    OpenVino,
 }
 
 impl std::str::FromStr for Device {
     type Err = String;
-    /// "cpu", "cuda" or "tensorrt" (command lines, bindings).
+    /// "cpu", "cuda", "tensorrt" or "openvino" (command lines, bindings).
     fn from_str(s: &str) -> std::result::Result<Self, String> {
         match s {
             "cpu" => Ok(Device::Cpu),
             "cuda" => Ok(Device::Cuda),
             "tensorrt" => Ok(Device::TensorRt),
-            o => Err(format!("device {o}: cpu, cuda or tensorrt")),
+            "openvino" => Ok(Device::OpenVino),
+            o => Err(format!("device {o}: cpu, cuda, tensorrt or openvino")),
         }
     }
 }
@@ -44,6 +47,13 @@ pub struct ModelOptions {
     pub verify_hashes: bool,
     /// Settings of the CUDA and TensorRT providers (ignored on CPU).
     pub gpu: GpuOptions,
+    /// OpenVINO: bf16 arithmetic where the CPU has AMX-BF16 or AVX512-BF16 (elsewhere fp32, said
+    /// in the provider note). Off by default: masks then match the CPU provider's within fp32
+    /// rounding.
+    pub bf16: bool,
+    /// OpenVINO: folder for compiled models, so a later open does not compile again. Created when
+    /// missing.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Default for ModelOptions {
@@ -53,6 +63,8 @@ impl Default for ModelOptions {
             threads: 0,
             verify_hashes: true,
             gpu: GpuOptions::default(),
+            bf16: false,
+            cache_dir: None,
         }
     }
 }
@@ -326,6 +338,14 @@ fn check_gpu_options(opts: &ModelOptions) -> Result<()> {
             Sam3dStatus::InvalidArgument,
             format!("GPU device id {} is negative", g.device_id),
         ));
+    }
+    if let (Some(dir), Device::OpenVino) = (&opts.cache_dir, opts.device) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            err(
+                Sam3dStatus::Io,
+                format!("OpenVINO cache folder {}: {e}", dir.display()),
+            )
+        })?;
     }
     if let Some(dir) = &g.trt_cache_dir {
         if opts.device == Device::TensorRt {

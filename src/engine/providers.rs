@@ -1,17 +1,20 @@
-//! ONNX Runtime sessions for one graph on the execution provider asked for (CPU, CUDA, TensorRT),
+//! ONNX Runtime sessions for one graph on the execution provider asked for (CPU, CUDA, TensorRT,
+//! OpenVINO),
 //! with the session settings the engine relies on; a provider that cannot be had falls back to the
 //! CPU with the reason recorded, never silently.
 
 use std::path::Path;
 
 use ort::ep::ExecutionProvider;
-use ort::session::{builder::GraphOptimizationLevel, Session};
+use ort::memory::DeviceType;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use ort::session::Session;
 
 use super::rt_err;
 use super::{Device, ModelOptions};
 use crate::error::{err, Result, Sam3dStatus};
 use crate::fpmode::ModeGuard;
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, OPENVINO_EP};
 
 /// A session for one graph; `shared_arena`: its CPU memory comes from the environment's arena
 /// (`arena`), which the caller holds a lease on.
@@ -76,8 +79,16 @@ pub(super) fn make_session(
             ep
         }
     };
+    if opts.device == Device::OpenVino {
+        match openvino(runtime, builder, opts) {
+            Ok((b, label, n)) => (builder, provider, note) = (b, label, n),
+            Err((b, why)) => {
+                (builder, note) = (b, format!("OpenVINO unavailable, running on CPU: {why}"))
+            }
+        }
+    }
     let attempt = match opts.device {
-        Device::Cpu => None,
+        Device::Cpu | Device::OpenVino => None,
         Device::Cuda => Some(("CUDA", cuda().register(&mut builder))),
         Device::TensorRt => {
             let mut trt = ort::ep::TensorRT::default()
@@ -126,4 +137,89 @@ pub(super) fn make_session(
         )
     })?;
     Ok((session, provider, note))
+}
+
+/// Both graphs on OpenVINO's CPU device through ONNX Runtime's plugin execution provider: the
+/// builder with it appended, the provider as reported ("OpenVINO fp32" or "OpenVINO bf16") and a
+/// note; or the builder untouched and why OpenVINO cannot be had (the caller falls back to the CPU
+/// provider).
+#[allow(clippy::result_large_err)]
+fn openvino(
+    runtime: &Runtime,
+    builder: SessionBuilder,
+    opts: &ModelOptions,
+) -> std::result::Result<(SessionBuilder, String, String), (SessionBuilder, String)> {
+    if let Err(why) = runtime.openvino_plugin() {
+        return Err((builder, why));
+    }
+    let env = runtime.environment();
+    let devices: Vec<_> = env
+        .devices()
+        .filter(|d| {
+            d.ep().is_ok_and(|ep| ep == OPENVINO_EP) && d.hardware_device().ty() == DeviceType::CPU
+        })
+        .collect();
+    if devices.is_empty() {
+        // the plugin offers only devices of its vendor (Intel): an AMD CPU gets none
+        let vendor = env
+            .devices()
+            .find(|d| d.hardware_device().ty() == DeviceType::CPU)
+            .and_then(|d| d.hardware_device().vendor().ok().map(str::to_string))
+            .unwrap_or_else(|| "unknown".to_string());
+        return Err((
+            builder,
+            format!("the OpenVINO plugin offers no device for this CPU (vendor {vendor}); it takes Intel CPUs"),
+        ));
+    }
+    let (bf16, mut note) = match (opts.bf16, cpu_has_bf16()) {
+        (true, false) => (
+            false,
+            "bf16 asked for, but this CPU has neither AMX-BF16 nor AVX512-BF16: fp32".to_string(),
+        ),
+        (b, _) => (b, String::new()),
+    };
+    let mut cpu = vec![
+        format!(
+            "\"INFERENCE_PRECISION_HINT\": \"{}\"",
+            if bf16 { "bf16" } else { "f32" }
+        ),
+        "\"PERFORMANCE_HINT\": \"LATENCY\"".to_string(),
+    ];
+    if opts.threads > 0 {
+        cpu.push(format!("\"INFERENCE_NUM_THREADS\": \"{}\"", opts.threads));
+    }
+    let mut options = vec![(
+        format!("{OPENVINO_EP}.load_config"),
+        format!("{{\"CPU\": {{{}}}}}", cpu.join(", ")),
+    )];
+    if let Some(dir) = &opts.cache_dir {
+        options.push((
+            format!("{OPENVINO_EP}.cache_dir"),
+            dir.display().to_string(),
+        ));
+    }
+    match builder.with_devices(devices, Some(&options)) {
+        Ok(b) => {
+            let label = format!("OpenVINO {}", if bf16 { "bf16" } else { "fp32" });
+            Ok((b, label, std::mem::take(&mut note)))
+        }
+        Err(e) => {
+            let why = format!("the OpenVINO provider refused the session options: {e}");
+            Err((e.recover(), why))
+        }
+    }
+}
+
+/// Whether the CPU multiplies bf16 in hardware (AMX-BF16 or AVX512-BF16), as the kernel reports
+/// its flags (what `lscpu` shows).
+pub fn cpu_has_bf16() -> bool {
+    std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|info| {
+        info.lines()
+            .filter(|l| l.starts_with("flags"))
+            .take(1)
+            .any(|l| {
+                l.split_whitespace()
+                    .any(|f| f == "amx_bf16" || f == "avx512_bf16")
+            })
+    })
 }

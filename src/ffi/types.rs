@@ -20,6 +20,10 @@ pub enum Sam3dDevice {
     Cuda = 1,
     /// NVIDIA TensorRT, with CUDA for the nodes it does not take (falls back likewise)
     TensorRt = 2,
+    /// Intel OpenVINO on the CPU, through ONNX Runtime's plugin execution provider (the plugin
+    /// beside ONNX Runtime's library, or at `SAM3D_OPENVINO_PLUGIN`; Intel CPUs only; falls back to
+    /// the CPU provider likewise)
+    OpenVino = 3,
 }
 
 /// Label of a click (`sam3d_session_click_ex`).
@@ -116,13 +120,20 @@ pub type Sam3dProgressFn = Option<unsafe extern "C" fn(stage: i32, done: i32, us
 pub struct Sam3dModelOptions {
     /// `sizeof(Sam3dModelOptions)` as the caller was compiled
     pub struct_size: u32,
-    /// `Sam3dDevice`: 0 CPU, 1 CUDA, 2 TensorRT (falls back to CPU with the reason reported)
+    /// `Sam3dDevice`: 0 CPU, 1 CUDA, 2 TensorRT, 3 OpenVINO (falls back to CPU with the reason
+    /// reported)
     pub device: i32,
     /// ONNX Runtime intra-op threads, also the engine's resampling workers; 0 = all cores; at most
     /// `SAM3D_MAX_THREADS` (more: `SAM3D_STATUS_INVALID_ARGUMENT`)
     pub threads: u32,
     /// 1 skips the SHA-256 check of the package files (faster open of trusted packages)
     pub skip_hash_check: i32,
+    /// OpenVINO: 1 computes in bf16 where the CPU has AMX-BF16 or AVX512-BF16 (faster, about 1e-2
+    /// on probabilities); elsewhere, and by default, fp32. `Sam3dModelInfo.provider` says which ran.
+    pub bf16: i32,
+    /// OpenVINO: a folder for compiled models, so a later open does not compile again (created when
+    /// missing); NULL: none
+    pub cache_dir: *const c_char,
 }
 
 /// GPU provider settings for `sam3d_model_open_ex`. Zero-initialise, set `struct_size` to
@@ -205,6 +216,7 @@ pub(crate) fn device_from_c(v: i32) -> Result<Device> {
         0 => Device::Cpu,
         1 => Device::Cuda,
         2 => Device::TensorRt,
+        3 => Device::OpenVino,
         d => return Err(invalid(format!("device {d} is not a Sam3dDevice"))),
     })
 }
@@ -343,6 +355,12 @@ pub(crate) unsafe fn model_options_from_c(
         opts.device = device_from_c(o.device)?;
         opts.threads = o.threads as usize;
         opts.verify_hashes = o.skip_hash_check == 0;
+        // appended after the first version: 0 and NULL for older callers
+        opts.bf16 = o.bf16 != 0;
+        if !o.cache_dir.is_null() {
+            // SAFETY: a NUL-terminated string (the caller's contract).
+            opts.cache_dir = Some(unsafe { cstr_path(o.cache_dir, "cache_dir") }?);
+        }
     }
     if !gpu.is_null() {
         // SAFETY: as above; `cuda_tf32`, appended after the first version, reads 0 for older callers
@@ -369,7 +387,12 @@ mod tests {
     /// The C enums' values and the decoders agree, for every variant.
     #[test]
     fn enum_values_round_trip() {
-        for d in [Sam3dDevice::Cpu, Sam3dDevice::Cuda, Sam3dDevice::TensorRt] {
+        for d in [
+            Sam3dDevice::Cpu,
+            Sam3dDevice::Cuda,
+            Sam3dDevice::TensorRt,
+            Sam3dDevice::OpenVino,
+        ] {
             let back = device_from_c(d as i32).unwrap();
             assert_eq!(format!("{back:?}"), format!("{d:?}"));
         }
@@ -403,7 +426,7 @@ mod tests {
         ] {
             assert_eq!(format!("{:?}", stage_to_c(s)), format!("{s:?}"));
         }
-        assert!(device_from_c(3).is_err() && coord_from_c(-1).is_err() && dtype_from_c(0).is_err());
+        assert!(device_from_c(4).is_err() && coord_from_c(-1).is_err() && dtype_from_c(0).is_err());
     }
 
     /// A caller built against the first version of Sam3dGpuOptions (32 bytes) is read no further,

@@ -122,7 +122,7 @@ int main(int argc, char **argv) {
     expect("model: missing graph", sam3d_model_open(rt, path, NULL, &model), SAM3D_STATUS_BAD_MODEL);
     check("model: message names the missing graph", strstr(sam3d_last_error(), "encoder.onnx") != NULL);
     check("model: output untouched on failure", model == NULL);
-    Sam3dModelOptions opts = {0, 7, 1, 0};
+    Sam3dModelOptions opts = {0, 7, 1, 0, 0, NULL};
     expect("model: struct_size 0", sam3d_model_open(rt, model_dir, &opts, &model), SAM3D_STATUS_ABI_MISMATCH);
     check("model: the message says what to set", strstr(sam3d_last_error(), "sizeof(Sam3dModelOptions)") != NULL);
     opts.struct_size = (uint32_t)sizeof opts;
@@ -145,7 +145,7 @@ int main(int argc, char **argv) {
 
     /* GPU settings: checked on every machine; without a GPU TensorRT falls back to CPU */
     Sam3dModel *gmodel = NULL;
-    Sam3dModelOptions gopts = {(uint32_t)sizeof(Sam3dModelOptions), SAM3D_DEVICE_TENSOR_RT, 1, 0};
+    Sam3dModelOptions gopts = {(uint32_t)sizeof(Sam3dModelOptions), SAM3D_DEVICE_TENSOR_RT, 1, 0, 0, NULL};
     Sam3dGpuOptions gpu;
     memset(&gpu, 0, sizeof gpu);
     /* the first version of the struct ended before cuda_tf32: that size is accepted (the field
