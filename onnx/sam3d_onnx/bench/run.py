@@ -88,14 +88,16 @@ def reference(config: str, pkg: str, ct: str, click, threads: int, repeat: int) 
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}
 
 
-def engine(pkg: str, ct: str, click, threads: int, repeat: int, ort: str, package_default: bool = False) -> dict:
+def engine(pkg: str, ct: str, click, threads: int, repeat: int, ort: str, package_default: bool = False,
+           device: tuple = ()) -> dict:
     """One engine run. By default with one pass, no component rule and no zoom-out (the reference's
     work: one encoder pass per encoding); `package_default`: with the manifest's `inference`
     refinements (zoom-out still off: its cost is `bench-interaction`'s)."""
     exe = os.path.join(REPO, "target", "release", "examples", "bench")
     plain = ["--zoom-out", "1"] + ([] if package_default else ["--flips", "1", "--keep-clicked", "0"])
     r = subprocess.run([exe, "--model", pkg, "--input", ct, "--click", ",".join(map(str, click)),
-                        "--repeat", str(repeat), "--threads", str(threads)] + plain + (["--ort", ort] if ort else []),
+                        "--repeat", str(repeat), "--threads", str(threads)] + plain + list(device)
+                      + (["--ort", ort] if ort else []),
                        capture_output=True, text=True)
     if r.returncode != 0:
         raise SystemExit(f"bench example failed: {r.stderr[-2000:]}")
@@ -131,7 +133,8 @@ def main(argv=None, prog=None):
     ap.add_argument("--data", default=os.path.join(REPO, ".cache", "data"),
                     help="folder written by tools/fetch_data.py (default: the repository's .cache/data)")
     ap.add_argument("--configs", default="tiny,demo,paper",
-                    help="comma-separated: tiny, demo, paper, and <config>-int8 for the int8 variant "
+                    help="comma-separated: tiny, demo, paper, and <config>-int8 for the int8 variant, "
+                         "<config>-openvino and <config>-openvino-bf16 for the fp32 graphs on OpenVINO "
                          "(default tiny,demo,paper)")
     ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads of both sides (default: all CPUs)")
     ap.add_argument("--repeat", type=int, default=3, help="sessions per engine run and reference runs (default 3)")
@@ -150,19 +153,24 @@ def main(argv=None, prog=None):
     os.makedirs(args.out, exist_ok=True)
     ct = make_ct(args.data, args.out)
     record = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "threads": args.threads,
-              "ct": list(SHAPE), "configs": {}}
+              "ct": list(SHAPE), "configs": {}, **cpu_model()}
     rates = []
     product_runs = [product_rates(args.threads)]
     for name in args.configs.split(","):
-        base = name.removesuffix("-int8")       # "paper-int8": the int8 variant, same reference model
+        # "paper-int8": the int8 variant; "paper-openvino(-bf16)": the fp32 package on OpenVINO; all
+        # against the same reference model
+        device = {"-openvino": ("--device", "openvino"), "-openvino-bf16": ("--device", "openvino", "--bf16")}
+        suffix = next((x for x in ("-openvino-bf16", "-openvino", "-int8") if name.endswith(x)), "")
+        base = name.removesuffix(suffix)
+        dev = device.get(suffix, ())
         rep = args.paper_repeat if base == "paper" else args.repeat
         pkg = paper_package(args.out) if base == "paper" else PACKAGES[base]
-        if name != base:
+        if suffix == "-int8":
             pkg = int8_package(pkg, os.path.join(args.out, os.path.basename(pkg) + "-int8"))
         # the floor's rate is measured right before and right after each engine run
         def timed_engine():
             before = matmul_gflops(args.threads)
-            e = engine(pkg, ct, click, args.threads, rep, args.ort)
+            e = engine(pkg, ct, click, args.threads, rep, args.ort, device=dev)
             return e, [before, matmul_gflops(args.threads)]
 
         eng, around = timed_engine()
@@ -206,7 +214,23 @@ def main(argv=None, prog=None):
     print_table(record)
 
 
+def cpu_model() -> dict:
+    """The CPU's model name and the flags that decide bf16 (lscpu's source)."""
+    name, flags = "?", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name") and name == "?":
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("flags") and not flags:
+                    flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return {"cpu_model": name, "bf16_flags": sorted(flags & {"amx_bf16", "amx_tile", "avx512_bf16"})}
+
+
 def print_table(rec: dict):
+    print(f"CPU: {rec.get('cpu_model', '?')}; bf16 flags: {', '.join(rec.get('bf16_flags') or ['none'])}")
     lo, hi = rec["fp32_matmul_gflops_range"]
     print(f"\nmachine: {rec['machine']}, {rec['cpus']} CPUs, {rec['threads']} threads; fp32 matrix product "
           f"{rec['fp32_matmul_gflops']:.0f} GFLOP/s ({lo:.0f}-{hi:.0f} over the run; each configuration's floor "
@@ -253,4 +277,6 @@ def print_table(rec: dict):
             ratio = f"{rv / ev:.1f}x" if rv is not None and ev > 0 and "RSS" not in stage else ""
             fr = f"{ev / floor:.2f}x" if floor else ""
             rvs = f"{rv:.3f}" if rv is not None else "-"
-            print(f"| {name} | {stage} | {ev:.3f} | {rvs} | {ratio} | {fr} |")
+            # the provider that ran: an OpenVINO row on a CPU the plugin refuses is the CPU provider's
+            label = f"{name} [{e.get('provider', '?')}]" if "openvino" in name else name
+            print(f"| {label} | {stage} | {ev:.3f} | {rvs} | {ratio} | {fr} |")
