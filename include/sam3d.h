@@ -237,9 +237,9 @@ typedef enum Sam3dDevice {
    */
   SAM3D_DEVICE_TENSOR_RT = 2,
   /**
-   * Intel OpenVINO on the CPU, through ONNX Runtime's plugin execution provider (the plugin
-   * beside ONNX Runtime's library, or at `SAM3D_OPENVINO_PLUGIN`; Intel CPUs only; falls back to
-   * the CPU provider likewise)
+   * Intel OpenVINO on the CPU: an ONNX Runtime built with it (the `onnxruntime-openvino`
+   * build; any x86-64 CPU), else Intel's plugin execution provider beside a stock ONNX Runtime
+   * or at `SAM3D_OPENVINO_PLUGIN` (Intel CPUs only); falls back to the CPU provider likewise
    */
   SAM3D_DEVICE_OPEN_VINO = 3,
 } Sam3dDevice;
@@ -387,7 +387,7 @@ typedef struct Sam3dModelInfo {
    */
   const char *hash;
   /**
-   * execution provider in use: "CPU", "CUDA" or "TensorRT"
+   * execution provider in use: "CPU", "CUDA", "TensorRT", "OpenVINO fp32" or "OpenVINO bf16"
    */
   const char *provider;
   /**

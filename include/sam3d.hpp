@@ -66,14 +66,28 @@ struct GpuOptions {
     bool cuda_tf32 = false;            // TF32 tensor cores on CUDA (faster, ~1e-3 relative error)
 };
 
+/// OpenVINO provider settings (see Sam3dModelOptions); ignored on other devices. Where OpenVINO
+/// cannot be had the model runs on the CPU provider: info().provider says what runs ("OpenVINO
+/// fp32", "OpenVINO bf16" or "CPU"), info().provider_note why it differs from what was asked.
+struct OpenVinoOptions {
+    bool bf16 = false;                 // bf16 where the CPU has AMX-BF16 or AVX512-BF16 (~1e-2 on
+                                       // probabilities); elsewhere fp32, with a note
+    std::string cache_dir;             // compiled-model cache, created when missing; empty: none
+};
+
 class Model {
 public:
+    /// `openvino` is last so that existing calls keep compiling: for OpenVINO, e.g.
+    /// Model(rt, dir, SAM3D_DEVICE_OPEN_VINO, 0, {}, {true, "/var/cache/sam3d"}).
     Model(const Runtime& rt, const std::string& package_dir, Sam3dDevice device = SAM3D_DEVICE_CPU,
-          unsigned threads = 0, const GpuOptions& gpu = GpuOptions{}) {
+          unsigned threads = 0, const GpuOptions& gpu = GpuOptions{},
+          const OpenVinoOptions& openvino = OpenVinoOptions{}) {
         Sam3dModelOptions o{};
         o.struct_size = static_cast<uint32_t>(sizeof o);
         o.device = static_cast<int32_t>(device);
         o.threads = threads;
+        o.bf16 = openvino.bf16 ? 1 : 0;
+        o.cache_dir = openvino.cache_dir.empty() ? nullptr : openvino.cache_dir.c_str();
         Sam3dGpuOptions g{};
         g.struct_size = static_cast<uint32_t>(sizeof g);
         g.device_id = gpu.device_id;

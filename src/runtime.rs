@@ -40,6 +40,13 @@ impl Runtime {
         &self.inner.version
     }
 
+    /// Whether this ONNX Runtime was built with the OpenVINO execution provider (the
+    /// `onnxruntime-openvino` build) rather than taking it as a plugin.
+    pub fn has_built_in_openvino(&self) -> bool {
+        use ort::ep::ExecutionProvider;
+        ort::ep::OpenVINO::is_available().unwrap_or(false)
+    }
+
     /// Register ONNX Runtime's OpenVINO plugin execution provider with the environment, once per
     /// process: from `SAM3D_OPENVINO_PLUGIN`, else beside ONNX Runtime's library (as `make ort
     /// ORT_OPENVINO=1` puts it). Err: why it is not available.

@@ -1,37 +1,106 @@
-//! The OpenVINO device: on an Intel CPU with the plugin beside ONNX Runtime (`make ort
-//! ORT_OPENVINO=1`), both graphs on OpenVINO, fp32 matching the CPU provider and bf16 only where
-//! the CPU multiplies bf16; anywhere else the CPU provider, with the reason, and the CPU's masks.
-//! One test: the plugin is registered once per process.
+//! The OpenVINO device on an ONNX Runtime built with OpenVINO (`make ort-openvino`, the
+//! `onnxruntime-openvino` build; any x86-64 CPU): both graphs on OpenVINO's CPU device, fp32 with
+//! the CPU provider's masks, bf16 exactly where the CPU multiplies bf16 and then within Dice 0.99
+//! of fp32 on the demo model, and the compiled-model cache. This binary loads that runtime
+//! (`SAM3D_ORT_OPENVINO_LIBRARY`, set by the Makefile); `tests/openvino_fallback.rs` covers a
+//! stock ONNX Runtime.
 
-mod common;
-
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use common::{fixture, model, volume};
-use sam3d::{load_runtime, Coord, Device, Model, ModelOptions, Segmenter};
+use sam3d::{load_runtime, Coord, Device, Model, ModelOptions, Runtime, Segmenter, Volume};
 
-fn none() -> impl FnMut(sam3d::Stage, bool) {
-    |_, _| {}
+fn runtime() -> Runtime {
+    let lib = std::env::var_os("SAM3D_ORT_OPENVINO_LIBRARY").expect(
+        "SAM3D_ORT_OPENVINO_LIBRARY: the ONNX Runtime built with OpenVINO (`make ort-openvino`; \
+         `make test-rust` sets it)",
+    );
+    let rt = load_runtime(Some(Path::new(&lib))).unwrap();
+    assert!(
+        rt.has_built_in_openvino(),
+        "{} has no OpenVINO provider",
+        rt.path().display()
+    );
+    rt
 }
 
-fn mask_with(m: Arc<Model>) -> Vec<u8> {
-    let mut s = Segmenter::new(m, volume()).unwrap();
+fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// The bf16 flags as the kernel lists them (what `lscpu` prints), read here rather than through
+/// the library so the test checks the library's reading.
+fn cpu_multiplies_bf16() -> bool {
+    let info = std::fs::read_to_string("/proc/cpuinfo").unwrap();
+    let flags = info.lines().find(|l| l.starts_with("flags")).unwrap_or("");
+    flags
+        .split_whitespace()
+        .any(|f| f == "amx_bf16" || f == "avx512_bf16")
+}
+
+fn open(rt: &Runtime, package: &Path, device: Device, bf16: bool) -> Arc<Model> {
+    let opts = ModelOptions {
+        device,
+        threads: 1,
+        bf16,
+        ..Default::default()
+    };
+    Arc::new(Model::open(rt, package, &opts).unwrap())
+}
+
+/// The tiny fixture on a smooth synthetic volume, two clicks.
+fn tiny_mask(m: Arc<Model>) -> Vec<u8> {
+    let mut s = Segmenter::new(m, synthetic()).unwrap();
     s.set_zoom_out(1).unwrap();
     let o = s.add_object();
-    s.click(o, [24.0, 18.0, 15.0], Coord::Ijk, &mut none())
-        .unwrap();
-    s.click(o, [26.0, 19.0, 15.0], Coord::Ijk, &mut none())
+    for p in [[24.0, 18.0, 15.0], [26.0, 19.0, 15.0]] {
+        s.click(o, p, Coord::Ijk, &mut |_, _| {}).unwrap();
+    }
+    s.mask_vec(o).unwrap()
+}
+
+/// The demo model on the sample CT's lesion, one click, the package's own refinements.
+fn demo_mask(m: Arc<Model>) -> Vec<u8> {
+    let ct: Arc<Volume> =
+        Arc::new(sam3d::read_nifti(&repo("examples/data/sample_ct_lesion.nii.gz")).unwrap());
+    let mut s = Segmenter::new(m, ct).unwrap();
+    let o = s.add_object();
+    s.click(o, [95.0, 96.0, 11.0], Coord::Ijk, &mut |_, _| {})
         .unwrap();
     s.mask_vec(o).unwrap()
 }
 
+fn synthetic() -> Arc<Volume> {
+    let dims = [48, 40, 30];
+    let geom = sam3d::Geometry::new(
+        dims,
+        [1.5, 1.5, 2.5],
+        [-30.0, 20.0, 5.0],
+        [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+    )
+    .unwrap();
+    let mut data = Vec::with_capacity(dims.iter().product());
+    for k in 0..dims[2] {
+        for j in 0..dims[1] {
+            for i in 0..dims[0] {
+                let r2 = ((i as f64 - 24.0) / 8.0).powi(2)
+                    + ((j as f64 - 18.0) / 6.0).powi(2)
+                    + ((k as f64 - 15.0) / 4.0).powi(2);
+                data.push((40.0 + 120.0 * (-r2).exp() + ((i * 7 + j * 13) % 11) as f64) as f32);
+            }
+        }
+    }
+    Arc::new(Volume::new(geom, data).unwrap())
+}
+
 fn dice(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len());
     let inter = a
         .iter()
         .zip(b)
         .filter(|(x, y)| **x != 0 && **y != 0)
         .count() as f64;
-    let n = a.iter().filter(|x| **x != 0).count() + b.iter().filter(|x| **x != 0).count();
+    let n = a.iter().chain(b).filter(|x| **x != 0).count();
     if n == 0 {
         1.0
     } else {
@@ -40,58 +109,91 @@ fn dice(a: &[u8], b: &[u8]) -> f64 {
 }
 
 #[test]
-fn openvino_runs_where_it_can_and_says_why_where_it_cannot() {
-    let rt = load_runtime(None).unwrap();
-    let want = mask_with(model("tiny-orient"));
-    let intel = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains("GenuineIntel"));
-    let plugin = rt.openvino_plugin();
-    let cache = std::env::temp_dir().join(format!("sam3d-openvino-cache-{}", std::process::id()));
-    for bf16 in [false, true] {
-        let opts = ModelOptions {
-            device: Device::OpenVino,
-            threads: 1,
-            bf16,
-            cache_dir: Some(cache.clone()),
-            ..Default::default()
-        };
-        let m = Arc::new(Model::open(&rt, &fixture("tiny-orient"), &opts).unwrap());
-        let (provider, note) = (m.provider.clone(), m.provider_note.clone());
-        match (&plugin, intel) {
-            (Err(why), _) => {
-                assert_eq!(provider, "CPU");
-                assert!(
-                    note.contains(why.as_str()) && why.contains("not installed"),
-                    "{note}"
-                );
-            }
-            (Ok(_), false) => {
-                assert_eq!(provider, "CPU");
-                assert!(note.contains("offers no device for this CPU"), "{note}");
-            }
-            (Ok(_), true) => {
-                // bf16 only where the CPU has it, and said so where it has not
-                let has = sam3d::internals::cpu_has_bf16();
-                let precision = if bf16 && has { "bf16" } else { "fp32" };
-                assert_eq!(provider, format!("OpenVINO {precision}"), "{note}");
-                assert_eq!(
-                    note.contains("neither AMX-BF16 nor AVX512-BF16"),
-                    bf16 && !has,
-                    "{note}"
-                );
-            }
-        }
-        let got = mask_with(m);
-        if provider == "CPU" {
-            assert_eq!(got, want, "the fallback changed the mask");
-        } else {
-            let d = dice(&got, &want);
-            let bar = if provider.ends_with("fp32") {
-                0.999
-            } else {
-                0.99
-            };
-            assert!(d >= bar, "{provider}: Dice {d:.5} against the CPU provider");
-        }
+fn fp32_on_openvino_gives_the_cpu_providers_masks() {
+    let rt = runtime();
+    for (package, mask) in [
+        (
+            repo("tests/fixtures/models/tiny-orient"),
+            tiny_mask as fn(_) -> _,
+        ),
+        (repo("models/demo-lesion"), demo_mask),
+    ] {
+        let ov = open(&rt, &package, Device::OpenVino, false);
+        assert_eq!(ov.provider, "OpenVINO fp32", "{}", ov.provider_note);
+        assert_eq!(ov.provider_note, "");
+        let (got, want) = (mask(ov), mask(open(&rt, &package, Device::Cpu, false)));
+        assert!(
+            want.iter().any(|v| *v != 0),
+            "{}: empty mask",
+            package.display()
+        );
+        let d = dice(&got, &want);
+        assert!(
+            d >= 0.999,
+            "{}: Dice {d:.5} against the CPU provider",
+            package.display()
+        );
     }
+}
+
+#[test]
+fn bf16_runs_exactly_where_the_cpu_multiplies_bf16() {
+    let rt = runtime();
+    let demo = repo("models/demo-lesion");
+    let bf16 = open(&rt, &demo, Device::OpenVino, true);
+    if cpu_multiplies_bf16() {
+        assert_eq!(bf16.provider, "OpenVINO bf16", "{}", bf16.provider_note);
+        assert_eq!(bf16.provider_note, "");
+        let fp32 = demo_mask(open(&rt, &demo, Device::OpenVino, false));
+        let d = dice(&demo_mask(bf16), &fp32);
+        assert!(
+            d >= 0.99,
+            "bf16 against fp32 on the demo lesion: Dice {d:.5}"
+        );
+    } else {
+        assert_eq!(bf16.provider, "OpenVINO fp32");
+        assert!(
+            bf16.provider_note
+                .contains("neither AMX-BF16 nor AVX512-BF16"),
+            "{}",
+            bf16.provider_note
+        );
+    }
+}
+
+#[test]
+fn the_cache_folder_keeps_compiled_models_and_must_be_a_folder() {
+    let rt = runtime();
+    let tiny = repo("tests/fixtures/models/tiny-orient");
+    let cache = std::env::temp_dir().join(format!("sam3d-ov-cache-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&cache);
+    let opts = ModelOptions {
+        device: Device::OpenVino,
+        threads: 1,
+        cache_dir: Some(cache.join("nested")),
+        ..Default::default()
+    };
+    let first = tiny_mask(Arc::new(Model::open(&rt, &tiny, &opts).unwrap()));
+    let blobs = std::fs::read_dir(cache.join("nested")).unwrap().count();
+    assert!(
+        blobs >= 2,
+        "{blobs} compiled graphs in the cache, want encoder and decoder"
+    );
+    // a second open reads them back and computes the same mask
+    let again = Model::open(&rt, &tiny, &opts).unwrap();
+    assert_eq!(again.provider, "OpenVINO fp32");
+    assert_eq!(tiny_mask(Arc::new(again)), first);
+    // a file where the folder should be: an error naming it, not a fallback
+    let file = cache.join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let bad = ModelOptions {
+        cache_dir: Some(file.join("sub")),
+        ..opts
+    };
+    let e = Model::open(&rt, &tiny, &bad)
+        .err()
+        .expect("a cache under a file");
+    assert_eq!(e.status, sam3d::Sam3dStatus::Io, "{e}");
+    assert!(e.to_string().contains("cache"), "{e}");
     let _ = std::fs::remove_dir_all(&cache);
 }

@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Fetch ONNX Runtime's shared library from its PyPI wheel (no other download source exists here).
 
-    python3 tools/fetch_ort.py --out .cache/onnxruntime [--flavor cpu|gpu] [--version 1.32.0] [--openvino]
+    python3 tools/fetch_ort.py --out .cache/onnxruntime [--flavor cpu|gpu|openvino] [--version V] [--openvino]
 
 Writes OUT/libonnxruntime.so (and libonnxruntime_providers_*.so for the GPU flavour) and prints
-the library's path. --openvino also unpacks Intel's OpenVINO plugin execution provider
+the library's path. The openvino flavour is the onnxruntime-openvino wheel (MIT): an ONNX Runtime
+built with the OpenVINO execution provider, with the OpenVINO (Apache-2.0) and TBB (Apache-2.0)
+libraries it loads from its own folder; OpenVINO's CPU device then runs on any x86-64 CPU. --openvino also unpacks Intel's OpenVINO plugin execution provider
 (onnxruntime-ep-openvino, MIT: the plugin with the OpenVINO and TBB libraries it finds beside it)
 into OUT/onnxruntime_ep_openvino/, where libsam3d looks for it. Uses pip's ordinary client; nothing
 is installed into any environment.
@@ -18,7 +20,11 @@ import sys
 import tempfile
 import zipfile
 
-VERSIONS = {"cpu": ("onnxruntime", "1.32.0"), "gpu": ("onnxruntime-gpu", "1.31.1")}
+VERSIONS = {
+    "cpu": ("onnxruntime", "1.32.0"),
+    "gpu": ("onnxruntime-gpu", "1.31.1"),
+    "openvino": ("onnxruntime-openvino", "1.24.1"),
+}
 OPENVINO = ("onnxruntime-ep-openvino", "1.8.1")
 PLUGIN_DIR = "onnxruntime_ep_openvino"
 
@@ -80,14 +86,27 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         wheel = download(name, version, tmp)
         with zipfile.ZipFile(wheel) as z:
-            names = [n for n in z.namelist() if n.startswith("onnxruntime/capi/libonnxruntime")]
+            # ONNX Runtime's libraries, and for the openvino flavour OpenVINO's and TBB's (the
+            # provider finds them beside itself); never the Python module
+            names = [n for n in z.namelist() if n.startswith("onnxruntime/capi/lib")
+                     and ".so" in os.path.basename(n)]
             main_lib = [n for n in names if os.path.basename(n).startswith(f"libonnxruntime.so.")]
             if not main_lib:
                 print(f"no libonnxruntime.so.* in {wheel}", file=sys.stderr)
                 return 1
+            # a wheel stores a library's version links as copies: link them again (the openvino
+            # flavour would take 215 MB instead of 125 MB)
+            first = {}
             for n in names:
                 base = os.path.basename(n)
                 target = lib if n == main_lib[0] else os.path.join(args.out, base)
+                info = z.getinfo(n)
+                same = first.setdefault((info.CRC, info.file_size), target)
+                if os.path.lexists(target):
+                    os.remove(target)
+                if same != target:
+                    os.symlink(os.path.basename(same), target)
+                    continue
                 with z.open(n) as src, open(target + ".part", "wb") as dst:
                     shutil.copyfileobj(src, dst)
                 os.replace(target + ".part", target)

@@ -18,7 +18,7 @@ if [ "$action" = uninstall ]; then
     while read -r f; do rm -f "$prefix/$f"; done < "$manifest"
     rm -f "$manifest"
     # remove the directories the install created, if now empty
-    for d in share/sam3d lib/cmake/sam3d lib/cmake lib/pkgconfig share include lib; do
+    for d in share/sam3d lib/cmake/sam3d lib/cmake lib/onnxruntime_ep_openvino lib/pkgconfig share include lib; do
         rmdir "$prefix/$d" 2>/dev/null || true
     done
     echo "removed libsam3d from $prefix"
@@ -48,8 +48,19 @@ sed -e "s|@VERSION@|$version|g" cmake/sam3dConfigVersion.cmake.in > "$tmp/sam3dC
 put "$tmp/sam3dConfig.cmake" lib/cmake/sam3d/sam3dConfig.cmake
 put "$tmp/sam3dConfigVersion.cmake" lib/cmake/sam3d/sam3dConfigVersion.cmake
 if [ -n "${3:-}" ]; then
-    for f in "$3"/libonnxruntime*.so*; do
-        [ -e "$f" ] && put "$f" "lib/$(basename "$f")" 755
+    # ONNX Runtime, and what an OpenVINO provider loads from its own folder: the OpenVINO and TBB
+    # libraries beside ONNX Runtime (the openvino flavour), or Intel's plugin with its own copies in
+    # onnxruntime_ep_openvino/ (where libsam3d looks for it); version links stay links
+    for f in "$3"/libonnxruntime*.so* "$3"/libopenvino*.so* "$3"/libtbb*.so* \
+             "$3"/onnxruntime_ep_openvino/*.so*; do
+        [ -e "$f" ] || continue
+        rel="lib/${f#"$3"/}"
+        if [ -L "$f" ]; then
+            mkdir -p "$(dirname "$prefix/$rel")"
+            ln -sf "$(readlink "$f")" "$prefix/$rel"; files+=("$rel")
+        else
+            put "$f" "$rel" 755
+        fi
     done
 fi
 mkdir -p "$(dirname "$manifest")"

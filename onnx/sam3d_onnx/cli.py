@@ -32,6 +32,8 @@ COMMANDS = {
                           "click latency of negative clicks, boxes and zoom-out through the engine"),
     "interactive": ("sam3d_onnx.evaluation.interactive",
                     "the interactive protocol (clicks in error regions, boxes, zoom-out) through the engine"),
+    "precision": ("sam3d_onnx.evaluation.precision",
+                  "a package on the CPU provider, OpenVINO fp32 and bf16: masks and probabilities compared"),
     "reference": ("sam3d_onnx.evaluation.reference_pipeline",
                   "segment a NIfTI volume with the reference pipeline (nibabel + PyTorch + ONNX Runtime)"),
     "sample": ("sam3d_onnx.evaluation.sample",

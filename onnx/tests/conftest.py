@@ -24,6 +24,21 @@ SMALL = TINY.replace(crop=48, upsample=2, patch=8, num_slice=8, sam_grid=24, win
                      decoder_dim=12)
 
 
+OPENVINO_PYTHONPATH = "SAM3D_ORT_OPENVINO_PYTHONPATH"
+
+
+def openvino_env() -> dict:
+    """Environment for a subprocess that imports the ONNX Runtime built with OpenVINO (the folder
+    named by SAM3D_ORT_OPENVINO_PYTHONPATH, first on PYTHONPATH; ONNX Runtime cannot be imported
+    twice under one name in the test process); skips the test when the variable is unset."""
+    path = os.environ.get(OPENVINO_PYTHONPATH)
+    if not path:
+        pytest.skip(f"{OPENVINO_PYTHONPATH} is unset: the folder of an ONNX Runtime built with OpenVINO "
+                    "(`make test-python` sets it)")
+    rest = os.environ.get("PYTHONPATH")
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.abspath(path)] + ([rest] if rest else [])))
+
+
 def nondegenerate(prob, lo=0.02, hi=0.98):
     """A probability map that could fail a comparison: spread over (0, 1), mask neither empty nor full."""
     p = np.asarray(prob, dtype=np.float64)

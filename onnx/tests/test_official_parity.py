@@ -6,6 +6,8 @@ what the official code computed (stored as float16) and what our straightforward
 computes. Takes several minutes on a small CPU (mark `paper`; deselect with `-m "not paper"`)."""
 import json
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -15,7 +17,7 @@ import torch
 
 import check_parity
 import make_weights
-from conftest import PARITY_DIR, nondegenerate
+from conftest import PARITY_DIR, nondegenerate, openvino_env
 from sam3d_onnx import cli
 from sam3d_onnx.export.package import session_options
 from sam3d_onnx.model import checkpoint
@@ -52,7 +54,8 @@ def paper(tmp_path_factory):
         probs[which] = dec.run(["prob"], {**cache, "points": case["clicks_dhw"]})[0][0]
         TIMINGS[f"ort_decoder_{which}_s"] = time.time() - t
     sizes = {f: os.path.getsize(d / "pkg" / f) for f in os.listdir(d / "pkg")}
-    yield {"ckpt": ckpt, "probs": probs, "sizes": sizes, "dir": d}
+    del enc, dec, cache                           # the OpenVINO tests load the graphs again
+    yield {"ckpt": ckpt, "probs": probs, "sizes": sizes, "dir": d, "pkg": d / "pkg"}
     print("\npaper-size timings (2 threads):", {k: round(v, 2) for k, v in TIMINGS.items()},
           "sizes MB:", {k: round(v / 1e6, 1) for k, v in sizes.items()})
 
@@ -91,3 +94,65 @@ def test_package_sizes_and_layout(paper):
                           "decoder.onnx.data"}
     # one shared shift mask (67 MB) instead of six: the encoder stays well under the official 819 MB
     assert sizes["encoder.onnx.data"] < 520e6
+
+
+# bf16's sanity bars. bf16 rounds each operation to 8 significant bits (relative 2^-9); through the
+# paper-size encoder that leaves logit errors up to about 0.1, |dp| <= logit error / 4, and a third
+# of this random-weight model's voxels have p within 0.1 of 0.5, where such errors flip the mask. The
+# bars allow about five times the |dp| and three times the Dice loss that bf16 gives (max |dp| ~0.02,
+# Dice ~0.986 against the official mask); a broken path (noise, an empty or full mask) is far below.
+BF16_SANITY_DICE = 0.95
+BF16_SANITY_MAX_ABS = 0.1
+
+
+@pytest.fixture(scope="module")
+def openvino(request, tmp_path_factory):
+    """The same package through ONNX Runtime's OpenVINO provider, fp32 and bf16, with the engine's
+    settings (tests/parity/run_openvino.py, in a subprocess)."""
+    env = openvino_env()                          # skips before the paper-size fixture is built
+    paper = request.getfixturevalue("paper")
+    out = tmp_path_factory.mktemp("openvino") / "probs.npz"
+    cmd = [sys.executable, os.path.join(PARITY_DIR, "run_openvino.py"), str(paper["pkg"]), str(out),
+           "--precision", "fp32,bf16", "--threads", "2"]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with np.load(out) as z:
+        res = {k: z[k] for k in z.files}
+    TIMINGS.update({f"openvino_{k}": float(v) for k, v in res.items() if k.endswith("_s")})
+    return res
+
+
+def _figures(m: dict) -> str:
+    return (f"max_abs {m['max_abs']:.2e}, p99_abs {m['p99_abs']:.2e}, samples_max_abs_fp32 "
+            f"{m['samples_max_abs_fp32']:.2e}, Dice {m['dice']:.6f} ({m['count_gt_0.5']} voxels > 0.5, "
+            f"official {m['expected_count_gt_0.5']})")
+
+
+@pytest.mark.openvino
+@pytest.mark.parametrize("which", check_parity.CASES)
+def test_openvino_fp32_matches_the_official_model(openvino, which):
+    prob = openvino[f"fp32_{which}"]
+    m = check_parity.compare(prob, which)
+    print(f"\nOpenVINO fp32 {which}: {_figures(m)}")
+    assert m["nonfinite"] == 0
+    assert m["max_abs"] <= 1e-3, m               # the bars of the CPU provider's test above
+    assert m["samples_max_abs_fp32"] <= 1e-4, m
+    assert m["dice"] >= 0.999, m
+    nondegenerate(prob, lo=0.05, hi=0.95)
+
+
+@pytest.mark.openvino
+@pytest.mark.parametrize("which", check_parity.CASES)
+def test_openvino_bf16_against_the_official_model(openvino, which):
+    """bf16 keeps 8 bits of mantissa: on random weights, whose probabilities lie near 0.5 over wide
+    regions, small logit errors flip many voxels, so the figures are printed and only a sanity bar
+    is held: finite, and a mask that still overlaps the official one for the most part (a broken
+    bf16 path, e.g. overflowing attention logits or a lost shift mask, gives noise or an empty or
+    full mask, far below it)."""
+    prob = openvino[f"bf16_{which}"]
+    m = check_parity.compare(prob, which)
+    print(f"\nOpenVINO bf16 {which}: {_figures(m)}; max |bf16 - fp32| "
+          f"{float(np.abs(prob - openvino[f'fp32_{which}']).max()):.2e}")
+    assert m["nonfinite"] == 0
+    assert m["dice"] >= BF16_SANITY_DICE, m
+    assert m["max_abs"] <= BF16_SANITY_MAX_ABS, m

@@ -385,7 +385,7 @@ def open_table(params: dict, *, idle_timeout: float, base_dir: str, name: str) -
     """A table for the model described by Triton `parameters` (strings): package (relative paths from
     `base_dir`), device, device_id (the GPU), threads, memory_budget (bytes, 0 default), max_sessions,
     max_voxels (all live sessions' voxels), warm_up (0/1), ort_library (optional: else libsam3d's
-    own search)."""
+    own search), bf16 (0/1) and openvino_cache_dir (optional) for the openvino device."""
     def get(key, default):
         v = params.get(key, "")
         return default if v in ("", None) else v
@@ -400,7 +400,9 @@ def open_table(params: dict, *, idle_timeout: float, base_dir: str, name: str) -
         set_memory_budget(budget)
     runtime = Runtime(get("ort_library", None))
     model = Model(runtime, package, device=get("device", "cpu"), threads=int(get("threads", "0")),
-                  device_id=int(get("device_id", "0")))
+                  device_id=int(get("device_id", "0")),
+                  bf16=get("bf16", "0") not in ("0", "false", "False"),
+                  openvino_cache_dir=get("openvino_cache_dir", None))
     if get("warm_up", "1") not in ("0", "false", "False"):
         model.warm_up()
     return SessionTable(model, max_sessions=int(get("max_sessions", "16")), idle_timeout=idle_timeout, name=name,

@@ -1,5 +1,6 @@
 """The ctypes binding: geometry round trips, errors carry the library's status and message, masks
-equal the engine's command line, and 1000 session open/close cycles do not leak."""
+equal the engine's command line, 1000 session open/close cycles do not leak, and the GPU and
+OpenVINO devices run or fall back to the CPU with the reason."""
 import json
 import os
 import subprocess
@@ -171,6 +172,68 @@ def test_gpu_settings_are_checked_and_fall_back_to_cpu(rt, tmp_path):
     with pytest.raises(sam3d.Error) as e:
         sam3d.Model(rt, TINY, device="tensorrt", trt_cache_dir=str(tmp_path / "file" / "sub"))
     assert e.value.name == "SAM3D_STATUS_IO" and "TensorRT cache folder" in e.value.message
+
+
+def _cpu_has_bf16():
+    """What libsam3d reads before computing in bf16: AMX-BF16 or AVX512-BF16 among the CPU flags."""
+    with open("/proc/cpuinfo") as f:
+        flags = next((line.split() for line in f if line.startswith("flags")), [])
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def _blob_mask(model):
+    """Two clicks in a bright blob at the package's spacing only (zoom-out off), so that both graphs
+    run on the model's provider."""
+    i, j, k = np.meshgrid(np.arange(48), np.arange(40), np.arange(30), indexing="ij")
+    r2 = ((i - 24) / 8.0) ** 2 + ((j - 18) / 6.0) ** 2 + ((k - 15) / 4.0) ** 2
+    arr = (40.0 + 120.0 * np.exp(-r2) + 3.0 * ((i * 7 + j * 13 + k * 3) % 11)).astype(np.float32)
+    vol = sam3d.Volume.from_array(arr, spacing=(1.5, 1.5, 2.5))
+    with sam3d.Session(model, vol) as s:
+        s.set_zoom_out(1)
+        obj = s.add_object()
+        s.click(obj, (24, 18, 15))
+        s.click(obj, (26, 19, 15))
+        return s.mask(obj)
+
+
+def test_openvino_runs_or_falls_back_to_cpu_with_the_reason(rt, tmp_path):
+    """device="openvino" runs on OpenVINO, or (an ONNX Runtime without OpenVINO for this CPU) on the
+    CPU provider with the reason and the CPU's mask; which one is read from the note, and the
+    provider must then be exactly that branch's. On OpenVINO, bf16 runs where the CPU has AMX-BF16
+    or AVX512-BF16; elsewhere fp32 with a note saying so. The OpenVINO settings do nothing on the
+    CPU device, and a cache folder that cannot be made is an error."""
+    want = _blob_mask(sam3d.Model(rt, TINY, threads=1))
+    assert want.sum() > 0
+    has_bf16 = _cpu_has_bf16()
+    for bf16 in (False, True):
+        cache = tmp_path / f"openvino-bf16-{bf16}"
+        m = sam3d.Model(rt, TINY, device="openvino", threads=1, bf16=bf16, openvino_cache_dir=str(cache))
+        provider, note = m.info["provider"], m.info["provider_note"]
+        assert cache.is_dir()   # made for the OpenVINO device, whichever provider runs
+        got = _blob_mask(m)
+        fell_back = note.startswith("OpenVINO unavailable, running on CPU: ")
+        assert provider.startswith("OpenVINO") != fell_back, (provider, note)
+        if fell_back:
+            assert provider == "CPU" and len(note) > len("OpenVINO unavailable, running on CPU: "), note
+            np.testing.assert_array_equal(got, want)
+            continue
+        runs_bf16 = bf16 and has_bf16
+        assert provider == ("OpenVINO bf16" if runs_bf16 else "OpenVINO fp32"), (bf16, provider, note)
+        if bf16 and not has_bf16:
+            assert "bf16" in note and "AVX512-BF16" in note and "fp32" in note, note
+        else:
+            assert note == "", note
+        assert any(cache.iterdir()), "OpenVINO got the cache folder: it holds the compiled graphs"
+        dice = 2.0 * (got.astype(bool) & want.astype(bool)).sum() / (got.sum() + want.sum())
+        assert dice >= (0.99 if runs_bf16 else 0.999), (provider, dice)
+
+    unused = tmp_path / "cpu-cache"
+    info = sam3d.Model(rt, TINY, threads=1, bf16=True, openvino_cache_dir=str(unused)).info
+    assert (info["provider"], info["provider_note"]) == ("CPU", "") and not unused.exists()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(sam3d.Error) as e:
+        sam3d.Model(rt, TINY, device="openvino", openvino_cache_dir=str(tmp_path / "file" / "sub"))
+    assert e.value.name == "SAM3D_STATUS_IO" and "OpenVINO cache folder" in e.value.message
 
 
 def test_warm_up_in_a_thread_yields_to_a_click(rt):

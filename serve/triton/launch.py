@@ -244,7 +244,8 @@ def main(argv=None):
     ap.add_argument("--workdir", default="build/triton", help="where the repository, backends and log go")
     ap.add_argument("--http-port", type=int, default=8000, help="HTTP/REST port on 127.0.0.1")
     ap.add_argument("--grpc-port", type=int, default=8001, help="gRPC port on 127.0.0.1")
-    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda", "tensorrt"), help="execution provider")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda", "tensorrt", "openvino"),
+                    help="execution provider (openvino: with an ONNX Runtime that has it, see docs/c-api.md)")
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per instance (0: all cores)")
     ap.add_argument("--instances", type=int, default=2, help="model instances (processes), each with its sessions")
     ap.add_argument("--max-sessions", type=int, default=16, help="live sessions per instance")

@@ -19,7 +19,7 @@ pub enum Device {
     Cpu,
     Cuda,
     TensorRt,
-    /// Intel's OpenVINO on the CPU, through ONNX Runtime's plugin execution provider
+    /// Intel's OpenVINO on the CPU: built into ONNX Runtime, or its plugin execution provider
     OpenVino,
 }
 

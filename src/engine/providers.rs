@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use ort::ep::ExecutionProvider;
+use ort::ep::{ArbitrarilyConfigurableExecutionProvider, ExecutionProvider};
 use ort::memory::DeviceType;
 use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::session::Session;
@@ -139,18 +139,68 @@ pub(super) fn make_session(
     Ok((session, provider, note))
 }
 
-/// Both graphs on OpenVINO's CPU device through ONNX Runtime's plugin execution provider: the
-/// builder with it appended, the provider as reported ("OpenVINO fp32" or "OpenVINO bf16") and a
-/// note; or the builder untouched and why OpenVINO cannot be had (the caller falls back to the CPU
-/// provider).
+/// Both graphs on OpenVINO's CPU device: the builder with OpenVINO appended, the provider as
+/// reported ("OpenVINO fp32" or "OpenVINO bf16") and a note; or the builder untouched and why
+/// OpenVINO cannot be had (the caller falls back to the CPU provider).
+///
+/// Two ways in, tried in this order: an ONNX Runtime built with the OpenVINO provider (the
+/// `onnxruntime-openvino` wheel, `make ort ORT_FLAVOR=openvino`), which takes any x86-64 CPU
+/// OpenVINO supports; else Intel's plugin execution provider registered beside a stock ONNX
+/// Runtime (`make ort ORT_OPENVINO=1`), which offers only Intel CPUs.
 #[allow(clippy::result_large_err)]
 fn openvino(
     runtime: &Runtime,
-    builder: SessionBuilder,
+    mut builder: SessionBuilder,
     opts: &ModelOptions,
 ) -> std::result::Result<(SessionBuilder, String, String), (SessionBuilder, String)> {
+    let (bf16, note) = match (opts.bf16, cpu_has_bf16()) {
+        (true, false) => (
+            false,
+            "bf16 asked for, but this CPU has neither AMX-BF16 nor AVX512-BF16: fp32".to_string(),
+        ),
+        (b, _) => (b, String::new()),
+    };
+    let label = format!("OpenVINO {}", if bf16 { "bf16" } else { "fp32" });
+    // OpenVINO's CPU settings: the precision it computes in (it would pick bf16 by itself on a
+    // CPU with AMX; exact fp32 is the default here), one stream for the lowest latency, and the
+    // engine's thread count
+    let mut cpu = vec![
+        format!(
+            "\"INFERENCE_PRECISION_HINT\": \"{}\"",
+            if bf16 { "bf16" } else { "f32" }
+        ),
+        "\"PERFORMANCE_HINT\": \"LATENCY\"".to_string(),
+    ];
+    if opts.threads > 0 {
+        cpu.push(format!("\"INFERENCE_NUM_THREADS\": \"{}\"", opts.threads));
+    }
+    let load_config = format!("{{\"CPU\": {{{}}}}}", cpu.join(", "));
+    let cache_dir = opts.cache_dir.as_ref().map(|d| d.display().to_string());
+
+    if runtime.has_built_in_openvino() {
+        let mut ep = ort::ep::OpenVINO::default()
+            .with_device_type("CPU")
+            .with_arbitrary_config("load_config", &load_config);
+        if opts.threads > 0 {
+            ep = ep.with_num_threads(opts.threads);
+        }
+        if let Some(dir) = &cache_dir {
+            ep = ep.with_cache_dir(dir);
+        }
+        return match ep.register(&mut builder) {
+            Ok(()) => Ok((builder, label, note)),
+            Err(e) => Err((
+                builder,
+                format!("the OpenVINO provider refused the session options: {e}"),
+            )),
+        };
+    }
+
     if let Err(why) = runtime.openvino_plugin() {
-        return Err((builder, why));
+        return Err((
+            builder,
+            format!("this ONNX Runtime has no OpenVINO provider built in, and {why}"),
+        ));
     }
     let env = runtime.environment();
     let devices: Vec<_> = env
@@ -168,41 +218,19 @@ fn openvino(
             .unwrap_or_else(|| "unknown".to_string());
         return Err((
             builder,
-            format!("the OpenVINO plugin offers no device for this CPU (vendor {vendor}); it takes Intel CPUs"),
+            format!(
+                "the OpenVINO plugin offers no device for this CPU (vendor {vendor}); it takes \
+                 Intel CPUs (an ONNX Runtime built with OpenVINO, `make ort ORT_FLAVOR=openvino`, \
+                 takes others)"
+            ),
         ));
     }
-    let (bf16, mut note) = match (opts.bf16, cpu_has_bf16()) {
-        (true, false) => (
-            false,
-            "bf16 asked for, but this CPU has neither AMX-BF16 nor AVX512-BF16: fp32".to_string(),
-        ),
-        (b, _) => (b, String::new()),
-    };
-    let mut cpu = vec![
-        format!(
-            "\"INFERENCE_PRECISION_HINT\": \"{}\"",
-            if bf16 { "bf16" } else { "f32" }
-        ),
-        "\"PERFORMANCE_HINT\": \"LATENCY\"".to_string(),
-    ];
-    if opts.threads > 0 {
-        cpu.push(format!("\"INFERENCE_NUM_THREADS\": \"{}\"", opts.threads));
-    }
-    let mut options = vec![(
-        format!("{OPENVINO_EP}.load_config"),
-        format!("{{\"CPU\": {{{}}}}}", cpu.join(", ")),
-    )];
-    if let Some(dir) = &opts.cache_dir {
-        options.push((
-            format!("{OPENVINO_EP}.cache_dir"),
-            dir.display().to_string(),
-        ));
+    let mut options = vec![(format!("{OPENVINO_EP}.load_config"), load_config)];
+    if let Some(dir) = cache_dir {
+        options.push((format!("{OPENVINO_EP}.cache_dir"), dir));
     }
     match builder.with_devices(devices, Some(&options)) {
-        Ok(b) => {
-            let label = format!("OpenVINO {}", if bf16 { "bf16" } else { "fp32" });
-            Ok((b, label, std::mem::take(&mut note)))
-        }
+        Ok(b) => Ok((b, label, note)),
         Err(e) => {
             let why = format!("the OpenVINO provider refused the session options: {e}");
             Err((e.recover(), why))

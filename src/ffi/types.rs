@@ -20,9 +20,9 @@ pub enum Sam3dDevice {
     Cuda = 1,
     /// NVIDIA TensorRT, with CUDA for the nodes it does not take (falls back likewise)
     TensorRt = 2,
-    /// Intel OpenVINO on the CPU, through ONNX Runtime's plugin execution provider (the plugin
-    /// beside ONNX Runtime's library, or at `SAM3D_OPENVINO_PLUGIN`; Intel CPUs only; falls back to
-    /// the CPU provider likewise)
+    /// Intel OpenVINO on the CPU: an ONNX Runtime built with it (the `onnxruntime-openvino`
+    /// build; any x86-64 CPU), else Intel's plugin execution provider beside a stock ONNX Runtime
+    /// or at `SAM3D_OPENVINO_PLUGIN` (Intel CPUs only); falls back to the CPU provider likewise
     OpenVino = 3,
 }
 
@@ -167,7 +167,7 @@ pub struct Sam3dModelInfo {
     pub licence: *const c_char,
     /// SHA-256 of the package manifest (which holds the SHA-256 of every graph file)
     pub hash: *const c_char,
-    /// execution provider in use: "CPU", "CUDA" or "TensorRT"
+    /// execution provider in use: "CPU", "CUDA", "TensorRT", "OpenVINO fp32" or "OpenVINO bf16"
     pub provider: *const c_char,
     /// why the provider differs from the one requested ("" when it does not)
     pub provider_note: *const c_char,

@@ -159,6 +159,18 @@ int main(int argc, char **argv) {
            SAM3D_STATUS_OK);
     sam3d_model_free(gmodel);
     gmodel = NULL;
+    /* likewise Sam3dModelOptions before bf16 and cache_dir: beyond struct_size nothing is read, not
+       even a pointer that would crash if it were */
+    Sam3dModelOptions old = {(uint32_t)offsetof(Sam3dModelOptions, bf16), SAM3D_DEVICE_OPEN_VINO, 1, 0, 7,
+                             (const char *)(uintptr_t)0x10};
+    expect("model: first-version struct_size", sam3d_model_open(rt, model_dir, &old, &gmodel), SAM3D_STATUS_OK);
+    Sam3dModelInfo oinfo;
+    expect("model: first-version info", sam3d_model_info(gmodel, &oinfo), SAM3D_STATUS_OK);
+    check("model: first-version options run fp32", gmodel && strstr(oinfo.provider, "bf16") == NULL);
+    sam3d_model_free(gmodel);
+    gmodel = NULL;
+    old.struct_size = (uint32_t)offsetof(Sam3dModelOptions, bf16) - 1;
+    expect("model: struct_size too small", sam3d_model_open(rt, model_dir, &old, &gmodel), SAM3D_STATUS_ABI_MISMATCH);
     gpu.struct_size = (uint32_t)sizeof gpu;
     gpu.cuda_tf32 = 1;
     gpu.device_id = -1;

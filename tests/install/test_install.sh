@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Install into a temporary prefix, build the C++ example from there with CMake (find_package) and with
 # pkg-config, run both with ONNX Runtime found next to the installed libsam3d (no environment
-# variables), check they give the engine's mask, then uninstall and check nothing is left.
-#   tests/install/test_install.sh ORT_DIR
+# variables), check they give the engine's mask, then uninstall and check nothing is left. With
+# OV_ORT_DIR (ONNX Runtime built with OpenVINO): install that one too and check a C++ program built
+# from the prefix runs on OpenVINO with what was installed, then uninstall it likewise.
+#   tests/install/test_install.sh ORT_DIR [OV_ORT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ort_dir=${1:?ORT_DIR}
+ov_dir=${2:-}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 prefix="$work/prefix"
@@ -47,3 +50,21 @@ tools/install.sh uninstall "$prefix"
 left=$(find "$prefix" -mindepth 1 2>/dev/null | head -5)
 [ -z "$left" ] || fail "uninstall left: $left"
 echo "install test: CMake and pkg-config builds from $prefix give the engine's mask; uninstall left nothing"
+
+if [ -n "$ov_dir" ]; then
+    tools/install.sh install "$prefix" "$ov_dir"
+    for f in lib/libonnxruntime_providers_openvino.so lib/libopenvino.so.2541 lib/libopenvino_intel_cpu_plugin.so; do
+        [ -e "$prefix/$f" ] || fail "$f not installed"
+    done
+    [ -L "$prefix/lib/libopenvino.so.2541" ] || fail "OpenVINO's version link was installed as a copy"
+    # shellcheck disable=SC2046
+    g++ -std=c++17 -O2 -o "$work/test_openvino" tests/cpp/test_openvino.cpp \
+        $(PKG_CONFIG_PATH="$prefix/lib/pkgconfig" pkg-config --cflags --libs sam3d) -Wl,-rpath,"$prefix/lib"
+    env -u SAM3D_ORT_LIBRARY -u ORT_DYLIB_PATH "$work/test_openvino" tests/fixtures/models/tiny-orient \
+        > "$work/ov.log" 2>&1 || { cat "$work/ov.log"; fail "test_openvino from the prefix failed"; }
+    grep -q "^OpenVINO: OpenVINO fp32 ()" "$work/ov.log" || { cat "$work/ov.log"; fail "not on OpenVINO"; }
+    tools/install.sh uninstall "$prefix"
+    left=$(find "$prefix" -mindepth 1 2>/dev/null | head -5)
+    [ -z "$left" ] || fail "uninstall of the OpenVINO build left: $left"
+    echo "install test: the OpenVINO build of ONNX Runtime installed beside libsam3d runs OpenVINO; uninstall left nothing"
+fi

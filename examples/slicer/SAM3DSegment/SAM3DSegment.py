@@ -1,8 +1,9 @@
 """3D Slicer scripted module: one click in a tumour -> its 3D segment, computed by libsam3d.
 
 The thin application layer only: the widget picks a volume, a markups point, the model package and
-the device, and calls `SAM3DSegmentLib.SAM3DSegmentLogic`, which needs nothing but MRML (it is
-tested headless with the slicer-core package). Requires the `sam3d` Python binding in Slicer's
+the device (CPU, CUDA, TensorRT, or OpenVINO on the CPU, optionally in bf16), and calls
+`SAM3DSegmentLib.SAM3DSegmentLogic`, which needs nothing but MRML (it is tested headless with the
+slicer-core package). Requires the `sam3d` Python binding in Slicer's
 Python (`PythonSlicer -m pip install /path/to/libsam3d/python`) and libsam3d + ONNX Runtime
 (`make install`, or SAM3D_LIBRARY / SAM3D_ORT_LIBRARY). With a server set (a Triton Inference Server
 running serve/triton), the sessions run there and only the binding and tritonclient are needed here
@@ -16,7 +17,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleWidget)
 
 from SAM3DSegmentLib import SAM3DSegmentLogic
-from SAM3DSegmentLib.logic import stage_label
+from SAM3DSegmentLib.logic import DEVICES, device_settings, stage_label
 
 # the module's keys in Slicer's application settings (kept between sessions of Slicer)
 SETTING_SERVER = "SAM3DSegment/Server"
@@ -62,9 +63,17 @@ class SAM3DSegmentWidget(ScriptedLoadableModuleWidget):
         self.server_model.connect("editingFinished()", self._server_changed)
         form.addRow("Server model:", self.server_model)
         self.device = qt.QComboBox()
-        self.device.addItems(["cpu", "cuda", "tensorrt"])
-        self.device.connect("currentIndexChanged(int)", lambda _i: self._prepare())
+        self.device.addItems(list(DEVICES))
+        self.device.setToolTip("where the model runs; without that device here it runs on the CPU, "
+                               "and the status line says why")
+        self.device.connect("currentIndexChanged(int)", lambda _i: self._device_changed())
         form.addRow("Device:", self.device)
+        self.bf16 = qt.QCheckBox("bf16 on OpenVINO (faster, ~1e-2 on probabilities)")
+        self.bf16.setToolTip("only where the CPU has AMX-BF16 or AVX512-BF16; elsewhere fp32, and "
+                             "the status line says so")
+        self.bf16.enabled = False
+        self.bf16.connect("toggled(bool)", lambda _on: self._prepare())
+        form.addRow(self.bf16)
         self.memory = qt.QSpinBox()
         self.memory.setRange(0, 1 << 20)
         self.memory.setSuffix(" MB")
@@ -118,6 +127,17 @@ class SAM3DSegmentWidget(ScriptedLoadableModuleWidget):
     def cleanup(self):
         self._drop_logic()
 
+    def _device_changed(self):
+        self.bf16.enabled = self.device.currentText == "openvino"
+        self._prepare()
+
+    @staticmethod
+    def _openvino_cache_dir():
+        """OpenVINO's compiled models in Slicer's cache folder, so that opening the model again,
+        in this session of Slicer or a later one, does not compile it again."""
+        cache = getattr(slicer.app, "cachePath", "")
+        return os.path.join(cache, "SAM3DSegment", "openvino") if cache else None
+
     def _server_changed(self):
         settings = qt.QSettings()
         settings.setValue(SETTING_SERVER, self.server.text.strip())
@@ -136,17 +156,18 @@ class SAM3DSegmentWidget(ScriptedLoadableModuleWidget):
         """The logic for the current settings: the open one, or a new one (the old one's warm-up stopped)."""
         server = self.server.text.strip()
         server_model = self.server_model.text.strip() or "sam3d"
-        gpu = {"gpu_memory_limit": int(self.memory.value) << 20, "cuda_tf32": bool(self.tf32.checked)}
+        device = self.device.currentText
+        settings = device_settings(device, self.memory.value, self.tf32.checked, self.bf16.checked,
+                                   self._openvino_cache_dir())
         # with a server, the local model settings do not matter: changing them keeps its sessions
-        key = (server, server_model) if server else (self.model.text, self.device.currentText,
-                                                     tuple(sorted(gpu.items())))
+        key = (server, server_model) if server else (self.model.text, device, tuple(sorted(settings.items())))
         if self._logic is None or self._logic_key != key:
             self._drop_logic()
             if server:
                 self._logic = SAM3DSegmentLogic(progress=self._progress, server=server, server_model=server_model)
             else:
-                self._logic = SAM3DSegmentLogic(self.model.text, device=self.device.currentText,
-                                                progress=self._progress, **gpu)
+                self._logic = SAM3DSegmentLogic(self.model.text, device=device, progress=self._progress,
+                                                **settings)
             self._logic_key = key
         return self._logic
 
@@ -163,7 +184,9 @@ class SAM3DSegmentWidget(ScriptedLoadableModuleWidget):
                 self.status.text = f"server {server}: checking it has the model"
                 self._show_server_check(logic, thread)
             else:
-                self.status.text = "model open, warming up in the background"
+                # what runs, at once: a device that fell back, or fp32 for bf16, shows before a click
+                note = f": {logic.provider_note}" if logic.provider_note else ""
+                self.status.text = f"model open on {logic.provider}{note}; warming up in the background"
         except Exception as e:  # noqa: BLE001 - shown, and raised again by onApply
             self.status.text = f"{'server' if server else 'model'}: {e}"
 

@@ -142,6 +142,9 @@ def main(argv=None, prog=None):
                     help="sessions per engine run at paper size (2: the peak RSS includes a second encoding)")
     ap.add_argument("--ort", default=os.environ.get("SAM3D_ORT_LIBRARY"),
                     help="ONNX Runtime's shared library for the engine (default: $SAM3D_ORT_LIBRARY)")
+    ap.add_argument("--ort-openvino", default=os.environ.get("SAM3D_ORT_OPENVINO_LIBRARY"),
+                    help="ONNX Runtime built with OpenVINO, for the <config>-openvino rows (default: "
+                         "SAM3D_ORT_OPENVINO_LIBRARY; none: those rows use --ort, with the plugin if it has one)")
     ap.add_argument("--reference-only", help=argparse.SUPPRESS)   # internal: one reference run per process
     ap.add_argument("--ct", help=argparse.SUPPRESS)
     ap.add_argument("--package", help=argparse.SUPPRESS)
@@ -153,7 +156,7 @@ def main(argv=None, prog=None):
     os.makedirs(args.out, exist_ok=True)
     ct = make_ct(args.data, args.out)
     record = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "threads": args.threads,
-              "ct": list(SHAPE), "configs": {}, **cpu_model()}
+              "ct": list(SHAPE), "configs": {}, **cpu_model(), "ort": args.ort, "ort_openvino": args.ort_openvino}
     rates = []
     product_runs = [product_rates(args.threads)]
     for name in args.configs.split(","):
@@ -170,7 +173,8 @@ def main(argv=None, prog=None):
         # the floor's rate is measured right before and right after each engine run
         def timed_engine():
             before = matmul_gflops(args.threads)
-            e = engine(pkg, ct, click, args.threads, rep, args.ort, device=dev)
+            ort_lib = args.ort_openvino if dev and args.ort_openvino else args.ort
+            e = engine(pkg, ct, click, args.threads, rep, ort_lib, device=dev)
             return e, [before, matmul_gflops(args.threads)]
 
         eng, around = timed_engine()
@@ -231,6 +235,7 @@ def cpu_model() -> dict:
 
 def print_table(rec: dict):
     print(f"CPU: {rec.get('cpu_model', '?')}; bf16 flags: {', '.join(rec.get('bf16_flags') or ['none'])}")
+    print(f"ONNX Runtime: {rec.get('ort')}; for the OpenVINO rows: {rec.get('ort_openvino') or rec.get('ort')}")
     lo, hi = rec["fp32_matmul_gflops_range"]
     print(f"\nmachine: {rec['machine']}, {rec['cpus']} CPUs, {rec['threads']} threads; fp32 matrix product "
           f"{rec['fp32_matmul_gflops']:.0f} GFLOP/s ({lo:.0f}-{hi:.0f} over the run; each configuration's floor "

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from nibabel import orientations as nio
 
-from ..export.package import FLIP_COUNTS, session_options
+from ..export.package import FLIP_COUNTS, execution_providers, session_options
 
 
 def inference_settings(manifest: dict) -> dict:
@@ -58,10 +58,23 @@ def frame_transform(affine, frame):
     return nio.ornt_transform(start, nio.axcodes2ornt(tuple(frame["orientation"])))
 
 
+def _session(path: str, opts, providers, threads: int):
+    if providers is None:
+        return ort.InferenceSession(path, opts)
+    if isinstance(providers, str):
+        providers = execution_providers(providers, threads)
+    return ort.InferenceSession(path, opts, providers=providers)
+
+
 class Pipeline:
     """One package's sessions, loaded once; `segment_array` runs the contract's pipeline."""
 
-    def __init__(self, pkg_dir: str, threads: int = 1, test_time_flips=None, keep_clicked_components=None):
+    def __init__(self, pkg_dir: str, threads: int = 1, test_time_flips=None, keep_clicked_components=None,
+                 providers=None, decoder_providers=None):
+        """`providers`: None (ONNX Runtime's own choice, the CPU provider of a stock build), a name
+        of package.PROVIDER_NAMES ("cpu", "openvino-fp32", "openvino-bf16": the engine's settings) or
+        an ONNX Runtime providers list; `decoder_providers` (default: the same) gives the decoder
+        others, to tell which graph a difference between providers comes from."""
         with open(os.path.join(pkg_dir, "sam3d-model.json")) as f:
             self.manifest = json.load(f)
         inf = inference_settings(self.manifest)
@@ -71,8 +84,9 @@ class Pipeline:
         if self.flips not in FLIP_COUNTS:
             raise ValueError(f"test_time_flips must be one of {FLIP_COUNTS}, not {self.flips}")
         opts = session_options(threads)
-        self.enc = ort.InferenceSession(os.path.join(pkg_dir, "encoder.onnx"), opts)
-        self.dec = ort.InferenceSession(os.path.join(pkg_dir, "decoder.onnx"), opts)
+        self.enc = _session(os.path.join(pkg_dir, "encoder.onnx"), opts, providers, threads)
+        self.dec = _session(os.path.join(pkg_dir, "decoder.onnx"), opts,
+                            providers if decoder_providers is None else decoder_providers, threads)
         # the extended architecture's decoder takes each click's label
         self.takes_labels = any(i.name == "labels" for i in self.dec.get_inputs())
 
@@ -81,8 +95,12 @@ class Pipeline:
         """uint8 mask on the grid of `arr` (i, j, k) whose voxel-to-RAS matrix is `affine`; `labels`
         (1 positive, 0 negative; default all positive) and `zoom` as `probability_array`. The
         clicked-component rule keeps the components that hold a positive click."""
-        mask = (self.probability_array(arr, affine, clicks_ijk, labels, zoom) > self.manifest["threshold"]
-                ).astype(np.uint8)
+        return self.mask(self.probability_array(arr, affine, clicks_ijk, labels, zoom), clicks_ijk, labels)
+
+    def mask(self, prob: np.ndarray, clicks_ijk, labels=None) -> np.ndarray:
+        """`segment_array`'s mask from `probability_array`'s answer: the manifest's threshold, then
+        the clicked-component rule."""
+        mask = (prob > self.manifest["threshold"]).astype(np.uint8)
         if not self.keep_clicked:
             return mask
         clicks = np.asarray(clicks_ijk, np.float64).reshape(-1, 3)

@@ -40,6 +40,55 @@ def session_options(threads: int):
     return opts
 
 
+OPENVINO_EP = "OpenVINOExecutionProvider"
+PROVIDER_NAMES = ("cpu", "openvino-fp32", "openvino-bf16")
+
+
+def execution_providers(name: str, threads: int):
+    """ONNX Runtime's `providers` list for `name` (one of PROVIDER_NAMES), with the OpenVINO settings
+    the engine uses (src/engine/providers.rs `openvino`): OpenVINO's CPU device computing in exact
+    fp32 or in bf16 (its own choice would be bf16 on a CPU with AMX), one stream for the lowest
+    latency, `threads` threads. The `precision` key is not used: on the CPU device it takes only
+    FP32 or ACCURACY. OpenVINO needs an ONNX Runtime built with it (the onnxruntime-openvino wheel)."""
+    if name == "cpu":
+        return ["CPUExecutionProvider"]
+    hint = {"openvino-fp32": "f32", "openvino-bf16": "bf16"}.get(name)
+    if hint is None:
+        raise ValueError(f"provider must be one of {PROVIDER_NAMES}, not {name!r}")
+    cpu = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+    opts = {"device_type": "CPU"}
+    if threads > 0:
+        cpu["INFERENCE_NUM_THREADS"] = str(threads)
+        opts["num_of_threads"] = str(threads)
+    opts["load_config"] = json.dumps({"CPU": cpu})
+    return [(OPENVINO_EP, opts)]
+
+
+def require_openvino():
+    """Raise RuntimeError unless the imported onnxruntime offers the OpenVINO provider."""
+    import onnxruntime as ort
+    if OPENVINO_EP not in ort.get_available_providers():
+        raise RuntimeError(
+            f"the imported onnxruntime ({ort.__version__}, {os.path.dirname(ort.__file__)}) has no {OPENVINO_EP}: "
+            "run with an ONNX Runtime built with OpenVINO first on PYTHONPATH, e.g. "
+            "`pip install --no-deps --target .cache/onnxruntime-openvino-py onnxruntime-openvino` and "
+            "PYTHONPATH=.cache/onnxruntime-openvino-py (as `make test-python` sets it through "
+            "SAM3D_ORT_OPENVINO_PYTHONPATH)")
+
+
+def cpu_has_bf16() -> bool:
+    """Whether the CPU computes bf16 natively (AMX-BF16 or AVX512-BF16, as the engine checks): without
+    either, the engine runs OpenVINO in fp32 when bf16 is asked for."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return bool({"amx_bf16", "avx512_bf16"} & set(line.split()))
+    except OSError:
+        pass
+    return False
+
+
 def sha256_file(path: str) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

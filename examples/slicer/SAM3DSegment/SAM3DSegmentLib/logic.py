@@ -42,6 +42,27 @@ def stage_label(stage: str) -> str:
     return STAGE_LABELS.get(stage, stage)
 
 
+# the devices the module offers, in its menu's order; each falls back to the CPU provider where it
+# cannot run (`provider_note` says why)
+DEVICES = ("cpu", "cuda", "tensorrt", "openvino")
+
+
+def device_settings(device: str, gpu_memory_mb: int = 0, cuda_tf32: bool = False, bf16: bool = False,
+                    openvino_cache_dir: str = None) -> dict:
+    """The binding's settings for the module's device choices, as `SAM3DSegmentLogic` takes them:
+    the GPU ones always (libsam3d checks them on every device, so a bad one shows at once), bf16 and
+    the compiled-model cache only for "openvino" (the widget greys the bf16 box out elsewhere, but it
+    keeps its tick, which must not reopen the model on another device)."""
+    if device not in DEVICES:
+        raise ValueError(f"device {device!r}: one of {', '.join(DEVICES)}")
+    settings = {"gpu_memory_limit": int(gpu_memory_mb) << 20, "cuda_tf32": bool(cuda_tf32)}
+    if device == "openvino":
+        settings["bf16"] = bool(bf16)
+        if openvino_cache_dir:
+            settings["openvino_cache_dir"] = openvino_cache_dir
+    return settings
+
+
 def _matrix(vtk_m) -> np.ndarray:
     return np.array([[vtk_m.GetElement(r, c) for c in range(4)] for r in range(4)])
 
@@ -54,25 +75,27 @@ class SAM3DSegmentLogic:
     (clicks then add to it); `undo` steps back. `zoom_out` (1 off, 2 or 4) is applied to every
     volume's session.
 
-    model_dir: a libsam3d model package; device: "cpu", "cuda" or "tensorrt" (falls back to CPU,
-    `provider_note` says why); progress: callable(stage, done) for the five pipeline stages, or
-    "remote" for a call on the server (`stage_label` words them); gpu: the binding's GPU settings
-    (`device_id`, `gpu_memory_limit`, `trt_fp16`, `trt_cache_dir`, `cuda_tf32`).
+    model_dir: a libsam3d model package; device: "cpu", "cuda", "tensorrt" or "openvino" (falls back
+    to CPU; `provider` says what runs, e.g. "OpenVINO bf16", `provider_note` why it differs);
+    progress: callable(stage, done) for the five pipeline stages, or "remote" for a call on the
+    server (`stage_label` words them); settings: the binding's device settings, GPU (`device_id`,
+    `gpu_memory_limit`, `trt_fp16`, `trt_cache_dir`, `cuda_tf32`) and OpenVINO (`bf16`,
+    `openvino_cache_dir`); `device_settings` makes them from the widget's choices.
     `message` says what the last `segment()` found, for the module's status line.
 
     server: a Triton server's URL (http://host:8000 or grpc://host:8001) that runs the sessions,
-    with its model `server_model`; `model_dir`, device, threads and gpu are then not used (the
+    with its model `server_model`; `model_dir`, device, threads and settings are then not used (the
     server's own settings hold) and may be left out. `cancel()` stops the running call either way."""
 
     def __init__(self, model_dir: str = None, device: str = "cpu", threads: int = 0, runtime_library: str = None,
-                 progress=None, server: str = None, server_model: str = "sam3d", **gpu):
+                 progress=None, server: str = None, server_model: str = "sam3d", **settings):
         self.server = server or None
         self.server_model = server_model
         if self.server is None:
             if not model_dir:
                 raise ValueError("no model package and no server: set one of them")
             self.runtime = sam3d.Runtime(runtime_library)
-            self.model = sam3d.Model(self.runtime, model_dir, device=device, threads=threads, **gpu)
+            self.model = sam3d.Model(self.runtime, model_dir, device=device, threads=threads, **settings)
             info = self.model.info
             self.provider, self.provider_note = info["provider"], info["provider_note"]
             self.accepts_negative = "negative" in self.model.prompts

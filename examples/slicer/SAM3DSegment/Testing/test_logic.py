@@ -19,7 +19,7 @@ from vtkmodules.util import numpy_support
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 from SAM3DSegmentLib import SAM3DSegmentLogic  # noqa: E402
-from SAM3DSegmentLib.logic import NOTHING_FOUND, stage_label  # noqa: E402
+from SAM3DSegmentLib.logic import DEVICES, NOTHING_FOUND, device_settings, stage_label  # noqa: E402
 
 import sam3d  # noqa: E402
 
@@ -203,6 +203,53 @@ def test_refine_box_start_from_segment_and_undo(logic):
     assert sid3 == start_id and (grown >= block).all() and grown.sum() > block.sum()
     logic.undo(volume)
     np.testing.assert_array_equal(SAM3DSegmentLogic.segment_mask(seg, start_id, volume), block)
+
+
+def cpu_has_bf16():
+    """What libsam3d reads before computing in bf16: AMX-BF16 or AVX512-BF16 among the CPU flags."""
+    with open("/proc/cpuinfo") as f:
+        flags = next((line.split() for line in f if line.startswith("flags")), [])
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def test_openvino_and_bf16_reach_the_model(tmp_path):
+    """The module's OpenVINO choice with its bf16 box ticked, as the widget passes it: the model runs
+    on OpenVINO in bf16 where the CPU has it (fp32 with a note where not), or, where this ONNX
+    Runtime has no OpenVINO for this CPU, on the CPU provider with the reason and the CPU's segment.
+    bf16 and the compiled-model cache go with "openvino" only."""
+    assert "openvino" in DEVICES
+    cache = str(tmp_path / "openvino")
+    base = {"gpu_memory_limit": 256 << 20, "cuda_tf32": False}
+    for device in ("cpu", "cuda", "tensorrt"):
+        assert device_settings(device, 256, False, True, cache) == base
+    settings = device_settings("openvino", 256, False, True, cache)
+    assert settings == {**base, "bf16": True, "openvino_cache_dir": cache}
+    assert device_settings("openvino", 256, False, False, None) == {**base, "bf16": False}
+    with pytest.raises(ValueError, match="openvino"):
+        device_settings("npu")
+
+    scene = slicer.vtkMRMLScene()
+    volume = read_node(scene, SAMPLE + ".nii.gz")
+    points = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode")
+    points.AddControlPointWorld(vtk.vtkVector3d(*click_ras()))
+    cpu_seg, cpu_id, _ = SAM3DSegmentLogic(MODEL, threads=1).segment(volume, points)
+    want = SAM3DSegmentLogic.segment_mask(cpu_seg, cpu_id, volume)
+
+    lg = SAM3DSegmentLogic(MODEL, device="openvino", threads=1, **settings)
+    assert os.path.isdir(cache)   # made by libsam3d for the OpenVINO device, whichever provider runs
+    seg, segment_id, result = lg.segment(volume, points)
+    got = SAM3DSegmentLogic.segment_mask(seg, segment_id, volume)
+    if lg.provider_note.startswith("OpenVINO unavailable"):
+        assert lg.provider == "CPU" and len(lg.provider_note) > len("OpenVINO unavailable"), lg.provider_note
+        np.testing.assert_array_equal(got, want)
+        return
+    has = cpu_has_bf16()
+    assert lg.provider == ("OpenVINO bf16" if has else "OpenVINO fp32"), (lg.provider, lg.provider_note)
+    # bf16 asked for on a CPU without it: fp32, and the note says why; else no note
+    assert ("AVX512-BF16" in lg.provider_note) == (not has) and (lg.provider_note == "") == has, lg.provider_note
+    assert os.listdir(cache), "OpenVINO got the cache folder: it holds the compiled graphs"
+    dice = 2.0 * (got.astype(bool) & want.astype(bool)).sum() / (got.sum() + want.sum())
+    assert result.voxels > 100 and dice >= 0.99, (lg.provider, dice)
 
 
 # ---- sessions on a Triton Inference Server (serve/triton) ----------------------------------------
