@@ -219,10 +219,11 @@ def test_openvino_runs_or_falls_back_to_cpu_with_the_reason(rt, tmp_path):
             continue
         runs_bf16 = bf16 and has_bf16
         assert provider == ("OpenVINO bf16" if runs_bf16 else "OpenVINO fp32"), (bf16, provider, note)
+        assert ("AVX512-BF16" in note) == (bf16 and not has_bf16), note
         if bf16 and not has_bf16:
-            assert "bf16" in note and "AVX512-BF16" in note and "fp32" in note, note
-        else:
-            assert note == "", note
+            assert "bf16" in note and "fp32" in note, note
+        # the fixture's encoder has ONNX Runtime's own attention nodes, which OpenVINO does not take
+        assert "standard-operator variant" in note, note
         assert any(cache.iterdir()), "OpenVINO got the cache folder: it holds the compiled graphs"
         dice = 2.0 * (got.astype(bool) & want.astype(bool)).sum() / (got.sum() + want.sum())
         assert dice >= (0.99 if runs_bf16 else 0.999), (provider, dice)

@@ -136,7 +136,29 @@ pub(super) fn make_session(
             ),
         )
     })?;
+    if provider.starts_with("OpenVINO") && uses_onnxruntime_operators(file) {
+        let more = format!(
+            "{} has ONNX Runtime's own operators (com.microsoft), which OpenVINO leaves to the CPU \
+             provider (slower, more memory); the package's standard-operator variant runs whole on \
+             OpenVINO (python -m sam3d_onnx quantize PACKAGE OUT --precision standard)",
+            file.file_name().unwrap_or_default().to_string_lossy()
+        );
+        note = if note.is_empty() {
+            more
+        } else {
+            format!("{note}; {more}")
+        };
+    }
     Ok((session, provider, note))
+}
+
+/// Whether a graph file uses ONNX Runtime's `com.microsoft` operator domain (the exporter's fused
+/// attention and GELU): the domain's name appears in the file's operator-set imports only then. The
+/// graph file holds no weights when they are external, and is read whole otherwise (the package's
+/// hash check read it already).
+fn uses_onnxruntime_operators(file: &Path) -> bool {
+    const DOMAIN: &[u8] = b"com.microsoft";
+    std::fs::read(file).is_ok_and(|bytes| bytes.windows(DOMAIN.len()).any(|w| w == DOMAIN))
 }
 
 /// Both graphs on OpenVINO's CPU device: the builder with OpenVINO appended, the provider as

@@ -143,9 +143,11 @@ void run(const std::string& model_dir) {
         const bool runs_bf16 = bf16 && has_bf16;
         check(tag + "the precision asked for where the CPU has it",
               provider == (runs_bf16 ? "OpenVINO bf16" : "OpenVINO fp32"));
-        check(tag + "a note exactly when bf16 was asked for on a CPU without it",
-              (note.find("AVX512-BF16") != std::string::npos) == (bf16 && !has_bf16) &&
-                  note.empty() == !(bf16 && !has_bf16));
+        check(tag + "a bf16 note exactly when bf16 was asked for on a CPU without it",
+              (note.find("AVX512-BF16") != std::string::npos) == (bf16 && !has_bf16));
+        // the fixture's encoder has ONNX Runtime's own attention nodes, which OpenVINO does not take
+        check(tag + "the note points to the standard-operator variant",
+              note.find("standard-operator variant") != std::string::npos);
         // the folder reached OpenVINO, not only the library: it holds the compiled graphs
         check(tag + "the compiled models are in the cache folder",
               fs::is_directory(cache) && !fs::is_empty(cache));

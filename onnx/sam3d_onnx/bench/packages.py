@@ -72,3 +72,17 @@ def int8_package(pkg: str, out: str) -> str:
             return out
     quantize_package(pkg, out)
     return out
+
+
+def standard_package(pkg: str, out: str) -> str:
+    """The standard-operator variant of a package (`export/standard.py`: what OpenVINO runs whole),
+    cached next to the original."""
+    from ..export.package import read_manifest
+    from ..export.quantize import quantize_package
+
+    src = read_manifest(pkg, verify=False)["graphs"]["encoder"]["sha256"]
+    if os.path.exists(os.path.join(out, "sam3d-model.json")):
+        if read_manifest(out, verify=False).get("quantised_from", {}).get("encoder") == src:
+            return out
+    quantize_package(pkg, out, graphs=("encoder", "decoder"), precision="standard")
+    return out

@@ -2,6 +2,7 @@
 
     python -m sam3d_onnx quantize PKG OUT [--graphs encoder]          # write the int8 package
     python -m sam3d_onnx quantize PKG OUT --precision fp16            # fp16 (for GPUs), both graphs
+    python -m sam3d_onnx quantize PKG OUT --precision standard        # fp32, standard operators (OpenVINO)
     python -m sam3d_onnx quantize --compare PKG OUT --volume CT.nii.gz  # probabilities and masks
 
 The encoder's weight MatMuls (qkv, proj, MLP, adapters: about 70 % of an encoding's FLOPs) become
@@ -14,6 +15,9 @@ the depth-wise and 1x1 convolutions and the decoder stay fp32.
 fp16 (ONNX Runtime's float16 converter): every float weight and activation in fp16, the graphs' inputs
 and outputs kept float32 (Casts at the edges), so the engine and the manifest's graph interface are
 unchanged too. Meant for CUDA/TensorRT (tensor cores); on a CPU it runs, slower than fp32.
+
+standard (`standard.standard_graph`): the same fp32 math with ONNX Runtime's own attention and GELU
+nodes written as standard ONNX operators, so that OpenVINO runs the whole graph.
 """
 from __future__ import annotations
 
@@ -28,13 +32,16 @@ import numpy as np
 
 from .fp16 import half_graph
 from .int8 import quantize_graph
+from .standard import standard_graph
 from .package import publish, read_manifest, sha256_file
 
 
 PRECISIONS = {"int8": ("int8-dynamic", quantize_graph,
                        "weight MatMuls quantised to int8 (ONNX Runtime dynamic quantisation, per-channel weights)"),
               "fp16": ("fp16", half_graph, "converted to fp16, inputs and outputs float32 (ONNX Runtime's float16 "
-                                           "converter)")}
+                                           "converter)"),
+              "standard": ("fp32", standard_graph, "ONNX Runtime's com.microsoft nodes rewritten as standard ONNX "
+                                                   "operators (for OpenVINO)")}
 
 
 def quantize_package(pkg: str, out: str, graphs=("encoder",), precision: str = "int8", convs: bool = True) -> dict:
@@ -132,7 +139,8 @@ def main(argv=None, prog=None):
     ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     ap.add_argument("package", help="the fp32 package")
     ap.add_argument("out", help="the variant package to write (with --compare: to read)")
-    ap.add_argument("--precision", choices=sorted(PRECISIONS), default="int8", help="int8 (default) or fp16")
+    ap.add_argument("--precision", choices=sorted(PRECISIONS), default="int8",
+                    help="int8 (default), fp16, or standard (fp32 in standard operators, for OpenVINO)")
     ap.add_argument("--graphs", help="comma-separated: encoder, decoder (default: encoder for int8, both for fp16)")
     ap.add_argument("--compare", action="store_true", help="compare OUT (int8 or fp16) with PACKAGE (fp32) instead")
     ap.add_argument("--volume", help="CT (.nii.gz) whose crops --compare uses")
