@@ -43,11 +43,14 @@ fn dice(a: &[u8], b: &[u8]) -> f64 {
 #[test]
 fn openvino_runs_where_it_can_and_says_why_where_it_cannot() {
     let rt = load_runtime(None).unwrap();
-    assert!(
-        !rt.has_built_in_openvino(),
-        "this test is for a stock ONNX Runtime; {} has OpenVINO built in",
-        rt.path().display()
-    );
+    if rt.has_built_in_openvino() {
+        // `make test ORT_FLAVOR=openvino`: tests/openvino.rs covers that runtime
+        eprintln!(
+            "skipped: {} has OpenVINO built in; this test is for a stock ONNX Runtime",
+            rt.path().display()
+        );
+        return;
+    }
     let want = mask_with(model("tiny-orient"));
     let intel = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains("GenuineIntel"));
     let plugin = rt.openvino_plugin();

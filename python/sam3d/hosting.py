@@ -390,6 +390,14 @@ def open_table(params: dict, *, idle_timeout: float, base_dir: str, name: str) -
         v = params.get(key, "")
         return default if v in ("", None) else v
 
+    def flag(v, key):
+        v = str(v).strip().lower()
+        if v in ("1", "true", "yes", "on"):
+            return True
+        if v in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"parameter {key}: {v!r} is not a yes/no value (1/0, true/false)")
+
     package = get("package", None)
     if package is None:
         raise ValueError("the model's parameters name no package (parameters { key: \"package\" ... })")
@@ -401,7 +409,7 @@ def open_table(params: dict, *, idle_timeout: float, base_dir: str, name: str) -
     runtime = Runtime(get("ort_library", None))
     model = Model(runtime, package, device=get("device", "cpu"), threads=int(get("threads", "0")),
                   device_id=int(get("device_id", "0")),
-                  bf16=get("bf16", "0") not in ("0", "false", "False"),
+                  bf16=flag(get("bf16", "0"), "bf16"),
                   openvino_cache_dir=get("openvino_cache_dir", None))
     if get("warm_up", "1") not in ("0", "false", "False"):
         model.warm_up()

@@ -160,10 +160,25 @@ impl Model {
             _ => None,
         };
         let shared = arena.is_some();
-        let (encoder, provider, provider_note) =
+        let (encoder, provider, mut provider_note) =
             make_session(runtime, &dir.join(&m.graphs.encoder.file), opts, shared)?;
-        let (decoder, _, _) =
+        let (decoder, dec_provider, dec_note) =
             make_session(runtime, &dir.join(&m.graphs.decoder.file), opts, shared)?;
+        // the decoder's own story, where it differs from the encoder's
+        let dec = if dec_provider != provider {
+            format!("the decoder runs on {dec_provider}: {dec_note}")
+        } else if !provider_note.contains(dec_note.as_str()) {
+            dec_note
+        } else {
+            String::new()
+        };
+        if !dec.is_empty() {
+            provider_note = if provider_note.is_empty() {
+                dec
+            } else {
+                format!("{provider_note}; {dec}")
+            };
+        }
         let cache_names: Vec<String> = encoder
             .outputs()
             .iter()
@@ -208,10 +223,12 @@ impl Model {
         let prob = decoder.outputs().iter().find(|o| o.name() == "prob");
         let prob_f16 =
             is_f16(prob.expect("checked above"), "the decoder's output `prob`").map_err(bad)?;
-        let cache_memory = if provider == "CPU" {
-            CacheMemory::Host
-        } else {
+        // device memory only where a GPU provider runs the graphs (OpenVINO's CPU device and a
+        // fallback keep the cache in host memory)
+        let cache_memory = if provider == "CUDA" || provider == "TensorRT" {
             CacheMemory::Cuda(opts.gpu.device_id)
+        } else {
+            CacheMemory::Host
         };
         Ok(Model {
             package,

@@ -24,6 +24,44 @@ pub(super) fn make_session(
     opts: &ModelOptions,
     shared_arena: bool,
 ) -> Result<(Session, String, String)> {
+    let (session, provider, note) = with_provider(runtime, file, opts, shared_arena)?;
+    match session {
+        Ok(session) => Ok((session, provider, note)),
+        // a provider that takes the options but fails on the graph itself (OpenVINO compiles it
+        // here): the CPU provider, with the reason, as when it is missing
+        Err(e) if provider != "CPU" => {
+            let cpu = ModelOptions {
+                device: Device::Cpu,
+                ..opts.clone()
+            };
+            let (session, _, _) = with_provider(runtime, file, &cpu, shared_arena)?;
+            let session = session.map_err(|e| load_error(file, e))?;
+            let note = format!("{provider} unavailable, running on CPU: {e}");
+            Ok((session, "CPU".to_string(), note))
+        }
+        Err(e) => Err(load_error(file, e)),
+    }
+}
+
+fn load_error(file: &Path, e: ort::Error) -> crate::error::Error {
+    err(
+        Sam3dStatus::BadModel,
+        format!(
+            "{}: ONNX Runtime cannot load the graph: {e}",
+            file.display()
+        ),
+    )
+}
+
+/// The session for `file` on the provider asked for (or the CPU when it cannot be registered), the
+/// provider and a note; the session is Err when ONNX Runtime or the provider fails on the graph.
+#[allow(clippy::type_complexity)]
+fn with_provider(
+    runtime: &Runtime,
+    file: &Path,
+    opts: &ModelOptions,
+    shared_arena: bool,
+) -> Result<(std::result::Result<Session, ort::Error>, String, String)> {
     let mut builder =
         Session::builder(runtime.environment()).map_err(|e| rt_err("session options", e))?;
     builder = builder
@@ -127,16 +165,7 @@ pub(super) fn make_session(
     let keep_mode = ModeGuard::keep();
     let session = builder.commit_from_file(file);
     drop(keep_mode);
-    let session = session.map_err(|e| {
-        err(
-            Sam3dStatus::BadModel,
-            format!(
-                "{}: ONNX Runtime cannot load the graph: {e}",
-                file.display()
-            ),
-        )
-    })?;
-    if provider.starts_with("OpenVINO") && uses_onnxruntime_operators(file) {
+    if session.is_ok() && provider.starts_with("OpenVINO") && uses_onnxruntime_operators(file) {
         let more = format!(
             "{} has ONNX Runtime's own operators (com.microsoft), which OpenVINO leaves to the CPU \
              provider (slower, more memory); the package's standard-operator variant runs whole on \
@@ -192,6 +221,9 @@ fn openvino(
             if bf16 { "bf16" } else { "f32" }
         ),
         "\"PERFORMANCE_HINT\": \"LATENCY\"".to_string(),
+        // subnormals as zero in OpenVINO's own threads, as the CPU provider's are (the shifted
+        // windows' exp(-100) factors would otherwise take microcode assists on Intel cores)
+        "\"CPU_DENORMALS_OPTIMIZATION\": \"YES\"".to_string(),
     ];
     if opts.threads > 0 {
         cpu.push(format!("\"INFERENCE_NUM_THREADS\": \"{}\"", opts.threads));

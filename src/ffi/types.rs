@@ -303,15 +303,33 @@ const MODEL_OPTIONS_V1: usize = std::mem::offset_of!(Sam3dModelOptions, skip_has
 const GPU_OPTIONS_V1: usize = std::mem::offset_of!(Sam3dGpuOptions, cuda_tf32);
 const _: () = assert!(MODEL_OPTIONS_V1 == 16 && GPU_OPTIONS_V1 == 32);
 
+/// Where each field appended after an options struct's first version ends (its offset plus its size).
+fn appended_fields<T: 'static>() -> &'static [usize] {
+    use std::any::TypeId;
+    use std::mem::offset_of;
+    const MODEL: [usize; 2] = [
+        offset_of!(Sam3dModelOptions, bf16) + 4,
+        offset_of!(Sam3dModelOptions, cache_dir) + std::mem::size_of::<*const c_char>(),
+    ];
+    const GPU: [usize; 1] = [offset_of!(Sam3dGpuOptions, cuda_tf32) + 4];
+    if TypeId::of::<T>() == TypeId::of::<Sam3dModelOptions>() {
+        &MODEL
+    } else if TypeId::of::<T>() == TypeId::of::<Sam3dGpuOptions>() {
+        &GPU
+    } else {
+        &[]
+    }
+}
+
 /// A versioned options struct as its caller wrote it: `struct_size` (its first field) is read
-/// alone, then at most that many bytes are copied into a zeroed struct, so a caller built against
-/// an older, shorter version is never read past its end, and the fields it does not know are 0
-/// (every field's default).
+/// alone, then the whole fields within that many bytes are copied into a zeroed struct, so a caller
+/// built against an older, shorter version is never read past its end, and the fields it does not
+/// know are 0 (every field's default).
 ///
 /// # Safety
 /// `p` points to a struct whose first 4 bytes are `struct_size` and which holds at least
 /// `min(struct_size, size_of::<T>())` readable bytes.
-unsafe fn read_versioned<T>(p: *const T, what: &str, first: usize) -> Result<T> {
+unsafe fn read_versioned<T: 'static>(p: *const T, what: &str, first: usize) -> Result<T> {
     // SAFETY: the first 4 bytes are readable (the caller's contract).
     let size = unsafe { (p as *const u32).read_unaligned() } as usize;
     if size < first {
@@ -325,15 +343,20 @@ unsafe fn read_versioned<T>(p: *const T, what: &str, first: usize) -> Result<T> 
         ));
     }
     let mut v = std::mem::MaybeUninit::<T>::zeroed();
-    // SAFETY: `min(size, size_of::<T>())` bytes are readable at `p` (the caller's contract) and
-    // writable in `v`; the two do not overlap.
-    unsafe {
-        std::ptr::copy_nonoverlapping(
-            p as *const u8,
-            v.as_mut_ptr() as *mut u8,
-            size.min(std::mem::size_of::<T>()),
-        )
-    };
+    // only whole fields: a size that ends inside an appended pointer (a caller's mistake) must not
+    // leave half a pointer to dereference
+    let whole = appended_fields::<T>()
+        .iter()
+        .copied()
+        .filter(|end| *end <= size)
+        .max()
+        .unwrap_or(first)
+        .max(first)
+        .min(size)
+        .min(std::mem::size_of::<T>());
+    // SAFETY: `whole <= min(size, size_of::<T>())` bytes are readable at `p` (the caller's
+    // contract) and writable in `v`; the two do not overlap.
+    unsafe { std::ptr::copy_nonoverlapping(p as *const u8, v.as_mut_ptr() as *mut u8, whole) };
     // SAFETY: every field of the options structs is an integer or a pointer, for which any bytes,
     // zeros included, are a valid value.
     Ok(unsafe { v.assume_init() })

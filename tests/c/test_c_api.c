@@ -169,6 +169,11 @@ int main(int argc, char **argv) {
     check("model: first-version options run fp32", gmodel && strstr(oinfo.provider, "bf16") == NULL);
     sam3d_model_free(gmodel);
     gmodel = NULL;
+    /* a size that ends inside cache_dir: the pointer is not half-read */
+    old.struct_size = (uint32_t)offsetof(Sam3dModelOptions, cache_dir) + 4;
+    expect("model: size inside a pointer", sam3d_model_open(rt, model_dir, &old, &gmodel), SAM3D_STATUS_OK);
+    sam3d_model_free(gmodel);
+    gmodel = NULL;
     old.struct_size = (uint32_t)offsetof(Sam3dModelOptions, bf16) - 1;
     expect("model: struct_size too small", sam3d_model_open(rt, model_dir, &old, &gmodel), SAM3D_STATUS_ABI_MISMATCH);
     gpu.struct_size = (uint32_t)sizeof gpu;

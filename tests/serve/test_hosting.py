@@ -105,3 +105,21 @@ def test_pack_round_trip():
     with pytest.raises(ValueError):
         wire.unpack_into(out, lo, hi, np.zeros(3, np.uint8))
     assert wire.pack(m, (3, 3, 3), (3, 9, 9)).size == 0
+
+
+def test_model_parameters_take_only_yes_no_values_and_reach_the_model(tmp_path):
+    with pytest.raises(ValueError, match="bf16"):
+        hosting.open_table({"package": TINY, "device": "openvino", "bf16": "maybe", "warm_up": "0"},
+                           idle_timeout=60, base_dir=".", name="t")
+    t = hosting.open_table({"package": TINY, "device": "openvino", "bf16": "off", "threads": "1", "warm_up": "no",
+                            "openvino_cache_dir": str(tmp_path / "ov")}, idle_timeout=60, base_dir=".", name="t")
+    try:
+        info = t.model.info
+        # OpenVINO where this ONNX Runtime has it (fp32: bf16 was off), else the CPU with the reason
+        if info["provider"] == "CPU":
+            assert info["provider_note"].startswith("OpenVINO unavailable"), info
+        else:
+            assert info["provider"] == "OpenVINO fp32", info
+            assert any((tmp_path / "ov").iterdir())
+    finally:
+        t.close()

@@ -216,8 +216,8 @@ def main(argv=None, prog=None):
         from ..export.package import read_manifest
         if inference_settings(read_manifest(pkg, verify=False))["test_time_flips"] > 1:
             # what a host gets with the package's refinements (e.g. the demo's 8 test-time flips)
-            record["configs"][name]["engine_package_default"] = engine(pkg, ct, click, args.threads, rep, args.ort,
-                                                                       package_default=True)
+            record["configs"][name]["engine_package_default"] = engine(pkg, ct, click, args.threads, rep, ort_for(dev),
+                                                                       package_default=True, device=dev)
         print(f"{name}: engine encode {eng['encode_s']:.3f} s ({eng2['encode_s']:.3f} s after the reference), "
               f"reference first click {ref['first_click_s']:.3f} s", flush=True)
     record["fp32_matmul_gflops"] = float(np.mean(rates))

@@ -55,7 +55,7 @@ def execution_providers(name: str, threads: int):
     hint = {"openvino-fp32": "f32", "openvino-bf16": "bf16"}.get(name)
     if hint is None:
         raise ValueError(f"provider must be one of {PROVIDER_NAMES}, not {name!r}")
-    cpu = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY"}
+    cpu = {"INFERENCE_PRECISION_HINT": hint, "PERFORMANCE_HINT": "LATENCY", "CPU_DENORMALS_OPTIMIZATION": "YES"}
     opts = {"device_type": "CPU"}
     if threads > 0:
         cpu["INFERENCE_NUM_THREADS"] = str(threads)
