@@ -20,11 +20,12 @@ import math
 def _mha(node, helper, numpy_helper, np):
     """The nodes and constants that compute one 3-input MultiHeadAttention."""
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-    if len([i for i in node.input if i]) != 3 or set(attrs) - {"num_heads", "scale"}:
+    if len(node.input) < 3 or not all(node.input[:3]) or any(node.input[3:]) or len(node.output) != 1 \
+            or set(attrs) - {"num_heads", "scale"}:
         raise ValueError(f"{node.name}: only MultiHeadAttention(query, key, value; num_heads, scale) is rewritten")
     heads, scale = int(attrs["num_heads"]), attrs.get("scale")
     q, k, v = node.input[:3]
-    p = f"{node.name or 'mha'}_std"
+    p = f"{node.name or 'mha_' + node.output[0]}_std"
     split = numpy_helper.from_array(np.array([0, 0, heads, -1], np.int64), f"{p}_heads")   # (B, T, H, d)
     merge = numpy_helper.from_array(np.array([0, 0, -1], np.int64), f"{p}_merge")         # (B, T, H*d)
     inits = [split, merge]
@@ -57,7 +58,7 @@ def _mha(node, helper, numpy_helper, np):
 
 def _bias_gelu(node, helper):
     x, b = node.input[:2]
-    p = f"{node.name or 'bias_gelu'}_std"
+    p = f"{node.name or 'bias_gelu_' + node.output[0]}_std"
     return [helper.make_node("Add", [x, b], [f"{p}_sum"]),
             helper.make_node("Gelu", [f"{p}_sum"], [node.output[0]])], []
 
