@@ -45,19 +45,20 @@ $(ORT_LIB): tools/fetch_ort.py
 # (onnx/tests; on PYTHONPATH it shadows the venv's onnxruntime in a subprocess).
 ORT_OV_DIR := .cache/onnxruntime-openvino
 ORT_OV_PY := .cache/onnxruntime-openvino-py
-ORT_OV_PY_STAMP := $(ORT_OV_PY)/.onnxruntime-openvino-1.24.1
+ORT_OV_VERSION := 1.24.1
+ORT_OV_PY_STAMP := $(ORT_OV_PY)/.onnxruntime-openvino-$(ORT_OV_VERSION)
 export SAM3D_ORT_OPENVINO_LIBRARY := $(abspath $(ORT_OV_DIR)/libonnxruntime.so)
 export SAM3D_ORT_OPENVINO_PYTHONPATH := $(abspath $(ORT_OV_PY))
 ort-openvino: $(ORT_OV_DIR)/libonnxruntime.so
 ifneq ($(ORT_FLAVOR),openvino)
 $(ORT_OV_DIR)/libonnxruntime.so: tools/fetch_ort.py
-	$(PYTHON) tools/fetch_ort.py --out $(ORT_OV_DIR) --flavor openvino
+	$(PYTHON) tools/fetch_ort.py --out $(ORT_OV_DIR) --flavor openvino --version $(ORT_OV_VERSION)
 	touch $@
 endif
 ort-openvino-python: $(ORT_OV_PY_STAMP)
 $(ORT_OV_PY_STAMP): $(STAMP)
 	rm -rf $(ORT_OV_PY)
-	$(PY) -m pip install --quiet --no-deps --target $(ORT_OV_PY) onnxruntime-openvino==1.24.1
+	$(PY) -m pip install --quiet --no-deps --target $(ORT_OV_PY) onnxruntime-openvino==$(ORT_OV_VERSION)
 	touch $@
 
 # Real volumes from the packages that ship them (see tools/fetch_data.py for provenance).

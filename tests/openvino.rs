@@ -5,9 +5,12 @@
 //! (`SAM3D_ORT_OPENVINO_LIBRARY`, set by the Makefile); `tests/openvino_fallback.rs` covers a
 //! stock ONNX Runtime.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use common::{dice, fixture, two_click_mask};
 use sam3d::{load_runtime, Coord, Device, Model, ModelOptions, Runtime, Segmenter, Volume};
 
 fn runtime() -> Runtime {
@@ -48,17 +51,6 @@ fn open(rt: &Runtime, package: &Path, device: Device, bf16: bool) -> Arc<Model> 
     Arc::new(Model::open(rt, package, &opts).unwrap())
 }
 
-/// The tiny fixture on a smooth synthetic volume, two clicks.
-fn tiny_mask(m: Arc<Model>) -> Vec<u8> {
-    let mut s = Segmenter::new(m, synthetic()).unwrap();
-    s.set_zoom_out(1).unwrap();
-    let o = s.add_object();
-    for p in [[24.0, 18.0, 15.0], [26.0, 19.0, 15.0]] {
-        s.click(o, p, Coord::Ijk, &mut |_, _| {}).unwrap();
-    }
-    s.mask_vec(o).unwrap()
-}
-
 /// The demo model on the sample CT's lesion, one click, the package's own refinements.
 fn demo_mask(m: Arc<Model>) -> Vec<u8> {
     let ct: Arc<Volume> =
@@ -70,52 +62,11 @@ fn demo_mask(m: Arc<Model>) -> Vec<u8> {
     s.mask_vec(o).unwrap()
 }
 
-fn synthetic() -> Arc<Volume> {
-    let dims = [48, 40, 30];
-    let geom = sam3d::Geometry::new(
-        dims,
-        [1.5, 1.5, 2.5],
-        [-30.0, 20.0, 5.0],
-        [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
-    )
-    .unwrap();
-    let mut data = Vec::with_capacity(dims.iter().product());
-    for k in 0..dims[2] {
-        for j in 0..dims[1] {
-            for i in 0..dims[0] {
-                let r2 = ((i as f64 - 24.0) / 8.0).powi(2)
-                    + ((j as f64 - 18.0) / 6.0).powi(2)
-                    + ((k as f64 - 15.0) / 4.0).powi(2);
-                data.push((40.0 + 120.0 * (-r2).exp() + ((i * 7 + j * 13) % 11) as f64) as f32);
-            }
-        }
-    }
-    Arc::new(Volume::new(geom, data).unwrap())
-}
-
-fn dice(a: &[u8], b: &[u8]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    let inter = a
-        .iter()
-        .zip(b)
-        .filter(|(x, y)| **x != 0 && **y != 0)
-        .count() as f64;
-    let n = a.iter().chain(b).filter(|x| **x != 0).count();
-    if n == 0 {
-        1.0
-    } else {
-        2.0 * inter / n as f64
-    }
-}
-
 #[test]
 fn fp32_on_openvino_gives_the_cpu_providers_masks() {
     let rt = runtime();
     for (package, mask) in [
-        (
-            repo("tests/fixtures/models/tiny-orient"),
-            tiny_mask as fn(_) -> _,
-        ),
+        (fixture("tiny-orient"), two_click_mask as fn(_) -> _),
         (repo("models/demo-lesion"), demo_mask),
     ] {
         let ov = open(&rt, &package, Device::OpenVino, false);
@@ -175,7 +126,7 @@ fn bf16_runs_exactly_where_the_cpu_multiplies_bf16() {
 #[test]
 fn the_cache_folder_keeps_compiled_models_and_must_be_a_folder() {
     let rt = runtime();
-    let tiny = repo("tests/fixtures/models/tiny-orient");
+    let tiny = fixture("tiny-orient");
     let cache = std::env::temp_dir().join(format!("sam3d-ov-cache-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&cache);
     let opts = ModelOptions {
@@ -184,7 +135,7 @@ fn the_cache_folder_keeps_compiled_models_and_must_be_a_folder() {
         cache_dir: Some(cache.join("nested")),
         ..Default::default()
     };
-    let first = tiny_mask(Arc::new(Model::open(&rt, &tiny, &opts).unwrap()));
+    let first = two_click_mask(Arc::new(Model::open(&rt, &tiny, &opts).unwrap()));
     let blobs = std::fs::read_dir(cache.join("nested")).unwrap().count();
     assert!(
         blobs >= 2,
@@ -193,7 +144,7 @@ fn the_cache_folder_keeps_compiled_models_and_must_be_a_folder() {
     // a second open reads them back and computes the same mask
     let again = Model::open(&rt, &tiny, &opts).unwrap();
     assert_eq!(again.provider, "OpenVINO fp32");
-    assert_eq!(tiny_mask(Arc::new(again)), first);
+    assert_eq!(two_click_mask(Arc::new(again)), first);
     // a file where the folder should be: an error naming it, not a fallback
     let file = cache.join("file");
     std::fs::write(&file, b"x").unwrap();

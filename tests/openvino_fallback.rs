@@ -8,37 +8,8 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{fixture, model, volume};
-use sam3d::{load_runtime, Coord, Device, Model, ModelOptions, Segmenter};
-
-fn none() -> impl FnMut(sam3d::Stage, bool) {
-    |_, _| {}
-}
-
-fn mask_with(m: Arc<Model>) -> Vec<u8> {
-    let mut s = Segmenter::new(m, volume()).unwrap();
-    s.set_zoom_out(1).unwrap();
-    let o = s.add_object();
-    s.click(o, [24.0, 18.0, 15.0], Coord::Ijk, &mut none())
-        .unwrap();
-    s.click(o, [26.0, 19.0, 15.0], Coord::Ijk, &mut none())
-        .unwrap();
-    s.mask_vec(o).unwrap()
-}
-
-fn dice(a: &[u8], b: &[u8]) -> f64 {
-    let inter = a
-        .iter()
-        .zip(b)
-        .filter(|(x, y)| **x != 0 && **y != 0)
-        .count() as f64;
-    let n = a.iter().filter(|x| **x != 0).count() + b.iter().filter(|x| **x != 0).count();
-    if n == 0 {
-        1.0
-    } else {
-        2.0 * inter / n as f64
-    }
-}
+use common::{dice, fixture, model, two_click_mask};
+use sam3d::{load_runtime, Device, Model, ModelOptions};
 
 #[test]
 fn openvino_runs_where_it_can_and_says_why_where_it_cannot() {
@@ -51,7 +22,7 @@ fn openvino_runs_where_it_can_and_says_why_where_it_cannot() {
         );
         return;
     }
-    let want = mask_with(model("tiny-orient"));
+    let want = two_click_mask(model("tiny-orient"));
     let intel = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains("GenuineIntel"));
     let plugin = rt.openvino_plugin();
     let cache = std::env::temp_dir().join(format!("sam3d-openvino-cache-{}", std::process::id()));
@@ -92,7 +63,7 @@ fn openvino_runs_where_it_can_and_says_why_where_it_cannot() {
                 );
             }
         }
-        let got = mask_with(m);
+        let got = two_click_mask(m);
         if provider == "CPU" {
             assert_eq!(got, want, "the fallback changed the mask");
         } else {

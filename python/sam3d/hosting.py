@@ -411,7 +411,7 @@ def open_table(params: dict, *, idle_timeout: float, base_dir: str, name: str) -
                   device_id=int(get("device_id", "0")),
                   bf16=flag(get("bf16", "0"), "bf16"),
                   openvino_cache_dir=get("openvino_cache_dir", None))
-    if get("warm_up", "1") not in ("0", "false", "False"):
+    if flag(get("warm_up", "1"), "warm_up"):
         model.warm_up()
     return SessionTable(model, max_sessions=int(get("max_sessions", "16")), idle_timeout=idle_timeout, name=name,
                         max_voxels=int(get("max_voxels", str(1 << 29))))

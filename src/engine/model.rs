@@ -6,7 +6,7 @@ use std::sync::Mutex;
 use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
 use ort::session::Session;
 
-use super::providers::make_session;
+use super::providers::{join_notes, make_session};
 use super::warmup::WarmUpSlot;
 use crate::arena::{self, ArenaLease};
 use crate::error::{err, Result, Sam3dStatus};
@@ -160,7 +160,7 @@ impl Model {
             _ => None,
         };
         let shared = arena.is_some();
-        let (encoder, provider, mut provider_note) =
+        let (encoder, provider, provider_note) =
             make_session(runtime, &dir.join(&m.graphs.encoder.file), opts, shared)?;
         let (decoder, dec_provider, dec_note) =
             make_session(runtime, &dir.join(&m.graphs.decoder.file), opts, shared)?;
@@ -172,13 +172,7 @@ impl Model {
         } else {
             String::new()
         };
-        if !dec.is_empty() {
-            provider_note = if provider_note.is_empty() {
-                dec
-            } else {
-                format!("{provider_note}; {dec}")
-            };
-        }
+        let provider_note = join_notes(provider_note, dec);
         let cache_names: Vec<String> = encoder
             .outputs()
             .iter()

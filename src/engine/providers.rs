@@ -36,8 +36,7 @@ pub(super) fn make_session(
             };
             let (session, _, _) = with_provider(runtime, file, &cpu, shared_arena)?;
             let session = session.map_err(|e| load_error(file, e))?;
-            let note = format!("{provider} unavailable, running on CPU: {e}");
-            Ok((session, "CPU".to_string(), note))
+            Ok((session, "CPU".to_string(), fallback_note(&provider, e)))
         }
         Err(e) => Err(load_error(file, e)),
     }
@@ -120,9 +119,7 @@ fn with_provider(
     if opts.device == Device::OpenVino {
         match openvino(runtime, builder, opts) {
             Ok((b, label, n)) => (builder, provider, note) = (b, label, n),
-            Err((b, why)) => {
-                (builder, note) = (b, format!("OpenVINO unavailable, running on CPU: {why}"))
-            }
+            Err((b, why)) => (builder, note) = (b, fallback_note("OpenVINO", why)),
         }
     }
     let attempt = match opts.device {
@@ -157,7 +154,7 @@ fn with_provider(
     if let Some((name, res)) = attempt {
         match res {
             Ok(()) => provider = name.to_string(),
-            Err(e) => note = format!("{name} unavailable, running on CPU: {e}"),
+            Err(e) => note = fallback_note(name, e),
         }
     }
     // ONNX Runtime sets flush-to-zero on the thread that initialises the process's first session,
@@ -172,13 +169,23 @@ fn with_provider(
              OpenVINO (python -m sam3d_onnx quantize PACKAGE OUT --precision standard)",
             file.file_name().unwrap_or_default().to_string_lossy()
         );
-        note = if note.is_empty() {
-            more
-        } else {
-            format!("{note}; {more}")
-        };
+        note = join_notes(note, more);
     }
     Ok((session, provider, note))
+}
+
+/// The note of a provider that cannot be had: the model runs on the CPU provider, and why.
+fn fallback_note(provider: &str, why: impl std::fmt::Display) -> String {
+    format!("{provider} unavailable, running on CPU: {why}")
+}
+
+/// Two notes as one ("a; b"), either possibly empty.
+pub(super) fn join_notes(a: String, b: String) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (_, true) => a,
+        (true, false) => b,
+        (false, false) => format!("{a}; {b}"),
+    }
 }
 
 /// Whether a graph file uses ONNX Runtime's `com.microsoft` operator domain (the exporter's fused

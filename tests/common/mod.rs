@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use sam3d::Geometry;
 use sam3d::ModelOptions;
-use sam3d::{load_runtime, Model, Volume};
+use sam3d::{load_runtime, Coord, Model, Segmenter, Volume};
 
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -55,4 +55,31 @@ pub fn volume() -> Arc<Volume> {
         }
     }
     Arc::new(Volume::new(geom, data).unwrap())
+}
+
+/// The mask of two clicks on the blob of `volume()`, zoom-out off: the provider tests' comparison.
+pub fn two_click_mask(m: Arc<Model>) -> Vec<u8> {
+    let mut s = Segmenter::new(m, volume()).unwrap();
+    s.set_zoom_out(1).unwrap();
+    let o = s.add_object();
+    for p in [[24.0, 18.0, 15.0], [26.0, 19.0, 15.0]] {
+        s.click(o, p, Coord::Ijk, &mut |_, _| {}).unwrap();
+    }
+    s.mask_vec(o).unwrap()
+}
+
+/// Dice of two 0/1 masks of the same grid (1 when both are empty).
+pub fn dice(a: &[u8], b: &[u8]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    let inter = a
+        .iter()
+        .zip(b)
+        .filter(|(x, y)| **x != 0 && **y != 0)
+        .count() as f64;
+    let n = a.iter().chain(b).filter(|x| **x != 0).count();
+    if n == 0 {
+        1.0
+    } else {
+        2.0 * inter / n as f64
+    }
 }

@@ -228,10 +228,7 @@ def test_openvino_and_bf16_reach_the_model(tmp_path):
     with pytest.raises(ValueError, match="openvino"):
         device_settings("npu")
 
-    scene = slicer.vtkMRMLScene()
-    volume = read_node(scene, SAMPLE + ".nii.gz")
-    points = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode")
-    points.AddControlPointWorld(vtk.vtkVector3d(*click_ras()))
+    scene, volume, points = sample_scene()   # the scene must outlive its nodes
     cpu_seg, cpu_id, _ = SAM3DSegmentLogic(MODEL, threads=1).segment(volume, points)
     want = SAM3DSegmentLogic.segment_mask(cpu_seg, cpu_id, volume)
 
